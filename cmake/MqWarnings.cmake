@@ -1,0 +1,9 @@
+# mq_warnings: -Wall -Wextra -Werror for our own code only (never for third-party headers, which are
+# included as SYSTEM). MQ_SANITIZE adds -fsanitize to everything we build.
+add_library(mq_warnings INTERFACE)
+target_compile_options(mq_warnings INTERFACE
+  $<$<COMPILE_LANGUAGE:CXX>:-Wall -Wextra -Werror -Wno-unused-parameter>)
+if(MQ_SANITIZE)
+  add_compile_options($<$<COMPILE_LANGUAGE:CXX>:-fsanitize=${MQ_SANITIZE} -fno-omit-frame-pointer>)
+  add_link_options(-fsanitize=${MQ_SANITIZE})
+endif()
