@@ -34,7 +34,12 @@ endif()
 
 find_package(MPI REQUIRED COMPONENTS CXX)
 find_package(nlohmann_json 3.10 REQUIRED)
-find_package(Boost 1.74 REQUIRED COMPONENTS program_options)
+# Boost.ProgramOptions is needed by the mqdist executable only; a kernels-only build (e.g. on a GPU
+# machine without Boost) still configures.
+find_package(Boost 1.74 QUIET COMPONENTS program_options)
+if(NOT Boost_PROGRAM_OPTIONS_FOUND)
+  message(WARNING "Boost.ProgramOptions not found: the mqdist executable is not built")
+endif()
 find_package(HDF5 REQUIRED COMPONENTS C CXX)
 add_library(mq_hdf5 INTERFACE)
 add_library(mq::hdf5 ALIAS mq_hdf5)
