@@ -18,7 +18,11 @@ if(NOT Torch_DIR AND NOT CMAKE_PREFIX_PATH)
 endif()
 # TorchConfig pulls Caffe2's CUDA setup, which prints noise about architectures; our kernels use CMake's
 # CUDA language with CMAKE_CUDA_ARCHITECTURES and are unaffected.
+# Pinning TORCH_CUDA_ARCH_LIST also skips its GPU auto-detection (a try_run that fails without a GPU).
 set(_mq_saved_cuda_arch ${CMAKE_CUDA_ARCHITECTURES})
+if(NOT DEFINED TORCH_CUDA_ARCH_LIST AND NOT DEFINED ENV{TORCH_CUDA_ARCH_LIST})
+  set(TORCH_CUDA_ARCH_LIST "9.0")
+endif()
 find_package(Torch REQUIRED)
 set(CMAKE_CUDA_ARCHITECTURES ${_mq_saved_cuda_arch})
 add_library(mq_torch INTERFACE)
