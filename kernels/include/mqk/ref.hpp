@@ -12,6 +12,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "mqk/formats.hpp"
+
 namespace mqk {
 
 struct AmaxLayout {
@@ -20,9 +22,6 @@ struct AmaxLayout {
   int64_t index(int64_t i) const { return (i / inner) % axis_len; }
 };
 
-/// MX element formats (reference §2.6) plus NVFP4's E2M1 shares kE2M1.
-enum class ElemFormat : int { kE4M3 = 0, kE5M2, kE3M2, kE2M3, kE2M1, kInt8 };
-
 // ---- scalar conversions (exposed for tests and for the CUDA kernels' host-side checks) ----
 /// fp32 -> FP8 E4M3 (fn) value with round-to-nearest-even and saturation to +-448; NaN stays NaN.
 float e4m3_round(float v);
@@ -30,9 +29,24 @@ float e4m3_round(float v);
 float e2m1_round_magnitude(float a);
 /// E2M1 magnitude index 0..7 for |a| (same thresholds).
 int e2m1_index(float a);
+/// FP8 E4M3 byte of e4m3_round(v) (sign bit kept, so -0.0 and tiny negatives give 0x80; NaN gives 0x7f/0xff).
+uint8_t e4m3_to_bits(float v);
+/// Value of an FP8 E4M3 (fn) byte (0x7f/0xff are NaN).
+float e4m3_from_bits(uint8_t b);
+/// torch's `.to(float8_e4m3fn)` (RNE, no saturation: |v| > 464 and Inf give NaN), as a value.
+float e4m3_round_torch(float v);
+/// Magnitude a >= 0 onto an MX element grid with RNE and saturation (reference §2.6 step 5).
+float mx_elem_round_magnitude(float a, ElemFormat elem);
+/// ceil(log2(ratio)) of a positive finite fp32 from its bits (the E8M0 "NV algorithm", §2.6 step 3).
+int e8m0_ceil_exponent(float ratio);
+/// fp32 -> bf16 -> fp32 with round-to-nearest-even (NaN stays NaN).
+float bf16_round(float v);
+/// NF4 look-up table values as ModelOpt stores them (bf16 of kNf4Table).
+float nf4_lut(int index);
 
 // ---- fake quantization (quantize + dequantize) ----
-/// INT-N (reference §2.2). amax <= 2^-24 gives 0 for those elements.
+/// INT-N (reference §2.2). amax <= 2^-24 gives 0 for those elements. Unsigned with a negative input
+/// throws std::invalid_argument (ModelOpt raises TypeError).
 void int_fake_quant_ref(const float* x, float* y, int64_t n, const float* amax, AmaxLayout layout,
                         int num_bits, bool is_unsigned, bool narrow_range);
 /// FP8 E4M3 with a scaled range (reference §2.3). amax <= 2^-24 is replaced by 1.
@@ -42,7 +56,8 @@ void fp8_fake_quant_ref(const float* x, float* y, int64_t n, const float* amax, 
 void nvfp4_fake_quant_ref(const float* x, float* y, int64_t rows, int64_t cols, int block,
                           float global_amax);
 /// NVFP4 static block: per-block amax given ((rows * ceil(cols/block)) values), plus the global amax.
-/// four_over_six uses 256 instead of 448 as the FP8 normalisation max.
+/// four_over_six uses 256 instead of 448 as the FP8 normalisation max. A block scale that quantizes to
+/// 0 (or is NaN/Inf) is replaced by 1.0, as the Triton kernel's `scale_safe` (nvfp4_quant.py) does.
 void nvfp4_static_fake_quant_ref(const float* x, float* y, int64_t rows, int64_t cols, int block,
                                  const float* block_amax, float global_amax, bool four_over_six);
 /// MX (E8M0 shared scale per block along cols; reference §2.6).
@@ -56,10 +71,21 @@ float amax_ref(const float* x, int64_t n);
 void amax_rows_ref(const float* x, int64_t rows, int64_t cols, float* out);
 
 // ---- real quantization / packing (reference §2.9 and §6.4) ----
+/// Real-quant block sizes: NVFP4 / MX packers accept block in {8, 16, 32}, NF4 in {16, 32, 64, 128, 256}
+/// (the packed block structs of formats.hpp are instantiated for these); others throw
+/// std::invalid_argument. A last partial block is zero-padded: with odd cols the last byte's pad nibble
+/// holds the format's encoding of 0 (NVFP4 0x0, MXFP4 0x8, NF4 index 7).
+///
 /// NVFP4: packed (rows, ceil(cols/2)) uint8, low nibble = even element; scales (rows, ceil(cols/block))
 /// as FP8 E4M3 bytes; weight_scale_2 = global_amax / 2688 (returned).
 float nvfp4_quantize_ref(const float* x, int64_t rows, int64_t cols, int block, float global_amax,
                          uint8_t* packed, uint8_t* scales_e4m3);
+/// NVFP4 export of a static (per-block amax) weight (reference §6.4 step 1, static weights):
+/// pbs = (block_amax/6, 0 -> 1) * m / (global_amax/6), weight_scale_2 = global_amax / (6 m) with
+/// m = 448 (256 when four_over_six). Same layouts as nvfp4_quantize_ref; returns weight_scale_2.
+float nvfp4_static_quantize_ref(const float* x, int64_t rows, int64_t cols, int block,
+                                const float* block_amax, float global_amax, bool four_over_six,
+                                uint8_t* packed, uint8_t* scales_e4m3);
 void nvfp4_dequantize_ref(const uint8_t* packed, const uint8_t* scales_e4m3, float scale_2,
                           int64_t rows, int64_t cols, int block, float* y);
 /// MXFP4 real quant (ties round DOWN, zero encodes as 0b1000; reference §2.6): packed (rows, cols/2),
@@ -73,17 +99,21 @@ void mxfp8_quantize_ref(const float* x, int64_t rows, int64_t cols, int block, u
                         uint8_t* scales_e8m0);
 void mxfp8_dequantize_ref(const uint8_t* data_e4m3, const uint8_t* scales_e8m0, int64_t rows,
                           int64_t cols, int block, float* y);
-/// FP8 per-tensor/per-channel: byte = e4m3(x / scale) with scale = amax/448 (no clamp before the
-/// saturating cast, as ModelOpt's real quant). Returns nothing; `scale` is per AmaxLayout.
+/// FP8 per-tensor/per-channel: byte = e4m3(x / scale) with scale = amax/448, no clamp, cast as torch
+/// does (e4m3_round_torch: an out-of-range value becomes NaN 0x7f/0xff, as in ModelOpt's real quant).
+/// `scale` is per AmaxLayout.
 void fp8_quantize_ref(const float* x, int64_t n, const float* scale, AmaxLayout layout,
                       uint8_t* out_e4m3);
 /// INT8: round(x/scale).clamp(-128,127), scale = amax/127.
 void int8_quantize_ref(const float* x, int64_t n, const float* scale, AmaxLayout layout, int8_t* out);
 /// INT4 AWQ export packing (reference §6.4): weight (out, in) with group `block` along in,
-/// scale (out, in/block) = amax/7; packed along the OUTPUT dim: (out/2 rows... see §6.4).
+/// scale (out, ceil(in/block)) = amax/7; q = clamp(rint(w / scale), -8, 7); packed along the OUTPUT dim:
+/// packed (out/2, in), byte[j][c] = (q[2j][c] & 0xF) | (q[2j+1][c] & 0xF) << 4. out must be even.
 void int4_awq_pack_ref(const float* w, int64_t out_features, int64_t in_features, int block,
                        const float* scale, uint8_t* packed);
-/// NF4 (reference §2.7): indices packed first-element-high-nibble; per-block scale = block amax.
+/// NF4 (reference §2.7): per-block scale = block amax (scales has ceil(n/block) entries); index =
+/// first argmin |x/scale - nf4_lut(i)| in fp32; packed (ceil(n/2)) with element 2j in the HIGH nibble.
+/// An all-zero block (scale 0) gives the index of 0.0 (7) instead of ModelOpt's 0/0 = NaN.
 void nf4_quantize_ref(const float* x, int64_t n, int block, uint8_t* packed, float* scales);
 void nf4_dequantize_ref(const uint8_t* packed, const float* scales, int64_t n, int block, float* y);
 

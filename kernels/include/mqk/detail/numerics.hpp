@@ -1,0 +1,247 @@
+#pragma once
+// Scalar numerics shared by the C++ reference (kernels/ref) and the CUDA kernels (kernels/cuda), so
+// that host and device round identically. Every step is an fp32 operation with IEEE round-to-nearest;
+// no fused multiply-add is formed (no a*b+c expressions), and scaling by powers of two is exact.
+#include <cstdint>
+#include <cstring>
+
+#include "mqk/formats.hpp"
+
+#if defined(__CUDACC__)
+#define MQK_HD __host__ __device__ __forceinline__
+#else
+#define MQK_HD inline
+#endif
+
+#if !defined(__CUDA_ARCH__)
+#include <cmath>
+#endif
+
+namespace mqk::detail {
+
+MQK_HD uint32_t bits_of(float f) {
+#if defined(__CUDA_ARCH__)
+  return __float_as_uint(f);
+#else
+  uint32_t u;
+  std::memcpy(&u, &f, sizeof u);
+  return u;
+#endif
+}
+
+MQK_HD float float_of(uint32_t u) {
+#if defined(__CUDA_ARCH__)
+  return __uint_as_float(u);
+#else
+  float f;
+  std::memcpy(&f, &u, sizeof f);
+  return f;
+#endif
+}
+
+MQK_HD bool is_nan(float v) { return (bits_of(v) & 0x7fffffffu) > 0x7f800000u; }
+MQK_HD bool is_finite(float v) { return (bits_of(v) & 0x7f800000u) != 0x7f800000u; }
+MQK_HD float abs_f(float v) { return float_of(bits_of(v) & 0x7fffffffu); }
+/// max(|m|, |x|) by comparing magnitude bits: NaN (any payload) wins over Inf over finite values, so
+/// a NaN anywhere in a reduction propagates. m must be a magnitude (sign bit clear).
+MQK_HD float absmax_update(float m, float x) {
+  const uint32_t a = bits_of(m), b = bits_of(x) & 0x7fffffffu;
+  return float_of(a > b ? a : b);
+}
+/// Round to nearest integer, ties to even (the default FP environment on the host).
+MQK_HD float rint_rne(float v) {
+#if defined(__CUDA_ARCH__)
+  return rintf(v);
+#else
+  return std::rint(v);
+#endif
+}
+
+/// Exactly 2^k for k in [-149, 127] (subnormals included).
+MQK_HD float pow2f(int k) {
+  if (k >= -126) return float_of(static_cast<uint32_t>(k + 127) << 23);
+  return float_of(1u << (k + 149));
+}
+
+/// Unbiased exponent of a finite, non-negative fp32 (fp32 subnormals and zero give -127).
+MQK_HD int exponent_of(float a) { return static_cast<int>((bits_of(a) >> 23) & 0xffu) - 127; }
+
+/// RNE of a finite magnitude a >= 0 onto an unbounded minifloat grid with `mbits` mantissa bits whose
+/// smallest normal binade is 2^emin. The scaling by the grid step is exact, so rint does the rounding.
+MQK_HD float grid_round(float a, int mbits, int emin) {
+  int e = exponent_of(a);
+  if (e < emin) e = emin;
+  return rint_rne(a * pow2f(mbits - e)) * pow2f(e - mbits);
+}
+
+/// Magnitude a >= 0 (or NaN) to an element grid, saturating at t.max (reference §2.6 step 5).
+MQK_HD float elem_round_magnitude(float a, const ElemTraits& t) {
+  if (is_nan(a)) return t.nan_to_max ? t.max : a;
+  if (a >= t.max) return t.max;
+  if (t.integer) return rint_rne(a);
+  return grid_round(a, t.mbits, t.emin);
+}
+
+/// fp32 -> FP8 E4M3 value, RNE, saturating to +-448 (CUDA __NV_SATFINITE); NaN stays NaN.
+MQK_HD float e4m3_round_sat(float v) {
+  if (is_nan(v)) return v;
+  const float a = abs_f(v);
+  const float r = a >= 448.0f ? 448.0f : grid_round(a, 3, -6);
+  return (bits_of(v) >> 31) ? -r : r;
+}
+
+/// fp32 -> FP8 E4M3 value as torch's `.to(torch.float8_e4m3fn)`: RNE, and a magnitude that rounds above
+/// 448 (|v| > 464, Inf) becomes NaN.
+MQK_HD float e4m3_round_torch(float v) {
+  if (is_nan(v)) return v;
+  const float a = abs_f(v);
+  if (a >= 480.0f) return float_of(0x7fc00000u);
+  const float r = grid_round(a, 3, -6);
+  if (r > 448.0f) return float_of(0x7fc00000u);
+  return (bits_of(v) >> 31) ? -r : r;
+}
+
+/// Byte of an E4M3 value that is already on the grid (output of e4m3_round_*). NaN -> 0x7f | sign.
+MQK_HD uint8_t e4m3_bits_of_value(float r) {
+  const uint8_t sign = static_cast<uint8_t>((bits_of(r) >> 24) & 0x80u);
+  if (is_nan(r)) return static_cast<uint8_t>(sign | 0x7f);
+  const float a = abs_f(r);
+  if (a == 0.0f) return sign;
+  const int e = exponent_of(a);
+  if (e < -6) return static_cast<uint8_t>(sign | static_cast<uint8_t>(a * 512.0f));
+  return static_cast<uint8_t>(sign | ((e + 7) << 3) | ((bits_of(a) >> 20) & 7u));
+}
+
+/// Value of an E4M3 (fn) byte.
+MQK_HD float e4m3_value_of_bits(uint8_t b) {
+  const int ef = (b >> 3) & 15;
+  const int m = b & 7;
+  float a;
+  if (ef == 15 && m == 7)
+    a = float_of(0x7fc00000u);
+  else if (ef == 0)
+    a = static_cast<float>(m) * pow2f(-9);
+  else
+    a = static_cast<float>(8 + m) * pow2f(ef - 10);
+  return (b & 0x80) ? -a : a;
+}
+
+/// NVFP4 E2M1 index 0..7 of a magnitude with ModelOpt's thresholds (reference §2.5 step 5): ties at 0.25,
+/// 1.25, 2.5, 5 go down, ties at 0.75, 1.75, 3.5 go up; NaN and everything above 5 give 6.0 (index 7).
+MQK_HD int e2m1_index_of(float a) {
+  if (is_nan(a)) return 7;
+  return (a > 0.25f) + (a >= 0.75f) + (a > 1.25f) + (a >= 1.75f) + (a > 2.5f) + (a >= 3.5f) + (a > 5.0f);
+}
+
+MQK_HD float e2m1_value_of_index(int i) {
+  // A switch rather than kE2M1Values[i]: a runtime index into a host constexpr array is not
+  // available in device code.
+  switch (i & 7) {
+    case 0: return 0.0f;
+    case 1: return 0.5f;
+    case 2: return 1.0f;
+    case 3: return 1.5f;
+    case 4: return 2.0f;
+    case 5: return 3.0f;
+    case 6: return 4.0f;
+    default: return 6.0f;
+  }
+}
+
+/// Sign convention of the NVFP4 kernels: x >= 0 keeps +q, otherwise -q (so -0.0 gives +, NaN gives -).
+MQK_HD float apply_sign_ge0(float x, float q) { return x >= 0.0f ? q : -q; }
+
+/// E8M0 exponent k = ceil(log2(ratio)) from the fp32 bits (the "NV algorithm", cudaRoundPosInf), for
+/// ratio > 0 finite: round the exponent up unless the significand is zero, the exponent field is 0xFE
+/// (no room), or the value is a subnormal <= 2^-127.
+MQK_HD int e8m0_ceil_exponent(float ratio) {
+  const uint32_t u = bits_of(ratio);
+  const uint32_t ef = (u >> 23) & 0xffu;
+  const uint32_t mant = u & 0x7fffffu;
+  const bool round_up = mant != 0 && ef != 0xfeu && !(ef == 0 && mant <= 0x400000u);
+  return static_cast<int>(ef) - 127 + (round_up ? 1 : 0);
+}
+
+// ---- per-format scale derivations (one place each, used by ref and kernels) ----
+
+/// INT-N bounds (reference §2.2).
+struct IntBounds {
+  float max_bound;
+  float min_bound;
+};
+MQK_HD IntBounds int_bounds(int num_bits, bool is_unsigned, bool narrow_range) {
+  const float mx = static_cast<float>((1 << (num_bits - 1 + (is_unsigned ? 1 : 0))) - 1);
+  const float mn = is_unsigned ? 0.0f : (narrow_range ? -mx : -mx - 1.0f);
+  return {mx, mn};
+}
+
+/// INT-N fake quant of one element with its amax (reference §2.2).
+MQK_HD float int_fake_quant_one(float x, float amax, IntBounds b) {
+  if (amax <= 5.9604644775390625e-08f) return 0.0f;  // 2^-24
+  const float scale = b.max_bound / amax;
+  float q = rint_rne(x * scale);
+  q = q > b.max_bound ? b.max_bound : q;
+  q = q < b.min_bound ? b.min_bound : q;
+  return q / scale;
+}
+
+/// FP8 per-tensor/channel scales (reference §2.3): amax <= 2^-24 is taken as 1.
+struct Fp8Scales {
+  float scale;
+  float inv;
+};
+MQK_HD Fp8Scales fp8_scales(float amax) {
+  const float a = amax <= 5.9604644775390625e-08f ? 1.0f : amax;
+  const float scale = 448.0f / a;
+  return {scale, 1.0f / scale};
+}
+MQK_HD float fp8_fake_quant_one(float x, Fp8Scales s) { return e4m3_round_sat(x * s.scale) * s.inv; }
+
+/// NVFP4 dynamic: the fp32 global scale gs (reference §2.5 step 1).
+MQK_HD float nvfp4_global_scale(float global_amax) {
+  const float gs = global_amax / 2688.0f;
+  return gs <= 0.0f ? 1e-12f : gs;
+}
+/// NVFP4 dynamic: block scale from the block max (steps 3-4).
+MQK_HD float nvfp4_block_scale(float bmax, float gs) {
+  const float denom = 6.0f * gs;
+  float r = bmax / denom;
+  r = r > 448.0f ? 448.0f : r;
+  const float bs = e4m3_round_sat(r) * gs;
+  return bs < 1e-5f ? 1.0f : bs;
+}
+/// NVFP4 element (steps 5): a = |x| / block_scale, E2M1 thresholds, signed q * block_scale.
+MQK_HD float nvfp4_quant_one(float x, float block_scale) {
+  const float q = e2m1_value_of_index(e2m1_index_of(abs_f(x) / block_scale));
+  return apply_sign_ge0(x, q * block_scale);
+}
+
+/// NVFP4 static: fp32(global_amax * (448 / fp8_max) / 6), the amax of the block-scale FP8 quantizer.
+MQK_HD float nvfp4_static_scale_amax(float global_amax, bool four_over_six) {
+  const float ratio = four_over_six ? 1.75f : 1.0f;  // 448/256 and 448/448, exact in fp32
+  return global_amax * ratio / 6.0f;
+}
+/// NVFP4 static block scale: s = block_amax/6 quantized by scaled_e4m3 with amax A; a zero, NaN or Inf
+/// result is replaced by 1.0 as the Triton kernel's `scale_safe` does.
+MQK_HD float nvfp4_static_block_scale(float block_amax, Fp8Scales fp8) {
+  const float s = block_amax / 6.0f;
+  const float sq = fp8_fake_quant_one(s, fp8);
+  return (sq == 0.0f || !is_finite(sq)) ? 1.0f : sq;
+}
+
+/// MX scale pair (reference §2.6 steps 1-4).
+struct MxScales {
+  float scale;
+  float unscale;
+};
+MQK_HD MxScales mx_scales(float bmax, float fmt_max) {
+  if (bmax == 0.0f || !is_finite(bmax)) return {1.0f, 1.0f};
+  const int k = e8m0_ceil_exponent(bmax / fmt_max);
+  return {pow2f(-k), pow2f(k)};
+}
+MQK_HD float mx_quant_one(float x, MxScales s, const ElemTraits& t) {
+  const float q = elem_round_magnitude(abs_f(x) * s.scale, t);
+  return (x < 0.0f ? -q : q) * s.unscale;
+}
+
+}  // namespace mqk::detail

@@ -1,0 +1,196 @@
+// Scalar conversions against independent oracles: every E4M3 code, brute-force nearest-even search over
+// the enumerated grids, the E2M1 decision table, and the E8M0 exponent against log2 in double.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <random>
+#include <vector>
+
+#include "mqk/formats.hpp"
+#include "mqk/ref.hpp"
+
+namespace {
+
+uint32_t bits(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  return u;
+}
+
+// All non-negative values of a minifloat grid, ascending (from the traits, computed in double).
+std::vector<double> grid_values(const mqk::ElemTraits& t) {
+  std::vector<double> v;
+  if (t.integer) {
+    for (int i = 0; i <= static_cast<int>(t.max); ++i) v.push_back(i);
+    return v;
+  }
+  const double sub = std::ldexp(1.0, t.emin - t.mbits);
+  for (int m = 0; m < (1 << t.mbits); ++m) v.push_back(m * sub);
+  for (int e = t.emin;; ++e)
+    for (int m = 0; m < (1 << t.mbits); ++m) {
+      const double x = std::ldexp(1.0 + m / double(1 << t.mbits), e);
+      if (x > t.max) return v;
+      v.push_back(x);
+    }
+}
+
+// Nearest grid value with ties to the even index; saturates above the max.
+double oracle_round(const std::vector<double>& g, double a) {
+  if (a >= g.back()) return g.back();
+  size_t i = 0;
+  while (i + 1 < g.size() && g[i + 1] <= a) ++i;
+  if (g[i] == a) return a;
+  const double lo = a - g[i], hi = g[i + 1] - a;
+  if (lo < hi) return g[i];
+  if (hi < lo) return g[i + 1];
+  return (i % 2 == 0) ? g[i] : g[i + 1];
+}
+
+TEST(E4M3, EveryCodeRoundTrips) {
+  int finite = 0;
+  for (int b = 0; b < 256; ++b) {
+    const float v = mqk::e4m3_from_bits(static_cast<uint8_t>(b));
+    if ((b & 0x7f) == 0x7f) {
+      EXPECT_TRUE(std::isnan(v)) << b;
+      continue;
+    }
+    ++finite;
+    EXPECT_EQ(bits(mqk::e4m3_round(v)), bits(v)) << "code " << b;
+    EXPECT_EQ(mqk::e4m3_to_bits(v), b) << "code " << b;
+  }
+  EXPECT_EQ(finite, 254);
+  EXPECT_EQ(mqk::e4m3_from_bits(0x7e), 448.0f);
+  EXPECT_EQ(mqk::e4m3_from_bits(0x01), 0.001953125f);
+  EXPECT_EQ(mqk::e4m3_from_bits(0x08), 0.015625f);
+}
+
+TEST(E4M3, MatchesNearestEvenOracleAndSaturates) {
+  const auto g = grid_values(mqk::elem_traits(mqk::ElemFormat::kE4M3));
+  ASSERT_EQ(g.size(), 127u);  // 0 and 126 positive finite values
+  std::mt19937 rng(7);
+  std::uniform_real_distribution<float> e(-14.0f, 10.0f);
+  for (int i = 0; i < 200000; ++i) {
+    const float a = std::exp2(e(rng));
+    ASSERT_EQ(mqk::e4m3_round(a), static_cast<float>(oracle_round(g, a))) << a;
+    ASSERT_EQ(mqk::e4m3_round(-a), -static_cast<float>(oracle_round(g, a))) << a;
+  }
+  // Midpoints between neighbours: ties go to the even code.
+  for (size_t i = 0; i + 1 < g.size(); ++i) {
+    const float mid = static_cast<float>((g[i] + g[i + 1]) / 2);
+    EXPECT_EQ(mqk::e4m3_round(mid), static_cast<float>(i % 2 == 0 ? g[i] : g[i + 1])) << mid;
+  }
+  EXPECT_EQ(mqk::e4m3_round(500.0f), 448.0f);
+  EXPECT_EQ(mqk::e4m3_round(-1e30f), -448.0f);
+  EXPECT_EQ(mqk::e4m3_round(std::numeric_limits<float>::infinity()), 448.0f);
+  EXPECT_TRUE(std::isnan(mqk::e4m3_round(std::nanf(""))));
+  EXPECT_EQ(mqk::e4m3_round(0.0009f), 0.0f);       // below half the smallest subnormal
+  EXPECT_EQ(mqk::e4m3_round(0.0009765625f), 0.0f);  // exactly half: tie to even (0)
+  EXPECT_EQ(mqk::e4m3_round(0.0009765626f), 0.001953125f);
+  EXPECT_EQ(bits(mqk::e4m3_round(-0.0001f)), bits(-0.0f));
+  EXPECT_EQ(mqk::e4m3_to_bits(-0.0001f), 0x80);
+}
+
+TEST(E4M3, TorchCastOverflowsToNan) {
+  EXPECT_EQ(mqk::e4m3_round_torch(464.0f), 448.0f);  // tie between 448 and (NaN) 480 goes to even 448
+  EXPECT_TRUE(std::isnan(mqk::e4m3_round_torch(464.1f)));
+  EXPECT_TRUE(std::isnan(mqk::e4m3_round_torch(-1e6f)));
+  EXPECT_EQ(mqk::e4m3_round_torch(17.0f), 16.0f);
+  EXPECT_EQ(mqk::e4m3_round_torch(0.3f), 0.3125f);
+}
+
+TEST(E2M1, DecisionTableAtEveryBoundary) {
+  struct Row {
+    float a;
+    float q;
+  };
+  const Row rows[] = {
+      {0.0f, 0.0f}, {0.25f, 0.0f}, {0.75f, 1.0f}, {1.25f, 1.0f}, {1.75f, 2.0f},
+      {2.5f, 2.0f}, {3.5f, 4.0f},  {5.0f, 4.0f},  {6.0f, 6.0f},  {1e9f, 6.0f},
+  };
+  for (const auto& r : rows) EXPECT_EQ(mqk::e2m1_round_magnitude(r.a), r.q) << r.a;
+  const float bounds[] = {0.25f, 0.75f, 1.25f, 1.75f, 2.5f, 3.5f, 5.0f};
+  for (int i = 0; i < 7; ++i) {
+    const float below = std::nextafter(bounds[i], 0.0f), above = std::nextafter(bounds[i], 10.0f);
+    EXPECT_EQ(mqk::e2m1_index(below), i) << bounds[i];
+    EXPECT_EQ(mqk::e2m1_index(above), i + 1) << bounds[i];
+    EXPECT_EQ(mqk::e2m1_index(bounds[i]), i % 2 == 0 ? i : i + 1) << bounds[i];  // ties to even
+    EXPECT_EQ(mqk::e2m1_round_magnitude(bounds[i] - 0.1f), mqk::kE2M1Values[i]);
+    EXPECT_EQ(mqk::e2m1_round_magnitude(bounds[i] + 0.1f), mqk::kE2M1Values[i + 1]);
+  }
+  for (int i = 0; i < 8; ++i) EXPECT_EQ(mqk::e2m1_round_magnitude(mqk::kE2M1Values[i]), mqk::kE2M1Values[i]);
+  EXPECT_EQ(mqk::e2m1_index(std::nanf("")), 7);
+}
+
+class MxElem : public ::testing::TestWithParam<mqk::ElemFormat> {};
+
+TEST_P(MxElem, GridRoundingMatchesOracle) {
+  const mqk::ElemTraits t = mqk::elem_traits(GetParam());
+  const auto g = grid_values(t);
+  EXPECT_EQ(static_cast<float>(g.back()), t.max);
+  std::mt19937 rng(11);
+  std::uniform_real_distribution<float> e(t.emin - t.mbits - 3.0f, std::log2(t.max) + 2.0f);
+  for (int i = 0; i < 100000; ++i) {
+    const float a = std::exp2(e(rng));
+    ASSERT_EQ(mqk::mx_elem_round_magnitude(a, GetParam()), static_cast<float>(oracle_round(g, a))) << a;
+  }
+  for (size_t i = 0; i + 1 < g.size(); ++i) {
+    const float mid = static_cast<float>((g[i] + g[i + 1]) / 2);
+    EXPECT_EQ(mqk::mx_elem_round_magnitude(mid, GetParam()), static_cast<float>(oracle_round(g, mid)));
+    EXPECT_EQ(mqk::mx_elem_round_magnitude(static_cast<float>(g[i]), GetParam()), static_cast<float>(g[i]));
+  }
+  EXPECT_EQ(mqk::mx_elem_round_magnitude(std::numeric_limits<float>::infinity(), GetParam()), t.max);
+}
+
+INSTANTIATE_TEST_SUITE_P(AllElems, MxElem,
+                         ::testing::Values(mqk::ElemFormat::kE4M3, mqk::ElemFormat::kE5M2,
+                                           mqk::ElemFormat::kE3M2, mqk::ElemFormat::kE2M3,
+                                           mqk::ElemFormat::kE2M1, mqk::ElemFormat::kInt8),
+                         [](const auto& info) { return std::string(mqk::elem_traits(info.param).name); });
+
+TEST(MxElem, GridSizes) {
+  EXPECT_EQ(grid_values(mqk::elem_traits(mqk::ElemFormat::kE2M1)).size(), 8u);
+  EXPECT_EQ(grid_values(mqk::elem_traits(mqk::ElemFormat::kE3M2)).size(), 32u);
+  EXPECT_EQ(grid_values(mqk::elem_traits(mqk::ElemFormat::kE2M3)).size(), 32u);
+  EXPECT_EQ(grid_values(mqk::elem_traits(mqk::ElemFormat::kE5M2)).size(), 124u);
+}
+
+TEST(E8M0, CeilExponentMatchesDoubleLog2) {
+  std::mt19937 rng(3);
+  std::uniform_real_distribution<float> e(-126.0f, 126.0f);
+  for (int i = 0; i < 100000; ++i) {
+    const float r = std::exp2(e(rng));
+    ASSERT_EQ(mqk::e8m0_ceil_exponent(r), static_cast<int>(std::ceil(std::log2(static_cast<double>(r))))) << r;
+  }
+  EXPECT_EQ(mqk::e8m0_ceil_exponent(1.0f), 0);
+  EXPECT_EQ(mqk::e8m0_ceil_exponent(0.15f), -2);
+  EXPECT_EQ(mqk::e8m0_ceil_exponent(std::nextafter(1.0f, 2.0f)), 1);
+  EXPECT_EQ(mqk::e8m0_ceil_exponent(std::numeric_limits<float>::max()), 127);  // exponent field 0xFE
+  EXPECT_EQ(mqk::e8m0_ceil_exponent(std::ldexp(1.0f, -127)), -127);           // subnormal <= 2^-127
+  EXPECT_EQ(mqk::e8m0_ceil_exponent(std::ldexp(1.5f, -127)), -126);
+}
+
+TEST(Bf16, RoundsToNearestEven) {
+  EXPECT_EQ(mqk::bf16_round(1.0f), 1.0f);
+  EXPECT_EQ(mqk::bf16_round(1.0f + std::ldexp(1.0f, -8)), 1.0f);  // tie -> even
+  EXPECT_EQ(mqk::bf16_round(1.0f + 3 * std::ldexp(1.0f, -8)), 1.0f + std::ldexp(1.0f, -6));
+  EXPECT_EQ(mqk::nf4_lut(0), -1.0f);
+  EXPECT_EQ(mqk::nf4_lut(7), 0.0f);
+  EXPECT_EQ(mqk::nf4_lut(14), 0.72265625f);  // bf16(0.7230)
+}
+
+TEST(Formats, TraitsTable) {
+  const auto* nv = mqk::find_format("nvfp4");
+  ASSERT_NE(nv, nullptr);
+  EXPECT_EQ(nv->block, 16);
+  EXPECT_EQ(nv->scale, mqk::ScaleFormat::kE4M3);
+  EXPECT_EQ(nv->elem_max, 6.0f);
+  EXPECT_EQ(mqk::format_traits(mqk::Format::kMxfp8).scale, mqk::ScaleFormat::kE8M0);
+  EXPECT_EQ(mqk::find_format("nope"), nullptr);
+  for (int i = 0; i < 10; ++i)
+    EXPECT_EQ(static_cast<int>(mqk::kFormatTraits[i].format), i) << mqk::kFormatTraits[i].name;
+  for (int i = 0; i < 6; ++i) EXPECT_EQ(static_cast<int>(mqk::kElemTraits[i].format), i);
+}
+
+}  // namespace
