@@ -1,0 +1,7 @@
+#pragma once
+/// The mqdist command line (launch/cli.cpp, the only user of Boost.ProgramOptions).
+namespace mq::launch {
+/// Parses argv and runs the chosen mode. Returns the process exit code; throws on any error
+/// (main() turns the exception into one `mqdist: <message>` line and exit code 1).
+int run_cli(int argc, char** argv);
+}  // namespace mq::launch
