@@ -77,7 +77,7 @@ void nvfp4_static_fake_quant_ref(const float* x, float* y, int64_t rows, int64_t
 void mx_fake_quant_ref(const float* x, float* y, int64_t rows, int64_t cols, int block,
                        ElemFormat elem) {
   check_matrix("mx_fake_quant_ref", rows, cols, block);
-  const ElemTraits t = elem_traits(elem);
+  const detail::ElemGrid t = detail::grid_of(elem_traits(elem));
   for_each_block(rows, cols, block, [&](int64_t, int64_t off, int64_t len) {
     const detail::MxScales s = detail::mx_scales(block_absmax(x + off, len), t.max);
     for (int64_t i = 0; i < len; ++i) y[off + i] = detail::mx_quant_one(x[off + i], s, t);

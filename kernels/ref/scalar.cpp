@@ -19,7 +19,7 @@ float e4m3_from_bits(uint8_t b) { return detail::e4m3_value_of_bits(b); }
 float e4m3_round_torch(float v) { return detail::e4m3_round_torch(v); }
 
 float mx_elem_round_magnitude(float a, ElemFormat elem) {
-  return detail::elem_round_magnitude(a, elem_traits(elem));
+  return detail::elem_round_magnitude(a, detail::grid_of(elem_traits(elem)));
 }
 
 int e8m0_ceil_exponent(float ratio) { return detail::e8m0_ceil_exponent(ratio); }

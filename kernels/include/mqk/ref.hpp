@@ -19,7 +19,8 @@ namespace mqk {
 struct AmaxLayout {
   int64_t axis_len = 1;
   int64_t inner = 1;
-  int64_t index(int64_t i) const { return (i / inner) % axis_len; }
+  // constexpr so that device code may call it (nvcc --expt-relaxed-constexpr).
+  constexpr int64_t index(int64_t i) const { return (i / inner) % axis_len; }
 };
 
 // ---- scalar conversions (exposed for tests and for the CUDA kernels' host-side checks) ----

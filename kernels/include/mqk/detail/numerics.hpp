@@ -74,8 +74,18 @@ MQK_HD float grid_round(float a, int mbits, int emin) {
   return rint_rne(a * pow2f(mbits - e)) * pow2f(e - mbits);
 }
 
+/// The numeric part of ElemTraits (no name pointer), cheap to pass around in device code.
+struct ElemGrid {
+  int mbits;
+  int emin;
+  float max;
+  bool integer;
+  bool nan_to_max;
+};
+constexpr ElemGrid grid_of(const ElemTraits& t) { return {t.mbits, t.emin, t.max, t.integer, t.nan_to_max}; }
+
 /// Magnitude a >= 0 (or NaN) to an element grid, saturating at t.max (reference §2.6 step 5).
-MQK_HD float elem_round_magnitude(float a, const ElemTraits& t) {
+MQK_HD float elem_round_magnitude(float a, const ElemGrid& t) {
   if (is_nan(a)) return t.nan_to_max ? t.max : a;
   if (a >= t.max) return t.max;
   if (t.integer) return rint_rne(a);
@@ -239,7 +249,7 @@ MQK_HD MxScales mx_scales(float bmax, float fmt_max) {
   const int k = e8m0_ceil_exponent(bmax / fmt_max);
   return {pow2f(-k), pow2f(k)};
 }
-MQK_HD float mx_quant_one(float x, MxScales s, const ElemTraits& t) {
+MQK_HD float mx_quant_one(float x, MxScales s, const ElemGrid& t) {
   const float q = elem_round_magnitude(abs_f(x) * s.scale, t);
   return (x < 0.0f ? -q : q) * s.unscale;
 }

@@ -1,0 +1,328 @@
+// GPU kernels against the C++ reference, bit for bit, for every kernel x dtype x shape (odd shapes,
+// partial blocks, misaligned pointers). Each test skips itself where no GPU is visible.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "mqk/cuda.hpp"
+#include "mqk/ref.hpp"
+
+namespace {
+
+using mqk::DType;
+using Vec = std::vector<float>;
+
+#define SKIP_WITHOUT_GPU() \
+  if (mqk::cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device"
+
+#define CUDA_OK(expr) ASSERT_EQ((expr), cudaSuccess) << #expr
+
+size_t elem_size(DType dt) { return dt == DType::kF32 ? 4 : 2; }
+const char* dtype_name(DType dt) { return dt == DType::kF32 ? "f32" : (dt == DType::kF16 ? "f16" : "bf16"); }
+
+// Host-side storage of a tensor in dtype dt, as raw bits (the conversions are the CUDA headers' RNE).
+std::vector<uint8_t> encode(const Vec& v, DType dt) {
+  std::vector<uint8_t> out(v.size() * elem_size(dt));
+  for (size_t i = 0; i < v.size(); ++i) {
+    if (dt == DType::kF32) {
+      std::memcpy(&out[i * 4], &v[i], 4);
+    } else if (dt == DType::kF16) {
+      const __half h = __float2half_rn(v[i]);
+      std::memcpy(&out[i * 2], &h, 2);
+    } else {
+      const __nv_bfloat16 h = __float2bfloat16_rn(v[i]);
+      std::memcpy(&out[i * 2], &h, 2);
+    }
+  }
+  return out;
+}
+
+Vec decode(const std::vector<uint8_t>& b, DType dt) {
+  const size_t n = b.size() / elem_size(dt);
+  Vec v(n);
+  for (size_t i = 0; i < n; ++i) {
+    if (dt == DType::kF32) {
+      std::memcpy(&v[i], &b[i * 4], 4);
+    } else if (dt == DType::kF16) {
+      __half h;
+      std::memcpy(&h, &b[i * 2], 2);
+      v[i] = __half2float(h);
+    } else {
+      __nv_bfloat16 h;
+      std::memcpy(&h, &b[i * 2], 2);
+      v[i] = __bfloat162float(h);
+    }
+  }
+  return v;
+}
+
+class DeviceBuffer {
+ public:
+  explicit DeviceBuffer(size_t bytes) : bytes_(bytes) {
+    if (cudaMalloc(&p_, bytes ? bytes : 1) != cudaSuccess) throw std::runtime_error("cudaMalloc failed");
+  }
+  ~DeviceBuffer() { cudaFree(p_); }
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  template <typename T>
+  T* as() const { return static_cast<T*>(p_); }
+  void upload(const void* src, size_t bytes, size_t offset = 0) {
+    if (cudaMemcpy(static_cast<char*>(p_) + offset, src, bytes, cudaMemcpyHostToDevice) != cudaSuccess)
+      throw std::runtime_error("upload failed");
+  }
+  void download(void* dst, size_t bytes, size_t offset = 0) const {
+    if (cudaMemcpy(dst, static_cast<char*>(p_) + offset, bytes, cudaMemcpyDeviceToHost) != cudaSuccess)
+      throw std::runtime_error("download failed");
+  }
+
+ private:
+  void* p_ = nullptr;
+  size_t bytes_;
+};
+
+// Input values: normal noise with a few exact zeros, negative zeros, large outliers and values on the
+// E2M1 / integer grids, so ties and saturation are exercised.
+Vec make_input(size_t n, uint32_t seed, float scale) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> d(0.0f, scale);
+  Vec v(n);
+  for (size_t i = 0; i < n; ++i) {
+    switch (i % 23) {
+      case 3: v[i] = 0.0f; break;
+      case 7: v[i] = -0.0f; break;
+      case 11: v[i] = scale * 40.0f * (i % 2 ? 1.0f : -1.0f); break;
+      case 13: v[i] = 0.5f * static_cast<float>(static_cast<int>(i % 13) - 6); break;
+      default: v[i] = d(rng);
+    }
+  }
+  return v;
+}
+
+struct Case {
+  DType dt;
+  int64_t rows, cols;
+  int64_t offset;  // elements the device pointers are shifted by (breaks 16-byte alignment when odd)
+};
+
+std::string case_name(const ::testing::TestParamInfo<Case>& info) {
+  return std::string(dtype_name(info.param.dt)) + "_" + std::to_string(info.param.rows) + "x" +
+         std::to_string(info.param.cols) + (info.param.offset ? "_off" + std::to_string(info.param.offset) : "");
+}
+
+// Runs `gpu(x_dev, y_dev)` on x (rounded to the dtype) and compares with `ref(x_f32, y_f32)` rounded to
+// the dtype, bit for bit.
+template <typename Gpu, typename Ref>
+void check_bit_exact(const Case& c, const Vec& x_in, Gpu&& gpu, Ref&& ref, const std::string& what) {
+  const size_t n = x_in.size(), es = elem_size(c.dt);
+  const std::vector<uint8_t> xb = encode(x_in, c.dt);
+  const Vec x = decode(xb, c.dt);  // the values the GPU sees, in fp32
+  Vec y_ref(n);
+  ref(x.data(), y_ref.data());
+  const std::vector<uint8_t> want = encode(y_ref, c.dt);
+
+  const size_t off = static_cast<size_t>(c.offset) * es;
+  DeviceBuffer dx(n * es + off), dy(n * es + off);
+  dx.upload(xb.data(), xb.size(), off);
+  gpu(static_cast<const void*>(dx.as<char>() + off), static_cast<void*>(dy.as<char>() + off));
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  std::vector<uint8_t> got(n * es);
+  dy.download(got.data(), got.size(), off);
+  int bad = 0;
+  for (size_t i = 0; i < n && bad < 10; ++i) {
+    if (std::memcmp(&got[i * es], &want[i * es], es) != 0) {
+      ++bad;
+      const float g = decode({got.begin() + i * es, got.begin() + (i + 1) * es}, c.dt)[0];
+      ADD_FAILURE() << what << " i=" << i << " x=" << x[i] << " gpu=" << g << " ref=" << y_ref[i];
+    }
+  }
+}
+
+class KernelVsRef : public ::testing::TestWithParam<Case> {};
+
+TEST_P(KernelVsRef, IntFakeQuant) {
+  SKIP_WITHOUT_GPU();
+  const Case c = GetParam();
+  const int64_t n = c.rows * c.cols;
+  const Vec x = make_input(n, 1, 2.0f);
+  const Vec xpos = [&] {
+    Vec v = x;
+    for (auto& e : v) e = std::fabs(e);
+    return v;
+  }();
+  Vec amax_rows(c.rows);
+  for (int64_t r = 0; r < c.rows; ++r) amax_rows[r] = 0.7f * (1.0f + static_cast<float>(r % 5));
+  amax_rows[0] = 0.0f;  // a zero channel: output 0
+  DeviceBuffer damax(amax_rows.size() * 4);
+  damax.upload(amax_rows.data(), amax_rows.size() * 4);
+  const float* da = damax.as<float>();
+  struct Cfg {
+    int bits;
+    bool uns, narrow;
+  };
+  for (Cfg cfg : {Cfg{8, false, false}, Cfg{8, false, true}, Cfg{4, false, false}, Cfg{8, true, false}}) {
+    const Vec& in = cfg.uns ? xpos : x;
+    const std::string tag = "int" + std::to_string(cfg.bits) + (cfg.uns ? "u" : "") + (cfg.narrow ? "n" : "");
+    for (mqk::AmaxLayout layout : {mqk::AmaxLayout{1, 1}, mqk::AmaxLayout{c.rows, c.cols}}) {
+      const float* amax_dev = layout.axis_len == 1 ? da + (c.rows > 1 ? 1 : 0) : da;
+      const float* amax_host = layout.axis_len == 1 ? amax_rows.data() + (c.rows > 1 ? 1 : 0) : amax_rows.data();
+      check_bit_exact(
+          c, in,
+          [&](const void* dx, void* dy) {
+            mqk::launch_int_fake_quant(dx, dy, c.dt, n, amax_dev, layout, cfg.bits, cfg.uns, cfg.narrow, nullptr);
+          },
+          [&](const float* hx, float* hy) {
+            mqk::int_fake_quant_ref(hx, hy, n, amax_host, layout, cfg.bits, cfg.uns, cfg.narrow);
+          },
+          tag + (layout.axis_len == 1 ? " per-tensor" : " per-channel"));
+    }
+  }
+}
+
+TEST_P(KernelVsRef, Fp8FakeQuant) {
+  SKIP_WITHOUT_GPU();
+  const Case c = GetParam();
+  const int64_t n = c.rows * c.cols;
+  const Vec x = make_input(n, 2, 3.0f);
+  Vec amax(c.rows);
+  for (int64_t r = 0; r < c.rows; ++r) amax[r] = 1.3f * static_cast<float>(1 + r % 7);
+  amax[0] = 0.0f;  // taken as 1.0
+  DeviceBuffer damax(amax.size() * 4);
+  damax.upload(amax.data(), amax.size() * 4);
+  for (mqk::AmaxLayout layout : {mqk::AmaxLayout{1, 1}, mqk::AmaxLayout{c.rows, c.cols}}) {
+    const int64_t first = layout.axis_len == 1 && c.rows > 1 ? 1 : 0;
+    check_bit_exact(
+        c, x,
+        [&](const void* dx, void* dy) {
+          mqk::launch_fp8_fake_quant(dx, dy, c.dt, n, damax.as<float>() + first, layout, nullptr);
+        },
+        [&](const float* hx, float* hy) { mqk::fp8_fake_quant_ref(hx, hy, n, amax.data() + first, layout); },
+        layout.axis_len == 1 ? "fp8 per-tensor" : "fp8 per-channel");
+  }
+}
+
+TEST_P(KernelVsRef, Nvfp4Dynamic) {
+  SKIP_WITHOUT_GPU();
+  const Case c = GetParam();
+  const Vec x = make_input(c.rows * c.cols, 3, 1.5f);
+  for (int block : {16, 32}) {
+    for (float gamax : {0.0f, 7.0f, 60.0f * 1.5f, 1e4f}) {
+      DeviceBuffer dg(4);
+      dg.upload(&gamax, 4);
+      check_bit_exact(
+          c, x,
+          [&](const void* dx, void* dy) {
+            mqk::launch_nvfp4_fake_quant(dx, dy, c.dt, c.rows, c.cols, block, dg.as<float>(), nullptr);
+          },
+          [&](const float* hx, float* hy) { mqk::nvfp4_fake_quant_ref(hx, hy, c.rows, c.cols, block, gamax); },
+          "nvfp4 block " + std::to_string(block) + " global " + std::to_string(gamax));
+    }
+  }
+}
+
+TEST_P(KernelVsRef, Nvfp4Static) {
+  SKIP_WITHOUT_GPU();
+  const Case c = GetParam();
+  const Vec x = make_input(c.rows * c.cols, 4, 1.5f);
+  const Vec xr = decode(encode(x, c.dt), c.dt);
+  const int block = 16;
+  const int64_t nb = (c.cols + block - 1) / block;
+  Vec bamax(c.rows * nb);
+  for (int64_t r = 0; r < c.rows; ++r)
+    for (int64_t b = 0; b < nb; ++b) {
+      const int64_t c0 = b * block, len = std::min<int64_t>(block, c.cols - c0);
+      // Calibrated amax: the block max, scaled differently per block (MSE-style), some zero.
+      const float m = mqk::amax_ref(xr.data() + r * c.cols + c0, len);
+      bamax[r * nb + b] = (b % 5 == 4) ? 0.0f : m * (1.0f + 0.125f * static_cast<float>(b % 3));
+    }
+  const float gamax = mqk::amax_ref(bamax.data(), static_cast<int64_t>(bamax.size()));
+  DeviceBuffer db(bamax.size() * 4), dg(4);
+  db.upload(bamax.data(), bamax.size() * 4);
+  dg.upload(&gamax, 4);
+  for (bool fos : {false, true}) {
+    check_bit_exact(
+        c, x,
+        [&](const void* dx, void* dy) {
+          mqk::launch_nvfp4_static_fake_quant(dx, dy, c.dt, c.rows, c.cols, block, db.as<float>(), dg.as<float>(),
+                                              fos, nullptr);
+        },
+        [&](const float* hx, float* hy) {
+          mqk::nvfp4_static_fake_quant_ref(hx, hy, c.rows, c.cols, block, bamax.data(), gamax, fos);
+        },
+        fos ? "nvfp4 static 4/6" : "nvfp4 static");
+  }
+}
+
+TEST_P(KernelVsRef, Mx) {
+  SKIP_WITHOUT_GPU();
+  const Case c = GetParam();
+  const Vec x = make_input(c.rows * c.cols, 5, 4.0f);
+  for (auto f : {mqk::ElemFormat::kE4M3, mqk::ElemFormat::kE5M2, mqk::ElemFormat::kE3M2, mqk::ElemFormat::kE2M3,
+                 mqk::ElemFormat::kE2M1, mqk::ElemFormat::kInt8}) {
+    for (int block : {8, 16, 32}) {
+      check_bit_exact(
+          c, x,
+          [&](const void* dx, void* dy) { mqk::launch_mx_fake_quant(dx, dy, c.dt, c.rows, c.cols, block, f, nullptr); },
+          [&](const float* hx, float* hy) { mqk::mx_fake_quant_ref(hx, hy, c.rows, c.cols, block, f); },
+          std::string("mx ") + mqk::elem_traits(f).name + " block " + std::to_string(block));
+    }
+  }
+}
+
+TEST_P(KernelVsRef, Amax) {
+  SKIP_WITHOUT_GPU();
+  const Case c = GetParam();
+  const int64_t n = c.rows * c.cols;
+  Vec x = make_input(n, 6, 1.0f);
+  const size_t es = elem_size(c.dt), off = static_cast<size_t>(c.offset) * es;
+  for (int pass = 0; pass < 2; ++pass) {
+    if (pass == 1) x[n / 2] = std::nanf("");  // NaN propagates
+    const std::vector<uint8_t> xb = encode(x, c.dt);
+    const Vec xr = decode(xb, c.dt);
+    DeviceBuffer dx(xb.size() + off), dout(4);
+    dx.upload(xb.data(), xb.size(), off);
+    mqk::launch_amax(dx.as<char>() + off, c.dt, n, dout.as<float>(), nullptr);
+    CUDA_OK(cudaDeviceSynchronize());
+    float got = 0;
+    dout.download(&got, 4);
+    const float want = mqk::amax_ref(xr.data(), n);
+    if (pass == 0)
+      EXPECT_EQ(got, want);
+    else
+      EXPECT_TRUE(std::isnan(got)) << got;
+  }
+}
+
+std::vector<Case> cases() {
+  std::vector<Case> v;
+  for (DType dt : {DType::kF32, DType::kF16, DType::kBF16}) {
+    for (auto [r, cc] : std::vector<std::pair<int64_t, int64_t>>{{1, 1}, {1, 16}, {1, 17}, {33, 64}, {33, 100},
+                                                                 {7, 96}, {64, 4096}})
+      v.push_back({dt, r, cc, 0});
+    v.push_back({dt, 33, 64, 1});  // misaligned: scalar paths
+  }
+  return v;
+}
+
+INSTANTIATE_TEST_SUITE_P(Sweep, KernelVsRef, ::testing::ValuesIn(cases()), case_name);
+
+TEST(CudaDevice, CountIsNonNegativeAndLaunchesCheckArguments) {
+  const int n = mqk::cuda_device_count();
+  EXPECT_GE(n, 0);
+  if (n == 0) GTEST_SKIP() << "no CUDA device";
+  DeviceBuffer d(64);
+  EXPECT_THROW(mqk::launch_mx_fake_quant(d.as<void>(), d.as<void>(), DType::kF32, 1, 4, 0, mqk::ElemFormat::kE2M1,
+                                         nullptr),
+               mqk::CudaError);
+  EXPECT_THROW(mqk::launch_int_fake_quant(d.as<void>(), d.as<void>(), DType::kF32, 4, d.as<float>(), {}, 1, false,
+                                          false, nullptr),
+               mqk::CudaError);
+}
+
+}  // namespace
