@@ -1,0 +1,439 @@
+#include "mq/quant/fake_quant.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <sstream>
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+
+#include "fake_quant_impl.hpp"
+#include "mq/core/error.hpp"
+
+#if defined(MQ_HAVE_CUDA) && defined(MQ_TORCH_CUDA)
+#include <ATen/cuda/CUDAContext.h>
+
+#include "mqk/cuda.hpp"
+#define MQ_QUANT_CUDA 1
+#endif
+
+namespace mq::quant {
+namespace {
+
+// Elements per parallel task: large enough that scheduling costs nothing next to the arithmetic.
+constexpr int64_t kGrain = int64_t{1} << 15;
+
+std::string shape_str(at::IntArrayRef s) {
+  std::ostringstream os;
+  os << "[";
+  for (size_t i = 0; i < s.size(); ++i) os << (i ? ", " : "") << s[i];
+  os << "]";
+  return os.str();
+}
+
+void check_float_input(const at::Tensor& x, const char* what) {
+  MQ_CHECK(x.defined(), what, ": input tensor is undefined");
+  MQ_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kBFloat16 ||
+               x.scalar_type() == at::kHalf,
+           what, ": input dtype must be float32, bfloat16 or float16, got ", x.scalar_type());
+}
+
+at::Tensor to_f32_contig(const at::Tensor& x) { return x.to(at::kFloat).contiguous(); }
+
+// Runs a flat kernel f(x, y, n, amax, layout) in parallel chunks that never split the amax
+// addressing: either whole periods (axis_len * inner elements) or runs of `inner`-element units
+// inside one period, with the amax pointer advanced to the run's first channel.
+template <typename F>
+void run_flat(const float* x, float* y, int64_t n, const float* amax, mqk::AmaxLayout L, F&& f) {
+  if (n == 0) return;
+  if (L.axis_len == 1) {
+    at::parallel_for(0, n, kGrain, [&](int64_t b, int64_t e) { f(x + b, y + b, e - b, amax, L); });
+    return;
+  }
+  const int64_t period = L.axis_len * L.inner;
+  const int64_t periods = n / period;
+  if (periods >= 64 || period <= kGrain) {
+    at::parallel_for(0, periods, std::max<int64_t>(1, kGrain / period), [&](int64_t b, int64_t e) {
+      f(x + b * period, y + b * period, (e - b) * period, amax, L);
+    });
+    return;
+  }
+  const int64_t units = n / L.inner;
+  at::parallel_for(0, units, std::max<int64_t>(1, kGrain / L.inner), [&](int64_t b, int64_t e) {
+    for (int64_t u = b; u < e;) {
+      const int64_t c = u % L.axis_len;
+      const int64_t len = std::min(e - u, L.axis_len - c);
+      f(x + u * L.inner, y + u * L.inner, len * L.inner, amax + c, mqk::AmaxLayout{len, L.inner});
+      u += len;
+    }
+  });
+}
+
+// Runs a row kernel f(row0, nrows) over a (rows, cols) matrix in parallel.
+template <typename F>
+void run_rows(int64_t rows, int64_t cols, F&& f) {
+  if (rows == 0 || cols == 0) return;
+  at::parallel_for(0, rows, std::max<int64_t>(1, kGrain / std::max<int64_t>(cols, 1)),
+                   [&](int64_t b, int64_t e) { f(b, e - b); });
+}
+
+#ifdef MQ_QUANT_CUDA
+mqk::DType cuda_dtype(const at::Tensor& x) {
+  switch (x.scalar_type()) {
+    case at::kFloat: return mqk::DType::kF32;
+    case at::kHalf: return mqk::DType::kF16;
+    case at::kBFloat16: return mqk::DType::kBF16;
+    default: MQ_THROW(::mq::Error, "CUDA fake quant: unsupported dtype ", x.scalar_type());
+  }
+}
+#endif
+
+void require_cpu_or_cuda(const at::Tensor& x, const char* what) {
+#ifdef MQ_QUANT_CUDA
+  MQ_CHECK(x.is_cpu() || x.is_cuda(), what, ": tensors must be on CPU or CUDA, got ", x.device());
+#else
+  MQ_CHECK(x.is_cpu(), what, ": this build has no CUDA tensor support (MQ_HAVE_CUDA and MQ_TORCH_CUDA); got a tensor on ",
+           x.device());
+#endif
+}
+
+float scalar_global_amax(const at::Tensor& global_amax) {
+  MQ_CHECK(global_amax.defined() && global_amax.numel() >= 1, "NVFP4: global amax is missing");
+  at::Tensor g = global_amax.numel() == 1 ? global_amax : global_amax.max();
+  return g.to(at::kFloat).item<float>();
+}
+
+}  // namespace
+
+std::string format_torch_size(at::IntArrayRef shape) { return "torch.Size(" + shape_str(shape) + ")"; }
+
+AmaxView plan_amax_layout(const at::Tensor& x, const at::Tensor& amax) {
+  MQ_CHECK(amax.defined(), "fake quant: amax is undefined");
+  const int64_t xd = x.dim();
+  const int64_t ad = amax.dim();
+  const at::Tensor af = amax.to(at::kFloat);
+  if (amax.numel() == 1) return {af.reshape({1}).contiguous(), mqk::AmaxLayout{1, 1}};
+
+  MQ_CHECK(ad <= xd || std::all_of(amax.sizes().begin(), amax.sizes().begin() + (ad - xd),
+                                   [](int64_t s) { return s == 1; }),
+           "fake quant: amax shape ", shape_str(amax.sizes()), " does not broadcast to input shape ",
+           shape_str(x.sizes()));
+  std::vector<int64_t> a(xd, 1);
+  for (int64_t i = 0; i < std::min(xd, ad); ++i) a[xd - 1 - i] = amax.size(ad - 1 - i);
+  int64_t d0 = -1, d1 = -1;
+  for (int64_t i = 0; i < xd; ++i) {
+    MQ_CHECK(a[i] == 1 || a[i] == x.size(i), "fake quant: amax shape ", shape_str(amax.sizes()),
+             " does not broadcast to input shape ", shape_str(x.sizes()));
+    if (a[i] != 1) {
+      if (d0 < 0) d0 = i;
+      d1 = i;
+    }
+  }
+  bool run = d0 >= 0;
+  for (int64_t i = std::max<int64_t>(d0, 0); run && i <= d1; ++i) run = a[i] == x.size(i);
+  if (run) {
+    int64_t axis_len = 1, inner = 1;
+    for (int64_t i = d0; i <= d1; ++i) axis_len *= x.size(i);
+    for (int64_t i = d1 + 1; i < xd; ++i) inner *= x.size(i);
+    return {af.reshape({-1}).contiguous(), mqk::AmaxLayout{axis_len, inner}};
+  }
+  return {af.reshape(a).expand(x.sizes()).contiguous().reshape({-1}),
+          mqk::AmaxLayout{std::max<int64_t>(x.numel(), 1), 1}};
+}
+
+at::Tensor int_fake_quant(const at::Tensor& x, const at::Tensor& amax, int num_bits, bool is_unsigned,
+                          bool narrow_range) {
+  check_float_input(x, "INT fake quant");
+  require_cpu_or_cuda(x, "INT fake quant");
+  MQ_CHECK(num_bits >= 1 && num_bits <= 31, "INT fake quant: num_bits must be in [1, 31], got ", num_bits);
+  if (x.numel() == 0) return x.clone();
+  MQ_CHECK(amax.defined(), "INT fake quant: amax is undefined");
+  MQ_CHECK(!(amax.min().item<double>() < 0), "INT fake quant: Negative values in amax");
+  if (is_unsigned) {
+    MQ_CHECK(!(x.min().item<double>() < 0.0), "Negative values encountered in unsigned quantization.");
+  }
+  AmaxView av = plan_amax_layout(x, amax);
+#ifdef MQ_QUANT_CUDA
+  if (x.is_cuda()) {
+    at::Tensor xc = x.contiguous();
+    at::Tensor y = at::empty_like(xc);
+    at::Tensor a = av.amax.to(x.device());
+    mqk::launch_int_fake_quant(xc.data_ptr(), y.data_ptr(), cuda_dtype(xc), xc.numel(), a.data_ptr<float>(),
+                               av.layout, num_bits, is_unsigned, narrow_range,
+                               at::cuda::getCurrentCUDAStream(x.device().index()).stream());
+    return y;
+  }
+#endif
+  at::Tensor xf = to_f32_contig(x);
+  at::Tensor yf = at::empty_like(xf);
+  run_flat(xf.data_ptr<float>(), yf.data_ptr<float>(), xf.numel(), av.amax.data_ptr<float>(), av.layout,
+           [&](const float* xs, float* ys, int64_t n, const float* am, mqk::AmaxLayout L) {
+             mqk::int_fake_quant_ref(xs, ys, n, am, L, num_bits, is_unsigned, narrow_range);
+           });
+  return yf.to(x.scalar_type());
+}
+
+at::Tensor fp8_fake_quant(const at::Tensor& x, const at::Tensor& amax) {
+  check_float_input(x, "FP8 fake quant");
+  require_cpu_or_cuda(x, "FP8 fake quant");
+  if (x.numel() == 0) return x.clone();
+  AmaxView av = plan_amax_layout(x, amax);
+#ifdef MQ_QUANT_CUDA
+  if (x.is_cuda()) {
+    at::Tensor xc = x.contiguous();
+    at::Tensor y = at::empty_like(xc);
+    at::Tensor a = av.amax.to(x.device());
+    mqk::launch_fp8_fake_quant(xc.data_ptr(), y.data_ptr(), cuda_dtype(xc), xc.numel(), a.data_ptr<float>(),
+                               av.layout, at::cuda::getCurrentCUDAStream(x.device().index()).stream());
+    return y;
+  }
+#endif
+  at::Tensor xf = to_f32_contig(x);
+  at::Tensor yf = at::empty_like(xf);
+  run_flat(xf.data_ptr<float>(), yf.data_ptr<float>(), xf.numel(), av.amax.data_ptr<float>(), av.layout,
+           [](const float* xs, float* ys, int64_t n, const float* am, mqk::AmaxLayout L) {
+             mqk::fp8_fake_quant_ref(xs, ys, n, am, L);
+           });
+  return yf.to(x.scalar_type());
+}
+
+at::Tensor nvfp4_fake_quant(const at::Tensor& x, int64_t block, const at::Tensor& global_amax) {
+  check_float_input(x, "NVFP4 fake quant");
+  require_cpu_or_cuda(x, "NVFP4 fake quant");
+  MQ_CHECK(block > 0, "NVFP4 fake quant: block size must be positive, got ", block);
+  if (x.numel() == 0) return x.clone();
+  const int64_t cols = x.size(-1);
+  const int64_t rows = x.numel() / cols;
+#ifdef MQ_QUANT_CUDA
+  if (x.is_cuda()) {
+    at::Tensor xc = x.contiguous();
+    at::Tensor y = at::empty_like(xc);
+    at::Tensor g = (global_amax.numel() == 1 ? global_amax : global_amax.max()).to(x.device(), at::kFloat).reshape({1});
+    mqk::launch_nvfp4_fake_quant(xc.data_ptr(), y.data_ptr(), cuda_dtype(xc), rows, cols, static_cast<int>(block),
+                                 g.data_ptr<float>(), at::cuda::getCurrentCUDAStream(x.device().index()).stream());
+    return y;
+  }
+#endif
+  const float g = scalar_global_amax(global_amax);
+  at::Tensor xf = to_f32_contig(x);
+  at::Tensor yf = at::empty_like(xf);
+  const float* xp = xf.data_ptr<float>();
+  float* yp = yf.data_ptr<float>();
+  run_rows(rows, cols, [&](int64_t r0, int64_t nr) {
+    mqk::nvfp4_fake_quant_ref(xp + r0 * cols, yp + r0 * cols, nr, cols, static_cast<int>(block), g);
+  });
+  return yf.to(x.scalar_type());
+}
+
+at::Tensor nvfp4_static_fake_quant(const at::Tensor& x, int64_t block, const at::Tensor& block_amax,
+                                   const at::Tensor& global_amax, bool four_over_six) {
+  check_float_input(x, "static NVFP4 fake quant");
+  require_cpu_or_cuda(x, "static NVFP4 fake quant");
+  MQ_CHECK(block > 0, "static NVFP4 fake quant: block size must be positive, got ", block);
+  if (x.numel() == 0) return x.clone();
+  const int64_t cols = x.size(-1);
+  const int64_t rows = x.numel() / cols;
+  const int64_t nb = (cols + block - 1) / block;
+  MQ_CHECK(block_amax.defined() && block_amax.numel() == rows * nb, "static NVFP4 fake quant: expected ",
+           rows * nb, " per-block amax values for input ", shape_str(x.sizes()), " and block ", block, ", got ",
+           block_amax.defined() ? block_amax.numel() : 0);
+  at::Tensor ba = block_amax.to(at::kFloat).contiguous();
+#ifdef MQ_QUANT_CUDA
+  if (x.is_cuda()) {
+    at::Tensor xc = x.contiguous();
+    at::Tensor y = at::empty_like(xc);
+    at::Tensor g = (global_amax.numel() == 1 ? global_amax : global_amax.max()).to(x.device(), at::kFloat).reshape({1});
+    at::Tensor bad = ba.to(x.device());
+    mqk::launch_nvfp4_static_fake_quant(xc.data_ptr(), y.data_ptr(), cuda_dtype(xc), rows, cols,
+                                        static_cast<int>(block), bad.data_ptr<float>(), g.data_ptr<float>(),
+                                        four_over_six, at::cuda::getCurrentCUDAStream(x.device().index()).stream());
+    return y;
+  }
+#endif
+  const float g = scalar_global_amax(global_amax);
+  at::Tensor xf = to_f32_contig(x);
+  at::Tensor yf = at::empty_like(xf);
+  const float* xp = xf.data_ptr<float>();
+  const float* bp = ba.data_ptr<float>();
+  float* yp = yf.data_ptr<float>();
+  run_rows(rows, cols, [&](int64_t r0, int64_t nr) {
+    mqk::nvfp4_static_fake_quant_ref(xp + r0 * cols, yp + r0 * cols, nr, cols, static_cast<int>(block),
+                                     bp + r0 * nb, g, four_over_six);
+  });
+  return yf.to(x.scalar_type());
+}
+
+mqk::ElemFormat mx_elem_format(const config::NumBits& nb) {
+  if (nb.is_float(4, 3)) return mqk::ElemFormat::kE4M3;
+  if (nb.is_float(5, 2)) return mqk::ElemFormat::kE5M2;
+  if (nb.is_float(3, 2)) return mqk::ElemFormat::kE3M2;
+  if (nb.is_float(2, 3)) return mqk::ElemFormat::kE2M3;
+  if (nb.is_float(2, 1)) return mqk::ElemFormat::kE2M1;
+  if (nb.is_int() && nb.bits == 8) return mqk::ElemFormat::kInt8;
+  if (nb.kind == config::NumBits::Kind::kFloat) {
+    MQ_THROW(::mq::Error, "MX fake quant: unsupported element format (", nb.exponent, ", ", nb.mantissa, ")");
+  }
+  MQ_THROW(::mq::Error, "MX fake quant: unsupported element format num_bits=",
+           nb.is_int() ? std::to_string(nb.bits) : nb.custom);
+}
+
+at::Tensor mx_fake_quant(const at::Tensor& x, int64_t block, mqk::ElemFormat elem) {
+  check_float_input(x, "MX fake quant");
+  require_cpu_or_cuda(x, "MX fake quant");
+  MQ_CHECK(block == 8 || block == 16 || block == 32, "MX fake quant: block size must be 8, 16 or 32, got ", block);
+  if (x.numel() == 0) return x.clone();
+  const int64_t cols = x.size(-1);
+  const int64_t rows = x.numel() / cols;
+#ifdef MQ_QUANT_CUDA
+  if (x.is_cuda()) {
+    at::Tensor xc = x.contiguous();
+    at::Tensor y = at::empty_like(xc);
+    mqk::launch_mx_fake_quant(xc.data_ptr(), y.data_ptr(), cuda_dtype(xc), rows, cols, static_cast<int>(block),
+                              elem, at::cuda::getCurrentCUDAStream(x.device().index()).stream());
+    return y;
+  }
+#endif
+  at::Tensor xf = to_f32_contig(x);
+  at::Tensor yf = at::empty_like(xf);
+  const float* xp = xf.data_ptr<float>();
+  float* yp = yf.data_ptr<float>();
+  run_rows(rows, cols, [&](int64_t r0, int64_t nr) {
+    mqk::mx_fake_quant_ref(xp + r0 * cols, yp + r0 * cols, nr, cols, static_cast<int>(block), elem);
+  });
+  return yf.to(x.scalar_type());
+}
+
+// ---- static block plan (ModelOpt _setup_for_blockquant) ----
+
+StaticBlockPlan StaticBlockPlan::make(at::IntArrayRef shape, const config::BlockSizes& bs) {
+  const int64_t nd = static_cast<int64_t>(shape.size());
+  MQ_CHECK(nd >= 1, "static block quantization needs an input of rank >= 1");
+  auto block_of = [&](int64_t ax) -> std::optional<int64_t> {
+    auto it = bs.axes.find(static_cast<int>(ax));
+    if (it == bs.axes.end()) it = bs.axes.find(static_cast<int>(ax - nd));
+    if (it == bs.axes.end()) return std::nullopt;
+    return it->second;
+  };
+  for (const auto& [k, v] : bs.axes) {
+    MQ_CHECK(k >= -nd && k < nd, "block_sizes: axis ", k, " is out of range for an input of rank ", nd);
+    MQ_CHECK(!v || *v > 0, "block_sizes: block size of axis ", k, " must be positive, got ", v.value_or(0));
+  }
+
+  StaticBlockPlan p;
+  p.input_shape.assign(shape.begin(), shape.end());
+  p.padded_shape = p.input_shape;
+  auto last_block = block_of(nd - 1);
+  if (last_block && bs.axes.size() == 1) {
+    const int64_t b = *last_block;
+    const int64_t s = shape[nd - 1];
+    if (s % b != 0) {
+      p.padding = {0, b - s % b};
+      p.padded_shape[nd - 1] = s + (b - s % b);
+    }
+    p.block_reshape = {-1, b};
+    p.axis = {0};
+    std::vector<int64_t> ex(shape.begin(), shape.end() - 1);
+    ex.push_back(-1);
+    p.amax_shape_for_export = ex;
+    return p;
+  }
+  // Padding pairs per axis as F.pad expects them, last dim first; leading unpadded axes are omitted.
+  std::vector<std::pair<int64_t, int64_t>> pads(nd, {0, 0});
+  int64_t first_padded = -1;
+  for (int64_t ax = 0; ax < nd; ++ax) {
+    auto b = block_of(ax);
+    if (b) {
+      const int64_t s = shape[ax];
+      const int64_t nblk = (s + *b - 1) / *b;
+      if (s % *b != 0) {
+        pads[ax] = {0, *b - s % *b};
+        p.padded_shape[ax] = nblk * *b;
+        if (first_padded < 0) first_padded = ax;
+      }
+      p.axis.push_back(static_cast<int>(p.block_reshape.size()));
+      p.block_reshape.push_back(nblk);
+      p.block_reshape.push_back(*b);
+    } else {
+      p.axis.push_back(static_cast<int>(p.block_reshape.size()));
+      p.block_reshape.push_back(shape[ax]);
+    }
+  }
+  if (first_padded >= 0) {
+    for (int64_t ax = nd - 1; ax >= first_padded; --ax) {
+      p.padding.push_back(pads[ax].first);
+      p.padding.push_back(pads[ax].second);
+    }
+  }
+  return p;
+}
+
+at::Tensor StaticBlockPlan::apply(const at::Tensor& x) const {
+  at::Tensor xp = padding.empty() ? x : at::constant_pad_nd(x, padding, 0);
+  if (xp.sizes() != at::IntArrayRef(padded_shape)) {
+    MQ_THROW(::mq::Error, "Input shape has changed from ", format_torch_size(padded_shape), " to ",
+             format_torch_size(xp.sizes()), ". Block-quantization requires a fixed input shape.");
+  }
+  return xp.reshape(block_reshape);
+}
+
+at::Tensor StaticBlockPlan::restore(const at::Tensor& y) const {
+  at::Tensor out = y.reshape(padded_shape);
+  for (size_t d = 0; d < input_shape.size(); ++d) {
+    if (padded_shape[d] != input_shape[d]) out = out.narrow(static_cast<int64_t>(d), 0, input_shape[d]);
+  }
+  return out;
+}
+
+// ---- rotation ----
+
+at::Tensor normalized_hadamard_transform(const at::Tensor& x, std::optional<int> block_size, bool rotate_fp32) {
+  MQ_CHECK(x.dim() >= 1, "Hadamard transform needs an input of rank >= 1");
+  const int64_t dim = x.size(-1);
+  auto is_pow2 = [](int64_t v) { return v > 0 && (v & (v - 1)) == 0; };
+  auto largest_pow2_divisor = [](int64_t v) { return v > 0 ? (v & -v) : int64_t{0}; };
+  int64_t bs = 0;
+  if (!block_size) {
+    bs = is_pow2(dim) ? dim : largest_pow2_divisor(dim);
+    MQ_CHECK(bs >= 2 || is_pow2(dim), "Block RHT: dimension ", dim,
+             " has no power-of-2 divisor >= 2. Set rotate.block_size explicitly (e.g. 128) or use a "
+             "dimension divisible by a power of 2.");
+  } else {
+    bs = *block_size;
+  }
+  MQ_CHECK(is_pow2(bs), "Block RHT: block_size must be power of 2, got ", bs, ".");
+  MQ_CHECK(dim % bs == 0, "Block RHT: inputs.shape[-1]=", dim, " is not divisible by block_size=", bs,
+           ". Use a block_size that divides ", dim, " (e.g. ", largest_pow2_divisor(dim), ").");
+  (void)rotate_fp32;  // the transform is always accumulated in fp32 here; both modes return x's dtype
+  at::Tensor v = x.to(at::kFloat).reshape({-1, bs});
+  const int64_t m = v.size(0);
+  // Sylvester butterfly: H_2n = [[H_n, H_n], [H_n, -H_n]], built with differentiable ops.
+  for (int64_t h = 1; h < bs; h *= 2) {
+    at::Tensor w = v.view({m, bs / (2 * h), 2, h});
+    at::Tensor a = w.select(2, 0);
+    at::Tensor b = w.select(2, 1);
+    v = at::stack({a + b, a - b}, 2).reshape({m, bs});
+  }
+  v = v * (1.0 / std::sqrt(static_cast<double>(bs)));
+  return v.reshape(x.sizes()).to(x.scalar_type());
+}
+
+// ---- private helpers ----
+
+namespace detail {
+
+std::optional<std::vector<int64_t>> axis_dims(const std::optional<config::Axis>& axis) {
+  if (!axis) return std::nullopt;
+  return std::vector<int64_t>(axis->dims.begin(), axis->dims.end());
+}
+
+std::string py_format(double v, const char* fmt) {
+  if (std::isnan(v)) return "nan";
+  if (std::isinf(v)) return v > 0 ? "inf" : "-inf";
+  char buf[64];
+  std::snprintf(buf, sizeof(buf), fmt, v);
+  return buf;
+}
+
+}  // namespace detail
+}  // namespace mq::quant
