@@ -64,6 +64,7 @@ struct RotateConfig {
   bool rotate_fp32 = false;
   std::optional<int> block_size;
   bool given_as_bool = true;    ///< true when the user wrote a bool (affects dumps only)
+  std::set<std::string> fields_set;  ///< keys given when written as a dict (exclude_unset dumps)
   bool operator==(const RotateConfig&) const = default;
 };
 
