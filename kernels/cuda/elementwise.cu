@@ -13,8 +13,9 @@ struct IntOp {
 };
 
 struct Fp8Op {
+  bool reciprocal;
   __device__ float operator()(float x, float amax) const {
-    return detail::fp8_fake_quant_one(x, detail::fp8_scales(amax));
+    return detail::fp8_fake_quant_one(x, detail::fp8_scales(amax, reciprocal));
   }
 };
 
@@ -79,8 +80,8 @@ void launch_int_fake_quant(const void* x, void* y, DType dt, int64_t n, const fl
 }
 
 void launch_fp8_fake_quant(const void* x, void* y, DType dt, int64_t n, const float* amax,
-                           AmaxLayout layout, cudaStream_t stream) {
-  launch_elementwise(x, y, dt, n, amax, layout, Fp8Op{}, stream);
+                           AmaxLayout layout, cudaStream_t stream, Fp8ScaleMode mode) {
+  launch_elementwise(x, y, dt, n, amax, layout, Fp8Op{mode == Fp8ScaleMode::kReciprocal}, stream);
 }
 
 }  // namespace mqk

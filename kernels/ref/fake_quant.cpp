@@ -50,8 +50,11 @@ void int_fake_quant_ref(const float* x, float* y, int64_t n, const float* amax, 
   }
 }
 
-void fp8_fake_quant_ref(const float* x, float* y, int64_t n, const float* amax, AmaxLayout layout) {
-  for (int64_t i = 0; i < n; ++i) y[i] = detail::fp8_fake_quant_one(x[i], detail::fp8_scales(amax[layout.index(i)]));
+void fp8_fake_quant_ref(const float* x, float* y, int64_t n, const float* amax, AmaxLayout layout,
+                        Fp8ScaleMode mode) {
+  const bool recip = mode == Fp8ScaleMode::kReciprocal;
+  for (int64_t i = 0; i < n; ++i)
+    y[i] = detail::fp8_fake_quant_one(x[i], detail::fp8_scales(amax[layout.index(i)], recip));
 }
 
 void nvfp4_fake_quant_ref(const float* x, float* y, int64_t rows, int64_t cols, int block,

@@ -195,16 +195,18 @@ TEST_P(KernelVsRef, Fp8FakeQuant) {
   amax[0] = 0.0f;  // taken as 1.0
   DeviceBuffer damax(amax.size() * 4);
   damax.upload(amax.data(), amax.size() * 4);
-  for (mqk::AmaxLayout layout : {mqk::AmaxLayout{1, 1}, mqk::AmaxLayout{c.rows, c.cols}}) {
-    const int64_t first = layout.axis_len == 1 && c.rows > 1 ? 1 : 0;
-    check_bit_exact(
-        c, x,
-        [&](const void* dx, void* dy) {
-          mqk::launch_fp8_fake_quant(dx, dy, c.dt, n, damax.as<float>() + first, layout, nullptr);
-        },
-        [&](const float* hx, float* hy) { mqk::fp8_fake_quant_ref(hx, hy, n, amax.data() + first, layout); },
-        layout.axis_len == 1 ? "fp8 per-tensor" : "fp8 per-channel");
-  }
+  for (auto mode : {mqk::Fp8ScaleMode::kDivide, mqk::Fp8ScaleMode::kReciprocal})
+    for (mqk::AmaxLayout layout : {mqk::AmaxLayout{1, 1}, mqk::AmaxLayout{c.rows, c.cols}}) {
+      const int64_t first = layout.axis_len == 1 && c.rows > 1 ? 1 : 0;
+      check_bit_exact(
+          c, x,
+          [&](const void* dx, void* dy) {
+            mqk::launch_fp8_fake_quant(dx, dy, c.dt, n, damax.as<float>() + first, layout, nullptr, mode);
+          },
+          [&](const float* hx, float* hy) { mqk::fp8_fake_quant_ref(hx, hy, n, amax.data() + first, layout, mode); },
+          std::string(layout.axis_len == 1 ? "fp8 per-tensor" : "fp8 per-channel") +
+              (mode == mqk::Fp8ScaleMode::kDivide ? " divide" : " reciprocal"));
+    }
 }
 
 TEST_P(KernelVsRef, Nvfp4Dynamic) {

@@ -26,7 +26,8 @@ void launch_int_fake_quant(const void* x, void* y, DType dt, int64_t n, const fl
                            AmaxLayout layout, int num_bits, bool is_unsigned, bool narrow_range,
                            cudaStream_t stream);
 void launch_fp8_fake_quant(const void* x, void* y, DType dt, int64_t n, const float* amax,
-                           AmaxLayout layout, cudaStream_t stream);
+                           AmaxLayout layout, cudaStream_t stream,
+                           Fp8ScaleMode mode = Fp8ScaleMode::kDivide);
 /// global_amax is a device pointer to one float.
 void launch_nvfp4_fake_quant(const void* x, void* y, DType dt, int64_t rows, int64_t cols, int block,
                              const float* global_amax, cudaStream_t stream);

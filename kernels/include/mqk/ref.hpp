@@ -46,12 +46,18 @@ float bf16_round(float v);
 float nf4_lut(int index);
 
 // ---- fake quantization (quantize + dequantize) ----
-/// INT-N (reference §2.2). amax <= 2^-24 gives 0 for those elements. Unsigned with a negative input
-/// throws std::invalid_argument (ModelOpt raises TypeError).
+/// INT-N (reference §2.2) as ModelOpt's CUDA kernel: amax < 2^-24 gives +0 for those elements.
+/// Unsigned with a negative input throws std::invalid_argument (ModelOpt raises TypeError).
 void int_fake_quant_ref(const float* x, float* y, int64_t n, const float* amax, AmaxLayout layout,
                         int num_bits, bool is_unsigned, bool narrow_range);
+/// How the FP8 scale 448/amax is rounded (see detail::fp8_scales): kDivide is ModelOpt's CUDA
+/// extension (scalar or 1-D amax on GPU, and the static NVFP4 block-scale quantizer); kReciprocal is
+/// its eager torch path (CPU, or a multi-dim amax), fp32(fp32(1/amax) * 448).
+enum class Fp8ScaleMode : int { kDivide = 0, kReciprocal };
+
 /// FP8 E4M3 with a scaled range (reference §2.3). amax <= 2^-24 is replaced by 1.
-void fp8_fake_quant_ref(const float* x, float* y, int64_t n, const float* amax, AmaxLayout layout);
+void fp8_fake_quant_ref(const float* x, float* y, int64_t n, const float* amax, AmaxLayout layout,
+                        Fp8ScaleMode mode = Fp8ScaleMode::kDivide);
 /// NVFP4 dynamic block (reference §2.5, Triton semantics with IEEE division): per-block FP8 scales from
 /// the block max and the fp32 global amax.
 void nvfp4_fake_quant_ref(const float* x, float* y, int64_t rows, int64_t cols, int block,

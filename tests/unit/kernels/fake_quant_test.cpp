@@ -75,7 +75,9 @@ TEST(IntFakeQuant, RoundHalfToEven) {
 TEST(IntFakeQuant, ZeroAndTinyAmaxGiveZero) {
   expect_bits_eq(int_fq({1.0f, -3.0f}, 0.0f), {0.0f, 0.0f});
   expect_bits_eq(int_fq({1.0f, -3.0f}, 1e-26f), {0.0f, 0.0f});
-  expect_bits_eq(int_fq({1.0f, -3.0f}, std::ldexp(1.0f, -24)), {0.0f, 0.0f});
+  // ModelOpt's CUDA kernel zeroes amax < 2^-24 (always +0); exactly 2^-24 still quantizes.
+  expect_bits_eq(int_fq({1.0f, -3.0f}, std::nextafter(std::ldexp(1.0f, -24), 0.0f)), {0.0f, 0.0f});
+  EXPECT_GT(int_fq({1.0f}, std::ldexp(1.0f, -24))[0], 0.0f);
 }
 
 TEST(IntFakeQuant, Int4AndUnsignedBounds) {
@@ -107,6 +109,20 @@ TEST(Fp8FakeQuant, WorkedExamples) {
   const Vec y = fp8_fq({0.3f}, 2.0f);
   EXPECT_EQ(bits(y[0]), bits(0.2857142984867096f));
   EXPECT_EQ(bits(1.0f / 224.0f), bits(0.004464285913854837f));
+}
+
+TEST(Fp8FakeQuant, ReciprocalScaleModeMatchesEagerTorch) {
+  // Golden from ModelOpt 0.47.0 `_fp8_eager` on CPU (scale = amax.reciprocal() * 448), for an amax where
+  // that differs by one ulp from the CUDA extension's 448 / amax.
+  const float amax = 0x1.5617fcp+7f;
+  const Vec x = {0x1.04ca22p-11f, 1.0f, -50.0f, 100.0f, 0x1.333334p-2f};
+  Vec y(x.size());
+  mqk::fp8_fake_quant_ref(x.data(), y.data(), 5, &amax, {}, mqk::Fp8ScaleMode::kReciprocal);
+  expect_bits_eq(y, {0x1.86f6d6p-11f, 0x1.e8b48cp-1f, -0x1.86f6d6p+5f, 0x1.86f6d6p+6f, 0x1.3da88ep-2f});
+  Vec d(x.size());
+  mqk::fp8_fake_quant_ref(x.data(), d.data(), 5, &amax, {}, mqk::Fp8ScaleMode::kDivide);
+  EXPECT_NE(bits(d[1]), bits(y[1]));
+  EXPECT_EQ(bits(d[1]), bits(mqk::e4m3_round(448.0f / amax) * (1.0f / (448.0f / amax))));
 }
 
 TEST(Fp8FakeQuant, ZeroAmaxIsOneNotZero) {

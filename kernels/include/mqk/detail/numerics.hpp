@@ -186,8 +186,10 @@ MQK_HD IntBounds int_bounds(int num_bits, bool is_unsigned, bool narrow_range) {
 }
 
 /// INT-N fake quant of one element with its amax (reference §2.2).
+/// Follows ModelOpt's CUDA kernel (fake_tensor_quant_device): amax < 2^-24 gives +0. (The eager torch
+/// path, used on CPU and for multi-dim amax, tests amax <= 2^-24 and gives -0 for negative x.)
 MQK_HD float int_fake_quant_one(float x, float amax, IntBounds b) {
-  if (amax <= 5.9604644775390625e-08f) return 0.0f;  // 2^-24
+  if (amax < 5.9604644775390625e-08f) return 0.0f;  // 2^-24
   const float scale = b.max_bound / amax;
   float q = rint_rne(x * scale);
   q = q > b.max_bound ? b.max_bound : q;
@@ -195,14 +197,18 @@ MQK_HD float int_fake_quant_one(float x, float amax, IntBounds b) {
   return q / scale;
 }
 
-/// FP8 per-tensor/channel scales (reference §2.3): amax <= 2^-24 is taken as 1.
+/// FP8 per-tensor/channel scales (reference §2.3): amax <= 2^-24 is taken as 1. `reciprocal` selects
+/// how 448/amax is rounded: false = one IEEE division (ModelOpt's CUDA extension fake_e4m3fy, used on
+/// GPU for a scalar or 1-D amax), true = fp32(fp32(1/amax) * 448) (the eager torch path
+/// `448.0 / amax`, which Python evaluates as amax.reciprocal() * 448; used on CPU and for multi-dim
+/// amax). The two differ by one ulp of scale for some amax.
 struct Fp8Scales {
   float scale;
   float inv;
 };
-MQK_HD Fp8Scales fp8_scales(float amax) {
+MQK_HD Fp8Scales fp8_scales(float amax, bool reciprocal = false) {
   const float a = amax <= 5.9604644775390625e-08f ? 1.0f : amax;
-  const float scale = 448.0f / a;
+  const float scale = reciprocal ? (1.0f / a) * 448.0f : 448.0f / a;
   return {scale, 1.0f / scale};
 }
 MQK_HD float fp8_fake_quant_one(float x, Fp8Scales s) { return e4m3_round_sat(x * s.scale) * s.inv; }
