@@ -29,11 +29,14 @@ Manifest layout (both devices):
         "kind":        "fake_quant" | "real_quant",
         "shape", "dtype" ("float32" | "bfloat16" | "float16"),
         "file":        safetensors path relative to this manifest,
-        "tensors":     {role: key in that file}; roles: input, output, and the quantizer state
-                       after the run: _amax, _global_amax, _bias_value (prefixed "0."/"1." for the
-                       stages of a SequentialQuantizer); real quant: quantized_data, _scale,
-                       _double_scale, _scale_zeros, dequantized; cuda: output_cuda_ext,
-                       output_ieee (see below),
+        "tensors":     {role: key in that file}; roles: input, output (ModelOpt's result), and the
+                       quantizer state after the run: _amax, _global_amax, _bias_value (prefixed
+                       "0."/"1." for the stages of a SequentialQuantizer); real quant:
+                       quantized_data, _scale, _double_scale, _scale_zeros, dequantized; cuda:
+                       output_cuda_ext, output_cpu_path, output_ieee; cpu: output_modelopt_cuda,
+        "expect":      {"cpu": role, "cuda": role}: the stored tensor that mqdist must reproduce bit
+                       for bit when it runs on that device (usually "output"),
+        "annotation":  why `expect` names another tensor than "output", if it does,
         "amax_source": "calibrated" (ModelOpt max-calib state machine run on `input`, then quant)
                        | "loaded" (the stored _amax was assigned before the forward)
                        | "dynamic" (no _amax: computed from the input at every call)
@@ -365,21 +368,36 @@ def state_tensors(q):
 
 
 # ----------------------------------------------------------------------------------------------
-# IEEE emulation of ModelOpt's Triton NVFP4 kernels (fp32, torch CPU)
+# fp32 emulation of ModelOpt's GPU NVFP4 / FP8 arithmetic (torch CPU, IEEE fp32 operations)
 # ----------------------------------------------------------------------------------------------
+# What the emulations reproduce (each verified bit for bit against the H100 run, see README.md):
+#  * torch on CUDA evaluates `tensor / python_scalar` as `tensor * fp32(1 / scalar)`: NVFP4's global
+#    scale is gs = global_amax * fp32(1/2688) (not global_amax / 2688), and static NVFP4's
+#    `amax / 6.0` is amax * fp32(1/6).
+#  * ModelOpt's CUDA extension fake_e4m3fy divides: scale = fp32(448 / amax), inv = fp32(1 / scale);
+#    the eager torch path (CPU, and GPU for a multi-dim amax) evaluates `448.0 / amax` through
+#    Tensor.__rdiv__, i.e. fp32(fp32(1 / amax) * 448).
+#  * Triton's fp32 `/` is div.full.f32 (not IEEE): |x| / block_scale can land on the other side of
+#    an E2M1 threshold at an exact tie. The emulation divides exactly (IEEE), so it differs from
+#    Triton only there; mqdist follows the emulation.
+_R2688 = torch.tensor(1.0) / torch.tensor(2688.0)
+_R6 = torch.tensor(1.0) / torch.tensor(6.0)
+
+
 def _e2m1_round(a):
     return torch.where(a <= 0.25, 0.0, torch.where(a < 0.75, 0.5, torch.where(a <= 1.25, 1.0,
            torch.where(a < 1.75, 1.5, torch.where(a <= 2.5, 2.0, torch.where(a < 3.5, 3.0,
            torch.where(a <= 5.0, 4.0, 6.0)))))))
 
 
-def ieee_nvfp4_dynamic(x, global_amax, block):
+def emulate_nvfp4_dynamic(x, global_amax, block):
+    """ModelOpt fp4_fake_quant_block (Triton) with IEEE division, any block size."""
     shape, dtype = x.shape, x.dtype
     x2 = x.reshape(-1, shape[-1]).float().cpu()
     n = x2.shape[1]
     pad = (-n) % block
     xp = torch.nn.functional.pad(x2, (0, pad)).reshape(x2.shape[0], -1, block)
-    gs = global_amax.float().cpu().reshape(()) / torch.tensor(2688.0)
+    gs = global_amax.float().cpu().reshape(()) * _R2688
     gs = torch.where(gs > 0, gs, torch.tensor(1e-12, dtype=torch.float32))
     bmax = xp.abs().amax(-1, keepdim=True)
     s = torch.minimum(bmax / (torch.tensor(6.0) * gs), torch.tensor(448.0))
@@ -390,14 +408,28 @@ def ieee_nvfp4_dynamic(x, global_amax, block):
     return y.to(dtype).reshape(shape).contiguous()
 
 
-def ieee_nvfp4_static(xb, amax, global_amax, fp8_norm_max):
-    """xb: the block-reshaped (nblocks, bs) input as the static quantizer sees it."""
+def fp8_cuda_ext_scales(amax):
+    a = amax.float().cpu()
+    a = torch.where(a <= 2 ** -24, torch.ones_like(a), a)
+    scale = torch.tensor(448.0) / a
+    return scale, torch.tensor(1.0) / scale
+
+
+def emulate_fp8_cuda_ext(x, amax):
+    """ModelOpt's CUDA fake_e4m3fy(_with_axis): IEEE-divided scale (amax broadcastable to x)."""
+    scale, inv = fp8_cuda_ext_scales(amax)
+    q = (x.float().cpu() * scale).clamp(-448.0, 448.0).to(torch.float8_e4m3fn).float()
+    return (q * inv).to(x.dtype)
+
+
+def emulate_nvfp4_static(xb, amax, global_amax, fp8_norm_max):
+    """StaticBlockScaleQuantizer forward on GPU: compute_fp4_scales (torch CUDA + fake_e4m3fy) and the
+    Triton static_blockwise_fp4_fake_quant kernel. xb: the (nblocks, bs) block view of the input."""
     dtype = xb.dtype
     xf = xb.float().cpu()
-    scale = amax.float().cpu().reshape(-1, 1) / 6.0
-    a = global_amax.float().cpu() * (448.0 / fp8_norm_max) / 6.0
-    sc = 448.0 / torch.where(a <= 2 ** -24, torch.ones_like(a), a)
-    inv = 1 / sc
+    scale = amax.float().cpu().reshape(-1, 1) * _R6
+    a = (global_amax.float().cpu() * (448.0 / fp8_norm_max)) * _R6
+    sc, inv = fp8_cuda_ext_scales(a)
     s_q = (scale * sc).clamp(-448.0, 448.0).to(torch.float8_e4m3fn).float() * inv
     zero = s_q == 0
     safe = torch.where(zero | s_q.isnan() | s_q.isinf(), torch.ones_like(s_q), s_q)
@@ -405,6 +437,94 @@ def ieee_nvfp4_static(xb, amax, global_amax, fp8_norm_max):
     y = torch.where(xf >= 0, q, -q)
     y = torch.where(zero, torch.zeros_like(y), y)
     return y.to(dtype)
+
+
+def n_diff(a, b):
+    a, b = a.reshape(-1).float().cpu(), b.reshape(-1).float().cpu()
+    return int(((a != b) & ~(a.isnan() & b.isnan())).sum())
+
+
+def annotate_gpu_case(case, tensors):
+    """Adds output_ieee / tolerance / expect to a CUDA-manifest case from its stored tensors.
+    `expect` names the stored tensor that mqdist must reproduce bit for bit, per device."""
+    cfg = case["cfg"]
+    c0 = cfg[0] if isinstance(cfg, list) else cfg
+    bs = c0.get("block_sizes") or {}
+    kind = ("nvfp4_dynamic" if c0.get("num_bits") == [2, 1] and bs.get("scale_bits") == [4, 3]
+            and bs.get("type") == "dynamic" else
+            "nvfp4_static" if c0.get("num_bits") == [2, 1] and bs.get("scale_bits") == [4, 3] else
+            "mx" if bs.get("scale_bits") == [8, 0] else "other")
+    x, y = tensors["input"], tensors["output"]
+    notes = []
+    ref = None
+    if kind == "nvfp4_dynamic":
+        block = bs["-1"]
+        if c0.get("use_constant_amax"):
+            gamax = torch.tensor(448.0)
+        elif "_amax" in tensors:
+            gamax = tensors["_amax"]
+        else:
+            gamax = x.float().abs().amax()
+        ref = emulate_nvfp4_dynamic(x, gamax, block)
+        if block != 16:
+            notes.append(f"ModelOpt bug: its Triton path ignores block_sizes[-1]={block} and quantizes "
+                         f"with 16-element blocks (fp4_fake_quant_block is called without block_size); "
+                         f"mqdist implements the configured block: output_ieee")
+    elif kind == "nvfp4_static":
+        b = bs["-1"]
+        x2 = x.reshape(-1, x.shape[-1])
+        pad = (-x2.shape[-1]) % b
+        xb = torch.nn.functional.pad(x2.float(), (0, pad)).to(x.dtype).reshape(-1, b)
+        ref = emulate_nvfp4_static(xb, tensors["_amax"], tensors["_global_amax"],
+                                   256.0 if bs.get("four_over_six") else 448.0)
+        ref = ref.reshape(x2.shape[0], -1)[:, : x2.shape[-1]].reshape(x.shape).contiguous()
+    tensors.pop("output_ieee", None)
+    expect = {"cuda": "output", "cpu": "output"}
+    tol = {"kind": "exact"}
+    if ref is not None:
+        nd = n_diff(ref, y)
+        if nd:
+            tensors["output_ieee"] = ref
+            expect = {"cuda": "output_ieee", "cpu": "output_ieee"}
+            tol = {"kind": "ieee_reference", "reference": "output_ieee", "modelopt_mismatch_elements": nd}
+            if not notes:
+                notes.append(f"{nd} element(s) of ModelOpt's Triton output lie on an E2M1 tie that "
+                             "Triton's approximate fp32 division (div.full.f32) rounds the other way; "
+                             "output_ieee divides exactly and is what mqdist reproduces")
+    if "output_cpu_path" in tensors:
+        expect["cpu"] = "output_cpu_path"
+        notes.append("ModelOpt's CPU eager path (output_cpu_path) differs from its CUDA kernel here: "
+                     "mqdist on CPU follows the CPU path, on GPU the CUDA kernel")
+    if "output_cuda_ext" in tensors:
+        notes.append(f"CUDA-extension fallback (DISABLE_TRITON_KERNEL, double-precision scale math) "
+                     f"differs from the Triton output in {n_diff(tensors['output_cuda_ext'], y)} element(s)")
+    case["expect"] = expect
+    case["tolerance"] = tol
+    case["annotation"] = "; ".join(notes)
+
+
+def annotate_cpu_case(case, tensors, q):
+    """CPU manifest: mqdist on CPU reproduces ModelOpt's CPU output. For FP8 through ModelOpt's CUDA
+    kernel (scalar or 1-D amax), the GPU result differs where the divided scale differs from the
+    eager reciprocal one: stored as output_modelopt_cuda (emulated) when it differs."""
+    expect = {"cpu": "output", "cuda": "output"}
+    notes = []
+    stages = leaves(q)
+    if (case["kind"] == "fake_quant" and len(stages) == 1 and isinstance(stages[0]._num_bits, tuple)
+            and not stages[0]._block_sizes and case["amax_source"] in ("calibrated", "loaded", "constant")):
+        m = stages[0]
+        amax = torch.tensor(448.0) if m._use_constant_amax else m._amax.detach().cpu()
+        if amax.squeeze().ndim <= 1 and not m._bias:
+            alt = emulate_fp8_cuda_ext(tensors["input"], amax)
+            nd = n_diff(alt, tensors["output"])
+            if nd:
+                tensors["output_modelopt_cuda"] = alt
+                expect["cuda"] = "output_modelopt_cuda"
+                notes.append(f"ModelOpt's CUDA kernel divides 448/amax where its CPU eager path multiplies "
+                             f"by the reciprocal: {nd} element(s) differ (output_modelopt_cuda)")
+    case["expect"] = expect
+    case["tolerance"] = {"kind": "exact"}
+    case["annotation"] = "; ".join(notes)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -547,7 +667,7 @@ def fake_quant_cases(w, cfgs, device, cuda_mode):
                 tensors = {"input": x, "output": y.to(x.dtype) if y.dtype != x.dtype else y}
                 tensors.update(state_tensors(q))
                 try:
-                    path, tol = describe_path(cfg, device, x, y, q, tensors, notes)
+                    path = describe_path(cfg, device, x, q, tensors, notes)
                     if crosscheck:
                         _, ycpu = run_case(cfg, x, "cpu", case_mode)
                         yc = y.cpu()
@@ -566,8 +686,12 @@ def fake_quant_cases(w, cfgs, device, cuda_mode):
                     "kind": "fake_quant", "shape": list(shape), "dtype": dt_name(dtype),
                     "pattern": pattern, "amax_source": case_mode,
                     "calibrated": case_mode == "calibrated",
-                    "modelopt_path": path, "tolerance": tol, "notes": "; ".join(notes),
+                    "modelopt_path": path, "notes": "; ".join(notes),
                 }
+                if cuda_mode:
+                    annotate_gpu_case(case, tensors)
+                else:
+                    annotate_cpu_case(case, tensors, q)
                 w.add(case, cid, tensors)
 
 
@@ -586,80 +710,77 @@ def crosscheck_cfg(cfg):
     return cfg_kind(cfg) in ("int", "fp8") and not cfg.get("block_sizes")
 
 
-def describe_path(cfg, device, x, y, q, tensors, notes):
+def describe_path(cfg, device, x, q, tensors, notes):
+    """Names the ModelOpt code that produced the output; on CUDA also runs the NVFP4 CUDA-extension
+    fallback on the same input (output_cuda_ext)."""
     c0 = cfg[0] if isinstance(cfg, list) else cfg
     kind = cfg_kind(c0)
     if isinstance(cfg, list):
-        return "SequentialQuantizer: stage-by-stage CPU eager paths", {"kind": "exact"}
+        return "SequentialQuantizer: stage-by-stage CPU eager paths"
     if device == "cpu":
         if kind == "int":
-            return "tensor_quant._tensor_quant (CPU eager)", {"kind": "exact"}
-        return "tensor_quant._fp8_eager (CPU eager)", {"kind": "exact"}
+            return "tensor_quant._tensor_quant (CPU eager)"
+        return "tensor_quant._fp8_eager (CPU eager)"
     if kind == "nvfp4_dynamic":
-        block = (c0.get("block_sizes") or {}).get(-1)
         triton_used = (tensor_quant.triton_kernel.IS_AVAILABLE
                        and hasattr(tensor_quant.triton_kernel, "fp4_fake_quant_block"))
-        path = ("triton fp4_fake_quant_block (fp4_kernel_hopper.py)" if triton_used
-                else "CUDA ext fused_amax_convert")
-        gamax = q.amax if q.amax is not None else reduce_amax(x.to(y.device), axis=None)
-        # The CUDA-extension fallback on the same input
-        tensor_quant.DISABLE_TRITON_KERNEL = True
-        try:
-            q2 = build(cfg, device)
-            if amax_mode(cfg) == "calibrated":
-                q2.amax = q.amax.clone()
-            with torch.no_grad():
-                tensors["output_cuda_ext"] = q2(x.to(device)).cpu()
-        except Exception as e:
-            notes.append(f"CUDA ext path raised {type(e).__name__}: {str(e)[:120]}")
-        finally:
-            tensor_quant.DISABLE_TRITON_KERNEL = False
-        if triton_used and block != 16:
-            notes.append(f"ModelOpt bug: the Triton path ignores block_sizes[-1]={block} and always "
-                         "quantizes with 16-element blocks (fp4_fake_quant_block is called without "
-                         "block_size); output_cuda_ext and output_ieee use the configured block")
         if c0.get("bias"):
             notes.append("affine bias is ignored by DynamicBlockQuantizationFunction (ModelOpt "
-                         "behaviour); _bias_value is calibrated on x - bias and only exported")
-        ieee = ieee_nvfp4_dynamic(x, gamax, block)
-        yc = y.cpu()
-        same = (ieee.reshape(-1).float() == yc.reshape(-1).float()) | (ieee.isnan() & yc.isnan()).reshape(-1)
-        nd = int((~same).sum())
-        tol = {"kind": "exact"}
-        if nd:
-            tensors["output_ieee"] = ieee
-            tol = {"kind": "ieee_reference", "reference": "output_ieee",
-                   "modelopt_mismatch_elements": nd}
-            notes.append(f"{nd} element(s) of the ModelOpt output differ from the IEEE-fp32 evaluation "
-                         "of the same algorithm (output_ieee); mqdist follows output_ieee")
-        ext = tensors.get("output_cuda_ext")
-        if ext is not None:
-            nd2 = int((ext.reshape(-1).float() != yc.reshape(-1).float()).sum())
-            notes.append(f"CUDA-ext fallback differs from the Triton output in {nd2} element(s)")
-        return path, tol
+                         "behaviour): _bias_value is calibrated on x - bias and only exported")
+        else:
+            tensor_quant.DISABLE_TRITON_KERNEL = True
+            try:
+                q2 = build(cfg, device)
+                if q.amax is not None:
+                    q2.amax = q.amax.clone()
+                with torch.no_grad():
+                    tensors["output_cuda_ext"] = q2(x.to(device)).cpu()
+            except Exception as e:
+                notes.append(f"CUDA ext path raised {type(e).__name__}: {str(e)[:120]}")
+            finally:
+                tensor_quant.DISABLE_TRITON_KERNEL = False
+        return ("triton fp4_fake_quant_block (fp4_kernel_hopper.py)" if triton_used
+                else "CUDA ext fused_amax_convert")
     if kind == "nvfp4_static":
-        bs = q._block_sizes or {}
-        fp8_norm = 256.0 if bs.get("four_over_six") else 448.0
-        # Rebuild the block view exactly as the static-block plan does (pad last dim, view(-1, bs)).
-        b = bs[-1]
-        x2 = x.reshape(-1, x.shape[-1])
-        pad = (-x2.shape[-1]) % b
-        xb = torch.nn.functional.pad(x2.float(), (0, pad)).to(x.dtype).reshape(-1, b)
-        ieee = ieee_nvfp4_static(xb, q.amax, q.global_amax, fp8_norm)
-        ieee = ieee.reshape(x2.shape[0], -1)[:, : x2.shape[-1]].reshape(x.shape).contiguous()
-        yc = y.cpu()
-        nd = int(((ieee.reshape(-1).float() != yc.reshape(-1).float()) & ~(ieee.isnan() & yc.isnan()).reshape(-1)).sum())
-        tol = {"kind": "exact"}
-        if nd:
-            tensors["output_ieee"] = ieee
-            tol = {"kind": "ieee_reference", "reference": "output_ieee", "modelopt_mismatch_elements": nd}
-            notes.append(f"{nd} element(s) differ from the IEEE-fp32 evaluation (output_ieee)")
-        return "triton static_blockwise_fp4_fake_quant (StaticBlockScaleQuantizer, promoted)", tol
+        return "triton static_blockwise_fp4_fake_quant (StaticBlockScaleQuantizer, promoted)"
     if kind == "mx":
-        return "CUDA ext fused_amax_convert (tensor_quant_mx.cu, --use_fast_math)", {"kind": "exact"}
+        return "CUDA ext fused_amax_convert (tensor_quant_mx.cu, --use_fast_math)"
     if kind == "int":
-        return "CUDA ext fake_tensor_quant(_with_axis)", {"kind": "exact"}
-    return "CUDA ext fake_e4m3fy(_with_axis)", {"kind": "exact"}
+        return "CUDA ext fake_tensor_quant(_with_axis)"
+    return "CUDA ext fake_e4m3fy(_with_axis)"
+
+
+def reannotate(out_dir):
+    """Recomputes the emulated columns (output_ieee, expect, tolerance, annotation) of an existing
+    manifest_cuda.json + cuda.safetensors without a GPU. ModelOpt's own outputs are left untouched."""
+    from safetensors.torch import load_file
+    path = os.path.join(out_dir, "manifest_cuda.json")
+    doc = json.load(open(path))
+    store = load_file(os.path.join(out_dir, "cuda.safetensors"))
+    for case in doc["cases"]:
+        case.pop("tolerance", None)
+        # drop what earlier generator versions wrote into notes about the emulation
+        case["notes"] = "; ".join(n for n in case["notes"].split("; ")
+                                  if n and "IEEE" not in n and "CUDA-ext fallback" not in n
+                                  and "ModelOpt bug" not in n and "_bias_value'" not in n)
+        tensors = {role: store[key] for role, key in case["tensors"].items()}
+        for role in list(case["tensors"]):
+            if role == "output_ieee":
+                del store[case["tensors"].pop(role)]
+        annotate_gpu_case(case, tensors)
+        for role, t in tensors.items():
+            k = f"{case['id']}/{role}"
+            if role not in case["tensors"]:
+                store[k] = t.contiguous().clone()
+                case["tensors"][role] = k
+    doc["annotated_by"] = "gen_golden.py --reannotate (CPU, torch %s)" % torch.__version__
+    save_file(store, os.path.join(out_dir, "cuda.safetensors"),
+              metadata={"generator": "tests/conformance/gen_golden.py"})
+    os.chmod(os.path.join(out_dir, "cuda.safetensors"), 0o644)
+    with open(path, "w") as f:
+        json.dump(doc, f, indent=1, allow_nan=False)
+        f.write("\n")
+    print(f"re-annotated {len(doc['cases'])} cases in {path}", file=sys.stderr)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -727,7 +848,7 @@ def real_quant_cases(w, device):
                     "calibrated": calib, "qtensor_class": type(qt).__name__,
                     "quantized_dtype": str(data.dtype).replace("torch.", ""),
                     "modelopt_path": f"TensorQuantizer._real_quantize -> {type(qt).__name__}.quantize",
-                    "tolerance": {"kind": "exact"}, "notes": "",
+                    "notes": "", "expect": {"cpu": "quantized_data", "cuda": "quantized_data"},
                 }
                 w.add(case, cid, tensors)
 
@@ -736,7 +857,12 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--out", default=os.path.join(HERE, "golden"))
+    ap.add_argument("--reannotate", action="store_true",
+                    help="recompute the emulated columns of <out>/manifest_cuda.json on the CPU")
     args = ap.parse_args()
+    if args.reannotate:
+        reannotate(args.out)
+        return
     torch.manual_seed(0)
     cfgs = collect_cfgs()
     cuda = args.device == "cuda"
