@@ -48,6 +48,10 @@ struct MxOp {
   }
 };
 
+// Each warp iteration handles kUnroll independent strips of 32 vectors, loads first, so that more
+// 16-byte loads are in flight per thread while the shuffles of the previous strip resolve.
+constexpr int kUnroll = 2;
+
 template <typename T, int G, typename Op>
 __global__ void __launch_bounds__(kThreads) block_vec_kernel(const T* __restrict__ x, T* __restrict__ y,
                                                              int64_t nblocks, Op op) {
@@ -57,27 +61,35 @@ __global__ void __launch_bounds__(kThreads) block_vec_kernel(const T* __restrict
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   // Warp-uniform trip count: every lane runs every iteration, so the shuffles see the full warp.
   for (int64_t base = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x - lane; base < total;
-       base += stride) {
-    const int64_t v = base + lane;
-    const bool active = v < total;
-    float buf[kVec];
-    float m = 0.0f;
-    if (active) {
-      load16(x + v * kVec, buf);
-      if constexpr (Op::kNeedsMax) {
+       base += stride * kUnroll) {
+    float buf[kUnroll][kVec];
+    float m[kUnroll];
 #pragma unroll
-        for (int k = 0; k < kVec; ++k) m = detail::absmax_update(m, buf[k]);
+    for (int u = 0; u < kUnroll; ++u) {
+      const int64_t v = base + u * stride + lane;
+      m[u] = 0.0f;
+      if (v < total) {
+        load16(x + v * kVec, buf[u]);
+        if constexpr (Op::kNeedsMax) {
+#pragma unroll
+          for (int k = 0; k < kVec; ++k) m[u] = detail::absmax_update(m[u], buf[u][k]);
+        }
       }
     }
-    if constexpr (Op::kNeedsMax) {
 #pragma unroll
-      for (int off = 1; off < G; off <<= 1) m = detail::absmax_update(m, __shfl_xor_sync(0xffffffffu, m, off));
-    }
-    if (active) {
-      const auto s = op.scale(m, v / G);
+    for (int u = 0; u < kUnroll; ++u) {
+      if constexpr (Op::kNeedsMax) {
 #pragma unroll
-      for (int k = 0; k < kVec; ++k) buf[k] = op.quant(buf[k], s);
-      store16(y + v * kVec, buf);
+        for (int off = 1; off < G; off <<= 1)
+          m[u] = detail::absmax_update(m[u], __shfl_xor_sync(0xffffffffu, m[u], off));
+      }
+      const int64_t v = base + u * stride + lane;
+      if (v < total) {
+        const auto s = op.scale(m[u], v / G);
+#pragma unroll
+        for (int k = 0; k < kVec; ++k) buf[u][k] = op.quant(buf[u][k], s);
+        store16(y + v * kVec, buf[u]);
+      }
     }
   }
 }
@@ -104,7 +116,7 @@ __global__ void block_scalar_kernel(const T* __restrict__ x, T* __restrict__ y, 
 
 template <typename T, typename Op>
 void launch_vec(int g, const T* x, T* y, int64_t nblocks, Op op, cudaStream_t stream) {
-  const int grid = grid_for(nblocks * g);
+  const int grid = grid_for(nblocks * g / kUnroll + 1);
   switch (g) {
     case 1: block_vec_kernel<T, 1><<<grid, kThreads, 0, stream>>>(x, y, nblocks, op); break;
     case 2: block_vec_kernel<T, 2><<<grid, kThreads, 0, stream>>>(x, y, nblocks, op); break;

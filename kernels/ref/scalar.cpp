@@ -8,7 +8,7 @@ namespace mqk {
 
 float e4m3_round(float v) { return detail::e4m3_round_sat(v); }
 
-float e2m1_round_magnitude(float a) { return detail::e2m1_value_of_index(detail::e2m1_index_of(a)); }
+float e2m1_round_magnitude(float a) { return detail::e2m1_round_value(a); }
 
 int e2m1_index(float a) { return detail::e2m1_index_of(a); }
 

@@ -314,6 +314,37 @@ std::vector<Case> cases() {
 
 INSTANTIATE_TEST_SUITE_P(Sweep, KernelVsRef, ::testing::ValuesIn(cases()), case_name);
 
+// Large enough that the grid-stride loops (grid capped at 16 blocks per SM) run several iterations.
+TEST(KernelVsRefLarge, GridStrideLoopsBf16) {
+  SKIP_WITHOUT_GPU();
+  const Case c{DType::kBF16, 2048, 8448, 0};
+  const int64_t n = c.rows * c.cols;
+  const Vec x = make_input(n, 8, 1.0f);
+  const float gamax = 40.0f;
+  DeviceBuffer dg(4);
+  dg.upload(&gamax, 4);
+  check_bit_exact(
+      c, x, [&](const void* dx, void* dy) { mqk::launch_nvfp4_fake_quant(dx, dy, c.dt, c.rows, c.cols, 16, dg.as<float>(), nullptr); },
+      [&](const float* hx, float* hy) { mqk::nvfp4_fake_quant_ref(hx, hy, c.rows, c.cols, 16, gamax); }, "nvfp4 large");
+  check_bit_exact(
+      c, x,
+      [&](const void* dx, void* dy) { mqk::launch_mx_fake_quant(dx, dy, c.dt, c.rows, c.cols, 32, mqk::ElemFormat::kE2M1, nullptr); },
+      [&](const float* hx, float* hy) { mqk::mx_fake_quant_ref(hx, hy, c.rows, c.cols, 32, mqk::ElemFormat::kE2M1); },
+      "mxfp4 large");
+  check_bit_exact(
+      c, x, [&](const void* dx, void* dy) { mqk::launch_fp8_fake_quant(dx, dy, c.dt, n, dg.as<float>(), {}, nullptr); },
+      [&](const float* hx, float* hy) { mqk::fp8_fake_quant_ref(hx, hy, n, &gamax, {}); }, "fp8 large");
+  DeviceBuffer dx(n * 2), dout(4);
+  const std::vector<uint8_t> xb = encode(x, c.dt);
+  dx.upload(xb.data(), xb.size());
+  mqk::launch_amax(dx.as<void>(), c.dt, n, dout.as<float>(), nullptr);
+  CUDA_OK(cudaDeviceSynchronize());
+  float got = 0;
+  dout.download(&got, 4);
+  const Vec xr = decode(xb, c.dt);
+  EXPECT_EQ(got, mqk::amax_ref(xr.data(), n));
+}
+
 TEST(CudaDevice, CountIsNonNegativeAndLaunchesCheckArguments) {
   const int n = mqk::cuda_device_count();
   EXPECT_GE(n, 0);

@@ -123,6 +123,25 @@ TEST(E2M1, DecisionTableAtEveryBoundary) {
   EXPECT_EQ(mqk::e2m1_index(std::nanf("")), 7);
 }
 
+TEST(E2M1, ArithmeticRoundingEqualsThresholdTable) {
+  // e2m1_round_magnitude (grid arithmetic, used by the fake quant) against e2m1_index (ModelOpt's
+  // threshold chain, used by the export): at and around every bound and on a dense random sweep.
+  std::vector<float> probes = {0.0f, 6.0f, 7.0f, 1e30f, std::numeric_limits<float>::infinity(), std::nanf("")};
+  for (float b : {0.25f, 0.75f, 1.25f, 1.75f, 2.5f, 3.5f, 5.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f}) {
+    float lo = b, hi = b;
+    for (int k = 0; k < 4; ++k) {
+      probes.push_back(lo);
+      probes.push_back(hi);
+      lo = std::nextafter(lo, 0.0f);
+      hi = std::nextafter(hi, 100.0f);
+    }
+  }
+  std::mt19937 rng(5);
+  std::uniform_real_distribution<float> u(0.0f, 8.0f);
+  for (int i = 0; i < 200000; ++i) probes.push_back(u(rng));
+  for (float a : probes) ASSERT_EQ(mqk::e2m1_round_magnitude(a), mqk::kE2M1Values[mqk::e2m1_index(a)]) << a;
+}
+
 class MxElem : public ::testing::TestWithParam<mqk::ElemFormat> {};
 
 TEST_P(MxElem, GridRoundingMatchesOracle) {

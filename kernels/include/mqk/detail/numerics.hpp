@@ -226,10 +226,14 @@ MQK_HD float nvfp4_block_scale(float bmax, float gs) {
   const float bs = e4m3_round_sat(r) * gs;
   return bs < 1e-5f ? 1.0f : bs;
 }
+/// E2M1 magnitude of a >= 0 (or NaN): the thresholds of e2m1_index_of are exactly RNE on the E2M1 grid
+/// with saturation at 6 and NaN -> 6, so this is computed arithmetically (grid_round), branch-free on
+/// the GPU, instead of through the index and a table.
+MQK_HD float e2m1_round_value(float a) { return elem_round_magnitude(a, ElemGrid{1, 0, 6.0f, false, true}); }
+
 /// NVFP4 element (steps 5): a = |x| / block_scale, E2M1 thresholds, signed q * block_scale.
 MQK_HD float nvfp4_quant_one(float x, float block_scale) {
-  const float q = e2m1_value_of_index(e2m1_index_of(abs_f(x) / block_scale));
-  return apply_sign_ge0(x, q * block_scale);
+  return apply_sign_ge0(x, e2m1_round_value(abs_f(x) / block_scale) * block_scale);
 }
 
 /// NVFP4 static: fp32(global_amax * (448 / fp8_max) / 6), the amax of the block-scale FP8 quantizer.
