@@ -350,7 +350,7 @@ void validate_num_bits(const QuantizerAttributeConfig& c, const ErrorContext& ct
       nctx.fail("\"" + nb.custom + "\" is not an \"ExMy\" float format; other strings need a custom `backend`");
     case NumBits::Kind::kFloat: break;
   }
-  std::string shown = "[" + std::to_string(nb.exponent) + "," + std::to_string(nb.mantissa) + "]";
+  std::string shown = nlohmann::json::array({nb.exponent, nb.mantissa}).dump();
   if (nb.exponent <= 0 || nb.mantissa <= 0)
     nctx.fail(shown + ": exponent and mantissa bits must be positive integers");
   if (!is_supported_float(nb.exponent, nb.mantissa))

@@ -125,6 +125,12 @@ void legacy_pair_to_entries(std::string key, const ojson& value, const ErrorCont
   out.push_back(parse_entry(entry, pair_ctx, pair_ctx));
 }
 
+bool has_nn_key(const ojson& raw) {
+  for (auto it = raw.begin(); it != raw.end(); ++it)
+    if (it.key().rfind("nn.", 0) == 0) return true;
+  return false;
+}
+
 }  // namespace
 
 QuantizerCfgEntry parse_quantizer_cfg_entry(const ojson& j, const ErrorContext& ctx) {
@@ -146,11 +152,9 @@ std::vector<QuantizerCfgEntry> normalize_quant_cfg_list(const ojson& j, const Er
     if (raw.is_object() && raw.contains("quantizer_name")) {
       out.push_back(parse_entry(raw, ic, ic.key("cfg")));
     } else if (raw.is_object() && raw.size() == 1) {
-      const auto& [k, v] = *raw.items().begin();
-      legacy_pair_to_entries(k, v, ic.key(k), out);
-    } else if (raw.is_object() && raw.size() > 1 &&
-               std::any_of(raw.items().begin(), raw.items().end(),
-                           [](const auto& kv) { return kv.key().rfind("nn.", 0) == 0; })) {
+      auto it = raw.begin();
+      legacy_pair_to_entries(it.key(), it.value(), ic.key(it.key()), out);
+    } else if (raw.is_object() && raw.size() > 1 && has_nn_key(raw)) {
       for (const auto& [k, v] : raw.items()) legacy_pair_to_entries(k, v, ic.key(k), out);
     } else {
       ic.fail("invalid quant_cfg entry " + show(raw) +
