@@ -314,6 +314,49 @@ std::vector<Case> cases() {
 
 INSTANTIATE_TEST_SUITE_P(Sweep, KernelVsRef, ::testing::ValuesIn(cases()), case_name);
 
+// Elements exactly on the E2M1 thresholds (and one ulp either side) of blocks whose scale is known and
+// not a power of two, so that the GPU's reciprocal fast path must fall back to the exact quotient.
+TEST(KernelVsRefTies, Nvfp4ThresholdsTimesBlockScale) {
+  SKIP_WITHOUT_GPU();
+  const float thresholds[7] = {0.25f, 0.75f, 1.25f, 1.75f, 2.5f, 3.5f, 5.0f};
+  const float scales[] = {1.125f, 1.375f, 0.8125f, 3.25f, 0.0703125f, 1.0f, 448.0f, 0.001953125f * 1.25f};
+  Vec x;
+  Vec bamax;
+  for (float bs : scales) {
+    Vec probes;
+    for (float t : thresholds)
+      for (float v : {t * bs, std::nextafter(t * bs, 0.0f), std::nextafter(t * bs, 1e9f)}) {
+        probes.push_back(v);
+        probes.push_back(-v);
+      }
+    probes.resize(60, 0.0f);
+    for (int b = 0; b < 4; ++b) {
+      x.push_back(6.0f * bs);  // block max: with global amax 2688 (gs = 1) the block scale is bs
+      for (int k = 0; k < 15; ++k) x.push_back(probes[b * 15 + k]);
+      bamax.push_back(6.0f * bs);
+    }
+  }
+  const int64_t rows = static_cast<int64_t>(sizeof(scales) / sizeof(scales[0])), cols = 64;
+  for (DType dt : {DType::kF32, DType::kBF16, DType::kF16}) {
+    const Case c{dt, rows, cols, 0};
+    const float gamax = 2688.0f;
+    DeviceBuffer dg(4), db(bamax.size() * 4);
+    dg.upload(&gamax, 4);
+    db.upload(bamax.data(), bamax.size() * 4);
+    check_bit_exact(
+        c, x, [&](const void* dx, void* dy) { mqk::launch_nvfp4_fake_quant(dx, dy, dt, rows, cols, 16, dg.as<float>(), nullptr); },
+        [&](const float* hx, float* hy) { mqk::nvfp4_fake_quant_ref(hx, hy, rows, cols, 16, gamax); },
+        std::string("nvfp4 ties ") + dtype_name(dt));
+    check_bit_exact(
+        c, x,
+        [&](const void* dx, void* dy) {
+          mqk::launch_nvfp4_static_fake_quant(dx, dy, dt, rows, cols, 16, db.as<float>(), dg.as<float>(), false, nullptr);
+        },
+        [&](const float* hx, float* hy) { mqk::nvfp4_static_fake_quant_ref(hx, hy, rows, cols, 16, bamax.data(), gamax, false); },
+        std::string("nvfp4 static ties ") + dtype_name(dt));
+  }
+}
+
 // Large enough that the grid-stride loops (grid capped at 16 blocks per SM) run several iterations.
 TEST(KernelVsRefLarge, GridStrideLoopsBf16) {
   SKIP_WITHOUT_GPU();
