@@ -10,36 +10,13 @@ namespace {
 
 using namespace cuda_detail;
 
-// NVFP4 element on the GPU without a per-element IEEE division. With r = RN(1/block_scale),
-// a0 = RN(|x| * r) is within 3 * 2^-24 (relative) of RN(|x| / block_scale), and the E2M1 value only
-// changes at the thresholds, which all sit at u = k + 0.5 in the scaled coordinate u = a * 2^(1 - e)
-// (e = max(exponent(a), 0); no threshold is near a binade edge, 0.25 lies in the clamped binade).
-// So when frac(u0) is farther than 2^-19 from 0.5 (2^-20 bounds |u0 - u| for u < 4), a0 and the exact
-// quotient round to the same E2M1 value; otherwise (also NaN / Inf) the exact quotient is taken.
-// The result is therefore bit-identical to detail::nvfp4_quant_one, which the tests check.
-__device__ __forceinline__ float nvfp4_quant_one_rcp(float x, float block_scale, float rcp) {
-  const float ax = detail::abs_f(x);
-  float a = ax * rcp;
-  int e = detail::exponent_of(a);
-  e = e < 0 ? 0 : e;
-  const float u = a * detail::pow2f(1 - e);
-  if (!(fabsf((u - floorf(u)) - 0.5f) > 0x1p-19f)) a = ax / block_scale;
-  return detail::apply_sign_ge0(x, detail::e2m1_round_value(a) * block_scale);
-}
-
-struct Nvfp4Scale {
-  float scale;
-  float rcp;
-};
-
 struct Nvfp4DynamicOp {
   static constexpr bool kNeedsMax = true;
   const float* global_amax;
-  __device__ Nvfp4Scale scale(float bmax, int64_t) const {
-    const float bs = detail::nvfp4_block_scale(bmax, detail::nvfp4_global_scale(*global_amax));
-    return {bs, 1.0f / bs};
+  __device__ float scale(float bmax, int64_t) const {
+    return detail::nvfp4_block_scale(bmax, detail::nvfp4_global_scale(*global_amax));
   }
-  __device__ float quant(float x, Nvfp4Scale s) const { return nvfp4_quant_one_rcp(x, s.scale, s.rcp); }
+  __device__ float quant(float x, float s) const { return detail::nvfp4_quant_one(x, s); }
 };
 
 struct Nvfp4StaticOp {
@@ -47,12 +24,11 @@ struct Nvfp4StaticOp {
   const float* block_amax;
   const float* global_amax;
   bool four_over_six;
-  __device__ Nvfp4Scale scale(float, int64_t bi) const {
+  __device__ float scale(float, int64_t bi) const {
     const detail::Fp8Scales fp8 = detail::fp8_scales(detail::nvfp4_static_scale_amax(*global_amax, four_over_six));
-    const float bs = detail::nvfp4_static_block_scale(block_amax[bi], fp8);
-    return {bs, 1.0f / bs};
+    return detail::nvfp4_static_block_scale(block_amax[bi], fp8);
   }
-  __device__ float quant(float x, Nvfp4Scale s) const { return nvfp4_quant_one_rcp(x, s.scale, s.rcp); }
+  __device__ float quant(float x, float s) const { return detail::nvfp4_quant_one(x, s); }
 };
 
 // Scalar constants of an element format: usable by value in device code (the traits table itself is
