@@ -11,9 +11,10 @@ namespace {
 using QuantFn = std::function<at::Tensor(const at::Tensor&)>;
 
 struct FakeQuantSte : public torch::autograd::Function<FakeQuantSte> {
+  // The clip amax travels as a pointer: an undefined tensor cannot be a Function input.
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x,
-                            const at::Tensor& clip_amax, const QuantFn* quant) {
-    if (clip_amax.defined()) ctx->save_for_backward({x, clip_amax});
+                            const at::Tensor* clip_amax, const QuantFn* quant) {
+    if (clip_amax->defined()) ctx->save_for_backward({x, *clip_amax});
     return (*quant)(x);
   }
 
@@ -34,7 +35,7 @@ struct FakeQuantSte : public torch::autograd::Function<FakeQuantSte> {
 at::Tensor apply_ste(const at::Tensor& x, const at::Tensor& clip_amax, const QuantFn& quant) {
   if (!at::GradMode::is_enabled() || !x.requires_grad()) return quant(x);
   at::Tensor amax = clip_amax.defined() ? clip_amax.detach() : at::Tensor();
-  return FakeQuantSte::apply(x, amax, &quant);
+  return FakeQuantSte::apply(x, &amax, &quant);
 }
 
 }  // namespace mq::quant::detail
