@@ -84,7 +84,10 @@ void amax_rows_ref(const float* x, int64_t rows, int64_t cols, float* out);
 /// holds the format's encoding of 0 (NVFP4 0x0, MXFP4 0x8, NF4 index 7).
 ///
 /// NVFP4: packed (rows, ceil(cols/2)) uint8, low nibble = even element; scales (rows, ceil(cols/block))
-/// as FP8 E4M3 bytes; weight_scale_2 = global_amax / 2688 (returned).
+/// as FP8 E4M3 bytes; weight_scale_2 = global_amax / 2688 (returned). ModelOpt pads cols up to a
+/// multiple of block before packing, so its packed tensor is (rows, ceil(cols/block)*block/2): pass an
+/// explicitly zero-padded input to get that shape. Matches NVFP4QTensor.quantize bit for bit (golden
+/// test), for fp32 inputs and for bf16 inputs given as their fp32 values.
 float nvfp4_quantize_ref(const float* x, int64_t rows, int64_t cols, int block, float global_amax,
                          uint8_t* packed, uint8_t* scales_e4m3);
 /// NVFP4 export of a static (per-block amax) weight (reference §6.4 step 1, static weights):
@@ -121,6 +124,8 @@ void int4_awq_pack_ref(const float* w, int64_t out_features, int64_t in_features
 /// NF4 (reference §2.7): per-block scale = block amax (scales has ceil(n/block) entries); index =
 /// first argmin |x/scale - nf4_lut(i)| in fp32; packed (ceil(n/2)) with element 2j in the HIGH nibble.
 /// An all-zero block (scale 0) gives the index of 0.0 (7) instead of ModelOpt's 0/0 = NaN.
+/// ModelOpt's CPU path divides in the input dtype: this equals it for fp32 input; for bf16/fp16 weights
+/// (x / scale rounded to that dtype) the chosen index can differ near the midpoint of two LUT entries.
 void nf4_quantize_ref(const float* x, int64_t n, int block, uint8_t* packed, float* scales);
 void nf4_dequantize_ref(const uint8_t* packed, const float* scales, int64_t n, int block, float* y);
 
