@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# One CLI test case: cli_test.sh <case> <mqdist> <mqdist_cli_check> <source dir>
+# "ok" cases run mqdist on configs/examples/tensors.safetensors and compare its output with the library
+# (mqdist_cli_check, bit for bit) plus expected names/dtypes/shapes. "error" cases expect exit code 1,
+# exactly one stderr line "mqdist: ..." containing a given text, and no output file (nor temporary).
+set -uo pipefail
+case_name=$1 mqdist=$2 check=$3 src=$4
+example=$src/configs/examples/tensors.safetensors
+work=$(mktemp -d "${TMPDIR:-/tmp}/mqdist_cli.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+out=$work/out.safetensors
+up=model.layers.0.mlp.up_proj.weight
+o=model.layers.0.self_attn.o_proj.weight
+
+fail() { echo "FAIL [$case_name]: $*" >&2; exit 1; }
+
+# ok <fake|real> <quantizer|attr> <spec> [expectations...] -- runs mqdist, then the checker.
+ok() {
+  local mode=$1 kind=$2 spec=$3; shift 3
+  local args=(tensor --in "$example" --out "$out")
+  [ "$kind" = quantizer ] && args+=(--quantizer "$spec") || args+=(--attr "$spec")
+  [ "$mode" = real ] && args+=(--real)
+  "$mqdist" "${args[@]}" >"$work/stdout" 2>"$work/stderr"
+  local rc=$?
+  [ $rc -eq 0 ] || fail "exit code $rc: $(cat "$work/stderr")"
+  [ -s "$work/stderr" ] && fail "unexpected stderr: $(cat "$work/stderr")"
+  [ -f "$out" ] || fail "no output file"
+  "$check" "$example" "$out" "$mode" "$kind" "$spec" "$@" || fail "output differs from the library"
+  grep -q "$up" "$work/stdout" || fail "no summary line for $up: $(cat "$work/stdout")"
+  cat "$work/stdout"
+}
+
+# error <expected text> <mqdist args...>
+error() {
+  local text=$1; shift
+  "$mqdist" "$@" >"$work/stdout" 2>"$work/stderr"
+  local rc=$?
+  [ $rc -eq 1 ] || fail "exit code $rc, expected 1 (stderr: $(cat "$work/stderr"))"
+  [ "$(wc -l <"$work/stderr")" -eq 1 ] || fail "stderr is not one line: $(cat "$work/stderr")"
+  grep -q '^mqdist: ' "$work/stderr" || fail "stderr does not start with 'mqdist: ': $(cat "$work/stderr")"
+  grep -qF -- "$text" "$work/stderr" || fail "stderr lacks '$text': $(cat "$work/stderr")"
+  [ -e "$out" ] && fail "an output file was left behind"
+  [ -z "$(ls -A "$work" | grep -v '^std')" ] || fail "stray files: $(ls -A "$work")"
+  cat "$work/stderr"
+}
+
+case $case_name in
+  nvfp4_weight)
+    ok fake quantizer NVFP4_DEFAULT_CFG:weight \
+      "$up:BF16:64x128" "$up._amax:BF16:scalar" "$o:BF16:33x48" "$o._amax:BF16:scalar" ;;
+  fp8_input)
+    ok fake quantizer FP8_DEFAULT_CFG:input "$up:BF16:64x128" "$up._amax:BF16:scalar" "$o._amax:BF16:scalar" ;;
+  int8_attr)
+    ok fake attr '{"num_bits": 8, "axis": 0}' "$up._amax:BF16:64x1" "$o._amax:BF16:33x1" ;;
+  w4a8_sequential)
+    ok fake quantizer W4A8_AWQ_BETA_CFG:weight "$up.0._amax:BF16:64x1" "$up.1._amax:BF16:scalar" \
+      "$o.0._amax:BF16:33x1" ;;
+  nvfp4_real)
+    ok real quantizer NVFP4_DEFAULT_CFG:weight \
+      "$up:U8:64x64" "model.layers.0.mlp.up_proj.weight_scale:F8_E4M3:64x8" \
+      "model.layers.0.mlp.up_proj.weight_scale_2:F32:scalar" \
+      "$o:U8:33x24" "model.layers.0.self_attn.o_proj.weight_scale:F8_E4M3:33x3" \
+      "model.layers.0.self_attn.o_proj.weight_scale_2:F32:scalar" ;;
+  fp8_real)
+    ok real quantizer FP8_DEFAULT_CFG:weight \
+      "$up:F8_E4M3:64x128" "model.layers.0.mlp.up_proj.weight_scale:F32:scalar" ;;
+  int8_real)
+    ok real attr '{"num_bits": 8, "axis": 0}' \
+      "$up:I8:64x128" "model.layers.0.mlp.up_proj.weight_scale:F32:64" ;;
+  help)
+    "$mqdist" --help >"$work/stdout" 2>"$work/stderr" || fail "--help failed"
+    grep -q 'mqdist tensor' "$work/stdout" || fail "--help lacks the tensor usage"
+    grep -q 'NVFP4_DEFAULT_CFG' "$work/stdout" || fail "--help lacks the presets" ;;
+  version)
+    v=$("$mqdist" --version) || fail "--version failed"
+    [[ $v == "mqdist 0."* ]] || fail "--version printed '$v'" ;;
+  err_missing_input)
+    error "$work/absent.safetensors: cannot open" tensor --quantizer NVFP4_DEFAULT_CFG:weight \
+      --in "$work/absent.safetensors" --out "$out" ;;
+  err_corrupt_input)
+    cut=$(mktemp "${TMPDIR:-/tmp}/mqdist_cut.XXXXXX")
+    head -c 1000 "$example" >"$cut"
+    error "truncated" tensor --quantizer NVFP4_DEFAULT_CFG:weight --in "$cut" --out "$out"
+    rm -f "$cut" ;;
+  err_bad_json)
+    error "--attr: invalid JSON" tensor --attr '{"num_bits": 8,' --in "$example" --out "$out" ;;
+  err_bad_attr)
+    error "num_bits" tensor --attr '{"num_bits": 0}' --in "$example" --out "$out" ;;
+  err_unknown_field)
+    error "frobnicate" tensor --attr '{"frobnicate": 1}' --in "$example" --out "$out" ;;
+  err_unknown_preset)
+    error "NO_SUCH_CFG" tensor --quantizer NO_SUCH_CFG:weight --in "$example" --out "$out" ;;
+  err_bad_role)
+    error "must be 'weight' or 'input'" tensor --quantizer NVFP4_DEFAULT_CFG:output --in "$example" --out "$out" ;;
+  err_no_role)
+    error "is not <PRESET>:<weight|input>" tensor --quantizer NVFP4_DEFAULT_CFG --in "$example" --out "$out" ;;
+  err_both_specs)
+    error "exactly one of --quantizer" tensor --quantizer NVFP4_DEFAULT_CFG:weight --attr '{"num_bits": 8}' \
+      --in "$example" --out "$out" ;;
+  err_no_out)
+    error "--out" tensor --quantizer NVFP4_DEFAULT_CFG:weight --in "$example" ;;
+  err_unknown_option)
+    error "frobnicate" tensor --frobnicate --quantizer NVFP4_DEFAULT_CFG:weight --in "$example" --out "$out" ;;
+  err_unknown_mode)
+    error "unknown mode 'quantise'" quantise --in "$example" ;;
+  err_real_input)
+    error "--real exports weights" tensor --quantizer FP8_DEFAULT_CFG:input --real --in "$example" --out "$out" ;;
+  err_real_shape)
+    # INT4 packs two output rows per byte: the 33-row o_proj cannot be exported.
+    error "tensor '$o'" tensor --quantizer INT4_BLOCKWISE_WEIGHT_ONLY_CFG:weight --real \
+      --in "$example" --out "$out" ;;
+  *) fail "unknown case" ;;
+esac
+echo "PASS [$case_name]"
