@@ -489,8 +489,8 @@ nlohmann::json to_json(const QuantizerAttributeConfig& c, bool exclude_unset) {
     else if (key == "effective_bits") o[key] = opt(c.effective_bits);
     else if (key == "axis") {
       if (!c.axis) o[key] = nullptr;
-      else if (c.axis->is_tuple) o[key] = c.axis->dims;
-      else o[key] = c.axis->dims.at(0);
+      else if (c.axis->is_tuple || c.axis->dims.size() != 1) o[key] = c.axis->dims;
+      else o[key] = c.axis->dims[0];
     } else if (key == "fake_quant") o[key] = c.fake_quant;
     else if (key == "unsigned") o[key] = c.is_unsigned;
     else if (key == "narrow_range") o[key] = c.narrow_range;

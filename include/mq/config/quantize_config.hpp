@@ -163,7 +163,10 @@ std::vector<QuantizerCfgEntry> normalize_quant_cfg_list(const nlohmann::ordered_
 QuantizerCfgEntry parse_quantizer_cfg_entry(const nlohmann::ordered_json& j, const ErrorContext& ctx = {});
 
 /// Parses an `algorithm` value: null, a name, a dict with "method", or a list of those.
-/// Validates every field and range of the selected algorithm config.
+/// Validates every field and range of the selected algorithm config now (ModelOpt keeps the raw
+/// dict in QuantizeConfig and validates it only when calibrate() builds the config class).
+/// Fields typed `X | None` in ModelOpt take a value of type X here (null is rejected), except
+/// moe_calib_experts_ratio, checkpoint_dir, skip_layers, shared_states and scale_algorithm.
 std::vector<AlgorithmConfig> parse_algorithm(const nlohmann::ordered_json& j, const ErrorContext& ctx,
                                              bool* is_list = nullptr);
 

@@ -146,7 +146,7 @@ class NumBitsFloatSweep : public ::testing::TestWithParam<FloatCase> {};
 
 TEST_P(NumBitsFloatSweep, SupportedFormatsAndDynamicBlockRequirement) {
   const FloatCase& fc = GetParam();
-  std::string nb = "[" + std::to_string(fc.e) + ", " + std::to_string(fc.m) + "]";
+  std::string nb = nlohmann::json::array({fc.e, fc.m}).dump();
   std::string plain = R"({"num_bits": )" + nb + "}";
   std::string dyn = R"({"num_bits": )" + nb + R"(, "block_sizes": {"-1": 32, "type": "dynamic"}})";
   std::string stat = R"({"num_bits": )" + nb + R"(, "block_sizes": {"-1": 32, "type": "static"}})";
