@@ -70,8 +70,9 @@ void BiasCalibrator::collect(const at::Tensor& x) {
       // ModelOpt would broadcast silently; a different bias shape means the input layout changed.
       MQ_CHECK(b.sizes() == calib_bias_->sizes(), "bias shape changed! (", calib_bias_->sizes(), " -> ",
                b.sizes(), ")");
-      // Equal weight per batch, whatever its size (ModelOpt's running mean of batch means).
-      calib_bias_ = (*calib_bias_ * count_ + b) / (count_ + 1);
+      // Equal weight per batch, whatever its size (ModelOpt's running mean of batch means), updated in fp32
+      // and stored back in the batch bias dtype (modelopt 0.47).
+      calib_bias_ = ((calib_bias_->to(at::kFloat) * count_ + b.to(at::kFloat)) / (count_ + 1)).to(b.scalar_type());
     }
     ++count_;
     return;

@@ -2,10 +2,12 @@
 // (torch_hist=True path) step by step so that percentile and entropy results match it exactly:
 // the histogram itself is built with the same ATen ops (histc/linspace/arange in fp32), and the
 // entropy search reproduces numpy's float64 arithmetic, including its pairwise summation order.
+#include <algorithm>
 #include <cmath>
 #include <limits>
 
 #include <ATen/ATen.h>
+#include <c10/util/Float8_e4m3fn.h>
 
 #include "mq/core/error.hpp"
 #include "mq/quant/calibrator.hpp"
@@ -72,26 +74,36 @@ at::Tensor edge_at(const at::Tensor& edges, int64_t idx, const char* method) {
   return at::scalar_tensor(static_cast<double>(edges.data_ptr<float>()[idx]), at::kFloat);
 }
 
-// Fake quantization of the (non-negative) bin centres with one amax, in fp32 (reference §2.2, §2.3).
-at::Tensor quantize_centers(const at::Tensor& centers, const at::Tensor& amax, int num_bits, bool is_unsigned,
-                            const std::optional<std::pair<int, int>>& float_bits) {
-  const float a = amax.item<float>();
-  if (float_bits) {
-    const float amax_eff = a <= 0x1p-24f ? 1.0f : a;
-    const float scale = 448.0f / amax_eff;
-    const float inv = 1.0f / scale;
-    at::Tensor q = at::clamp(centers * scale, -448.0, 448.0).to(at::kFloat8_e4m3fn).to(at::kFloat);
-    return q * inv;
+// Fake quantization of one (non-negative) bin centre with amax `a`, elementwise in fp32 exactly as the
+// INT (reference §2.2) and FP8 E4M3 (§2.3) fake quant compute it.
+struct CenterQuantizer {
+  bool fp8 = false;
+  float max_bound = 0.0f;
+  float scale = 0.0f;
+  float inv = 0.0f;
+  bool zero = false;
+
+  CenterQuantizer(float a, int num_bits, bool is_unsigned, bool is_fp8) : fp8(is_fp8) {
+    if (fp8) {
+      const float amax_eff = a <= 0x1p-24f ? 1.0f : a;
+      scale = 448.0f / amax_eff;
+      inv = 1.0f / scale;
+      return;
+    }
+    zero = a <= 0x1p-24f;
+    max_bound = static_cast<float>((int64_t{1} << (num_bits - 1 + (is_unsigned ? 1 : 0))) - 1);
+    scale = max_bound / a;
   }
-  if (a <= 0x1p-24f) return at::zeros_like(centers);
-  const int64_t max_bound = (int64_t{1} << (num_bits - 1 + (is_unsigned ? 1 : 0))) - 1;
-  // The raw fake_tensor_quant defaults to narrow_range=True; for non-negative centres only the upper
-  // bound matters.
-  const double min_bound = is_unsigned ? 0.0 : -static_cast<double>(max_bound);
-  const float scale = static_cast<float>(max_bound) / a;
-  at::Tensor q = at::clamp(at::round(centers * scale), min_bound, static_cast<double>(max_bound));
-  return q / scale;
-}
+  float operator()(float c) const {
+    if (fp8) {
+      const float v = std::clamp(c * scale, -448.0f, 448.0f);
+      return static_cast<float>(c10::Float8_e4m3fn(v)) * inv;
+    }
+    if (zero) return 0.0f;
+    // Centres are non-negative, so only the upper bound can clip (narrow or not does not matter).
+    return std::min(std::nearbyint(c * scale), max_bound) / scale;
+  }
+};
 
 void check_search_args(int num_bits, bool is_unsigned, int stride, int start_bin, const char* method) {
   MQ_CHECK(stride >= 1, "HistogramCalibrator ", method, ": stride must be >= 1, got ", stride);
@@ -205,28 +217,35 @@ at::Tensor compute_amax_mse(const at::Tensor& hist, const at::Tensor& edges_in, 
   } else {
     check_search_args(num_bits, is_unsigned, stride, start_bin, "mse");
   }
-  const at::Tensor counts = hist.to(at::kCPU).to(at::kLong).to(at::kFloat);
+  const std::vector<int64_t> counts = to_counts(hist);
   const at::Tensor edges = to_edges(edges_in);
-  MQ_CHECK(edges.numel() == counts.numel() + 1, "HistogramCalibrator mse: ", counts.numel(), " bins but ",
-           edges.numel(), " bin edges");
-  const int64_t n = counts.numel();
-  const at::Tensor centers = (edges.slice(0, 1) + edges.slice(0, 0, n)) / 2;
+  const int64_t n = static_cast<int64_t>(counts.size());
+  MQ_CHECK(edges.numel() == n + 1, "HistogramCalibrator mse: ", n, " bins but ", edges.numel(), " bin edges");
   MQ_CHECK(start_bin < n, "HistogramCalibrator mse: start_bin ", start_bin, " leaves no candidate among ", n,
            " bins");
+  const float* e = edges.data_ptr<float>();
+  std::vector<float> centers(n);
+  for (int64_t j = 0; j < n; ++j) centers[j] = (e[j + 1] + e[j]) / 2.0f;  // fp32, as (edges[1:] + edges[:-1]) / 2
   // The intended search (ModelOpt's call shifts num_bits/unsigned into the wrong parameters): quantize the
-  // centres with each candidate amax and weight the squared error by the bin counts. First minimum wins.
+  // centres with each candidate amax and weight the squared error by the bin counts. The loss is
+  // accumulated in float64 (ModelOpt: an fp32 mean), which only sharpens the comparison. First minimum wins.
   int64_t best = -1;
-  float best_mse = 0.0f;
+  double best_mse = 0.0;
   for (int64_t i = start_bin; i < n; i += stride) {
-    const at::Tensor amax = centers[i];
-    const at::Tensor q = quantize_centers(centers, amax, num_bits, is_unsigned, float_bits);
-    const float mse = (at::pow(q - centers, 2) * counts).mean().item<float>();
+    const CenterQuantizer q(centers[i], num_bits, is_unsigned, float_bits.has_value());
+    double sum = 0.0;
+    for (int64_t j = 0; j < n; ++j) {
+      if (counts[j] == 0) continue;
+      const float d = q(centers[j]) - centers[j];
+      sum += static_cast<double>(d) * static_cast<double>(d) * static_cast<double>(counts[j]);
+    }
+    const double mse = sum / static_cast<double>(n);
     if (best < 0 || mse < best_mse) {
       best = i;
       best_mse = mse;
     }
   }
-  return at::scalar_tensor(static_cast<double>(centers[best].item<float>()), at::kFloat);
+  return at::scalar_tensor(static_cast<double>(centers[best]), at::kFloat);
 }
 
 HistogramCalibrator::HistogramCalibrator(int num_bits, std::optional<std::vector<int64_t>> axis, bool is_unsigned,

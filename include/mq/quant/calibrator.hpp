@@ -87,7 +87,8 @@ class MaxCalibrator final : public Calibrator {
 ///  - "entropy": TensorRT's KL-divergence search over candidate bins i = start_bin, start_bin+stride, ...,
 ///    n_bins with 2^(num_bits-1+unsigned) quantized bins; the LAST argmin wins; amax = edges[i].
 ///  - "mse": the bin centre c_i (i = start_bin, ... < n_bins, step stride) minimising
-///    mean_j(count_j * (Q(c_j; amax=c_i) - c_j)^2), Q = INT-N fake quant or FP8 E4M3 (float format (4,3)).
+///    mean_j(count_j * (Q(c_j; amax=c_i) - c_j)^2), Q = INT-N fake quant or FP8 E4M3 (float format (4,3)),
+///    evaluated in fp32 per centre and accumulated in float64; the first minimum wins.
 ///    ModelOpt calls fake_tensor_quant with shifted positional arguments here (a bug); we implement the
 ///    intended quantization instead, so "mse" deliberately differs from ModelOpt.
 class HistogramCalibrator final : public Calibrator {
@@ -127,8 +128,10 @@ class HistogramCalibrator final : public Calibrator {
   std::optional<at::Tensor> edges_;
 };
 
-/// The histogram amax searches, usable on any (counts, edges) pair. `hist` is converted to int32 first
-/// (ModelOpt's `.int()`), `edges` to fp32; both must be 1-D. Results are 0-d fp32 CPU tensors.
+/// The histogram amax searches, usable on any (counts, edges) pair. `hist` is truncated to integers first
+/// (ModelOpt's `.int()`; int64 here, so huge tails cannot overflow as ModelOpt's int32 could), `edges` is
+/// converted to fp32; both must be 1-D. Results are 0-d fp32 CPU tensors. percentile and entropy match
+/// ModelOpt bit for bit (entropy reproduces numpy/scipy's float64 summation order).
 at::Tensor compute_amax_percentile(const at::Tensor& hist, const at::Tensor& edges, double percentile);
 at::Tensor compute_amax_entropy(const at::Tensor& hist, const at::Tensor& edges, int num_bits, bool is_unsigned,
                                 int stride = 1, int start_bin = 128);
@@ -152,7 +155,8 @@ at::Tensor compute_bias(const at::Tensor& x, const std::optional<std::vector<int
                         const std::string& method = "mean");
 
 /// Static bias calibrator. "mean": running mean of per-batch means with equal weight per batch
-/// (b <- (b * n + mean_k) / (n + 1)); "max_min": (running max + running min) / 2. No distributed sync.
+/// (b <- (b * n + mean_k) / (n + 1), computed in fp32 and cast back to the batch dtype);
+/// "max_min": (running max + running min) / 2. A bias shape change throws. No distributed sync.
 class BiasCalibrator {
  public:
   explicit BiasCalibrator(std::string method = "mean",
