@@ -10,6 +10,7 @@
 
 #include "fake_quant_impl.hpp"
 #include "mq/core/error.hpp"
+#include "mqk/detail/numerics.hpp"
 
 #if defined(MQ_HAVE_CUDA) && defined(MQ_TORCH_CUDA)
 #include <ATen/cuda/CUDAContext.h>
@@ -41,41 +42,58 @@ void check_float_input(const at::Tensor& x, const char* what) {
 
 at::Tensor to_f32_contig(const at::Tensor& x) { return x.to(at::kFloat).contiguous(); }
 
-// Runs a flat kernel f(x, y, n, amax, layout) in parallel chunks that never split the amax
-// addressing: either whole periods (axis_len * inner elements) or runs of `inner`-element units
-// inside one period, with the amax pointer advanced to the run's first channel.
-template <typename F>
-void run_flat(const float* x, float* y, int64_t n, const float* amax, mqk::AmaxLayout L, F&& f) {
-  if (n == 0) return;
-  if (L.axis_len == 1) {
-    at::parallel_for(0, n, kGrain, [&](int64_t b, int64_t e) { f(x + b, y + b, e - b, amax, L); });
-    return;
-  }
-  const int64_t period = L.axis_len * L.inner;
-  const int64_t periods = n / period;
-  if (periods >= 64 || period <= kGrain) {
-    at::parallel_for(0, periods, std::max<int64_t>(1, kGrain / period), [&](int64_t b, int64_t e) {
-      f(x + b * period, y + b * period, (e - b) * period, amax, L);
-    });
-    return;
-  }
-  const int64_t units = n / L.inner;
-  at::parallel_for(0, units, std::max<int64_t>(1, kGrain / L.inner), [&](int64_t b, int64_t e) {
-    for (int64_t u = b; u < e;) {
-      const int64_t c = u % L.axis_len;
-      const int64_t len = std::min(e - u, L.axis_len - c);
-      f(x + u * L.inner, y + u * L.inner, len * L.inner, amax + c, mqk::AmaxLayout{len, L.inner});
-      u += len;
-    }
-  });
-}
-
 // Runs a row kernel f(row0, nrows) over a (rows, cols) matrix in parallel.
 template <typename F>
 void run_rows(int64_t rows, int64_t cols, F&& f) {
   if (rows == 0 || cols == 0) return;
   at::parallel_for(0, rows, std::max<int64_t>(1, kGrain / std::max<int64_t>(cols, 1)),
                    [&](int64_t b, int64_t e) { f(b, e - b); });
+}
+
+// Fused CPU loop for the per-element formats (INT, FP8): reads x in its own dtype, applies `op` in
+// fp32 and writes y in x's dtype, with no temporaries. The scalar numerics are mqk's shared ones
+// (mqk/detail/numerics.hpp), so the result is the reference's bit for bit; the conversions are c10's,
+// the same round-to-nearest-even casts as Tensor::to. `make(amax)` builds the per-channel state once
+// per run of `inner` elements that share an amax, `op(x, state)` quantizes one element.
+template <typename T, typename Make, typename Op>
+void fused_flat_typed(const T* x, T* y, int64_t n, const float* amax, mqk::AmaxLayout L, Make make, Op op) {
+  if (L.axis_len == 1) {
+    const auto st = make(amax[0]);
+    at::parallel_for(0, n, kGrain, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) y[i] = static_cast<T>(op(static_cast<float>(x[i]), st));
+    });
+    return;
+  }
+  const int64_t units = n / L.inner;
+  at::parallel_for(0, units, std::max<int64_t>(1, kGrain / L.inner), [&](int64_t b, int64_t e) {
+    for (int64_t u = b; u < e; ++u) {
+      const auto st = make(amax[u % L.axis_len]);
+      const T* xs = x + u * L.inner;
+      T* ys = y + u * L.inner;
+      for (int64_t i = 0; i < L.inner; ++i) ys[i] = static_cast<T>(op(static_cast<float>(xs[i]), st));
+    }
+  });
+}
+
+template <typename Make, typename Op>
+at::Tensor fused_flat(const at::Tensor& x, const AmaxView& av, Make make, Op op) {
+  at::Tensor xc = x.contiguous();
+  at::Tensor y = at::empty_like(xc);
+  const float* a = av.amax.data_ptr<float>();
+  switch (xc.scalar_type()) {
+    case at::kFloat:
+      fused_flat_typed(xc.data_ptr<float>(), y.data_ptr<float>(), xc.numel(), a, av.layout, make, op);
+      break;
+    case at::kBFloat16:
+      fused_flat_typed(xc.data_ptr<at::BFloat16>(), y.data_ptr<at::BFloat16>(), xc.numel(), a, av.layout, make, op);
+      break;
+    case at::kHalf:
+      fused_flat_typed(xc.data_ptr<at::Half>(), y.data_ptr<at::Half>(), xc.numel(), a, av.layout, make, op);
+      break;
+    default:
+      MQ_THROW(::mq::Error, "fake quant: unsupported dtype ", xc.scalar_type());
+  }
+  return y;
 }
 
 #ifdef MQ_QUANT_CUDA
@@ -165,13 +183,15 @@ at::Tensor int_fake_quant(const at::Tensor& x, const at::Tensor& amax, int num_b
     return y;
   }
 #endif
-  at::Tensor xf = to_f32_contig(x);
-  at::Tensor yf = at::empty_like(xf);
-  run_flat(xf.data_ptr<float>(), yf.data_ptr<float>(), xf.numel(), av.amax.data_ptr<float>(), av.layout,
-           [&](const float* xs, float* ys, int64_t n, const float* am, mqk::AmaxLayout L) {
-             mqk::int_fake_quant_ref(xs, ys, n, am, L, num_bits, is_unsigned, narrow_range);
-           });
-  return yf.to(x.scalar_type());
+  MQ_CHECK(num_bits >= 2 && num_bits <= 16, "INT fake quant: num_bits must be in [2, 16], got ", num_bits);
+  const mqk::detail::IntBounds bounds = mqk::detail::int_bounds(num_bits, is_unsigned, narrow_range);
+  // ModelOpt's CPU path (_tensor_quant) zeroes the scale where amax <= 2^-24, so those elements come
+  // out as x * 0: a zero that keeps the sign of x (and NaN stays NaN).
+  return fused_flat(
+      x, av, [](float a) { return a; },
+      [bounds](float v, float a) {
+        return a <= 5.9604644775390625e-08f ? v * 0.0f : mqk::detail::int_fake_quant_one(v, a, bounds);
+      });
 }
 
 at::Tensor fp8_fake_quant(const at::Tensor& x, const at::Tensor& amax) {
@@ -184,18 +204,18 @@ at::Tensor fp8_fake_quant(const at::Tensor& x, const at::Tensor& amax) {
     at::Tensor xc = x.contiguous();
     at::Tensor y = at::empty_like(xc);
     at::Tensor a = av.amax.to(x.device());
+    // ModelOpt's CUDA extension (fake_e4m3fy) divides 448/amax for a scalar or 1-D amax; a multi-dim
+    // amax goes through its eager torch path, which multiplies by the reciprocal.
+    const auto mode = amax.squeeze().dim() <= 1 ? mqk::Fp8ScaleMode::kDivide : mqk::Fp8ScaleMode::kReciprocal;
     mqk::launch_fp8_fake_quant(xc.data_ptr(), y.data_ptr(), cuda_dtype(xc), xc.numel(), a.data_ptr<float>(),
-                               av.layout, at::cuda::getCurrentCUDAStream(x.device().index()).stream());
+                               av.layout, at::cuda::getCurrentCUDAStream(x.device().index()).stream(), mode);
     return y;
   }
 #endif
-  at::Tensor xf = to_f32_contig(x);
-  at::Tensor yf = at::empty_like(xf);
-  run_flat(xf.data_ptr<float>(), yf.data_ptr<float>(), xf.numel(), av.amax.data_ptr<float>(), av.layout,
-           [](const float* xs, float* ys, int64_t n, const float* am, mqk::AmaxLayout L) {
-             mqk::fp8_fake_quant_ref(xs, ys, n, am, L);
-           });
-  return yf.to(x.scalar_type());
+  // On CPU ModelOpt always takes its eager path, where 448.0 / amax is torch's amax.reciprocal() * 448.
+  return fused_flat(
+      x, av, [](float a) { return mqk::detail::fp8_scales(a, /*reciprocal=*/true); },
+      [](float v, const mqk::detail::Fp8Scales& sc) { return mqk::detail::fp8_fake_quant_one(v, sc); });
 }
 
 at::Tensor nvfp4_fake_quant(const at::Tensor& x, int64_t block, const at::Tensor& global_amax) {

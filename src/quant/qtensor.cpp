@@ -171,7 +171,9 @@ QTensor int4_quantize(const at::Tensor& x, int64_t block_size) {
   q.block_size = block_size;
   at::Tensor flat = pad_blocks(x.reshape({-1}), {{0, block_size}});
   at::Tensor blocks = flat.view({-1, block_size});
-  at::Tensor scales = (7.0 / reduce_amax(blocks, std::vector<int64_t>{-1})).view({blocks.size(0), -1});
+  // Python's `7 / tensor` is Tensor.__rtruediv__, i.e. reciprocal() * 7 (ATen's C++ Scalar / Tensor
+  // divides exactly, which differs by an ulp).
+  at::Tensor scales = (reduce_amax(blocks, std::vector<int64_t>{-1}).reciprocal() * 7.0).view({blocks.size(0), -1});
   at::Tensor f = (blocks * scales).flatten().round().clamp(-8, 7) + 8;
   at::Tensor u = f.to(at::kByte);
   at::Tensor packed = at::bitwise_or(at::__lshift__(u.slice(0, 0, u.numel(), 2), 4), u.slice(0, 1, u.numel(), 2));
@@ -220,7 +222,7 @@ QTensor mxfp4_quantize(const at::Tensor& x, int64_t block_size) {
   mqk::mxfp4_quantize_ref(xf.data_ptr<float>(), rows, cols, static_cast<int>(block_size), packed.data_ptr<uint8_t>(),
                           scales.data_ptr<uint8_t>());
   q.data = packed.reshape(last_dim_replaced(q.shape, cols / 2));
-  q.scale = scales.reshape(last_dim_replaced(q.shape, cols / block_size));
+  q.scale = scales.reshape({-1, 1});  // MXFP4QTensor keeps one E8M0 byte per block as (n_blocks, 1)
   return q;
 }
 
@@ -269,7 +271,7 @@ QTensor nf4_quantize(const at::Tensor& x, int64_t block_size, int64_t scale_bloc
   const int64_t qmax = (int64_t{1} << (scale_bits - 1)) - 1;
   at::Tensor zero_point = bs.mean();
   bs = bs - zero_point;
-  at::Tensor dq = static_cast<double>(qmax) / reduce_amax(bs, std::vector<int64_t>{-1});
+  at::Tensor dq = reduce_amax(bs, std::vector<int64_t>{-1}).reciprocal() * static_cast<double>(qmax);  // __rtruediv__
   at::Tensor qs = (bs * dq.expand({bs.size(0), scale_block_size}))
                       .round()
                       .clamp(-static_cast<double>(qmax), static_cast<double>(qmax))

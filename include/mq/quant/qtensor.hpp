@@ -30,7 +30,7 @@ std::string qformat_name(QFormat f);
 ///            nibble, over the flattened (block-padded) tensor; scale = 7/amax (n_blocks, 1).
 ///  - kNvfp4: data uint8 (*shape[:-1], last/2), low nibble = even element; scale = FP8 per-block
 ///            (*shape[:-1], last/block) float8_e4m3fn; double_scale = weight_scale_2 (0-d fp32).
-///  - kMxfp4: data uint8 (*shape[:-1], last/2); scale = E8M0 uint8 (*shape[:-1], last/block).
+///  - kMxfp4: data uint8 (*shape[:-1], last/2); scale = E8M0 uint8 (numel/block, 1).
 ///  - kMxfp8: data float8_e4m3fn (shape); scale = E8M0 uint8 (*shape[:-1], last/block).
 ///  - kNf4:   data uint8 (numel/2), element 2i in the HIGH nibble; scale = int8 double-quantized block
 ///            scales (n_scale_blocks, scale_block); double_scale = 127/amax per scale block;
