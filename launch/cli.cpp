@@ -100,7 +100,7 @@ int run_tensor(const std::vector<std::string>& args) {
   if (!vm["quiet"].as<bool>()) {
     std::printf("%s: %s, %s -> %s (%zu tensors written)\n", in_path.c_str(), spec.label.c_str(),
                 opts.real ? "HF export" : "fake quant", out_path.c_str(), result.tensors.size());
-    if (!result.reports.empty()) std::printf("quantizer: %s\n", result.reports.front().format.c_str());
+    if (!result.reports.empty()) std::printf("quantizer (first tensor): %s\n", result.reports.front().format.c_str());
     std::printf("%-40s %-12s %-9s %-10s %-10s %s\n", "tensor", "shape", "dtype", "amax", "mean|err|",
                 "SNR dB");
     for (const auto& r : result.reports) {

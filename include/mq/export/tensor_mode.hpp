@@ -15,6 +15,7 @@
 ///   auto in = mq::io::load_safetensors("w.safetensors");
 ///   auto result = mq::hf_export::quantize_tensors(in, spec, {.real = false});
 ///   mq::io::save_safetensors("wq.safetensors", result.tensors);
+#include <cstdint>
 #include <map>
 #include <string>
 #include <string_view>
