@@ -10,13 +10,65 @@ namespace {
 
 using namespace cuda_detail;
 
+// NVFP4 elements without a per-element division, bit-identical to detail::nvfp4_quant_one.
+//
+// The reference computes a = RN(|x| / s) (IEEE fp32) and then the E2M1 index
+//   (a > 0.25) + (a >= 0.75) + (a > 1.25) + (a >= 1.75) + (a > 2.5) + (a >= 3.5) + (a > 5).
+// Rounding is monotone, so each test is a test on the exact quotient r = |x| / s against a midpoint m
+// of two neighbouring fp32 numbers: RN(r) >= t  <=>  r >= t - ulp/2 (the tie goes to t, whose last
+// significand bit is 0) and RN(r) > t  <=>  r > t + ulp/2 (the tie goes back to t). That gives
+//   m = 0.25 + 2^-26, 0.75 - 2^-25, 1.25 + 2^-24, 1.75 - 2^-24, 2.5 + 2^-23, 3.5 - 2^-23, 5 + 2^-22,
+// each an odd 25-bit integer times a power of two. r >= m  <=>  |x| >= s * m, and s * m (s an fp32,
+// odd 24-bit significand times the odd 25-bit one) has more than 24 significant bits, so it is never
+// an fp32: |x| >= s * m  <=>  |x| >= RU(s * m), the smallest fp32 above it, and ">" and ">=" agree.
+// So per block the 7 thresholds c_i = RU(s * m_i) are computed once, with one fused multiply-add
+// rounded upwards, fma_ru(s, t_i, s * d_i) (s * d_i is exact for 2^-100 <= s <= FLT_MAX; any other s,
+// also NaN, subnormal and Inf, takes the exact double product and a rounded-up conversion), and each
+// element costs 7 compares and 7 selects among the block's 8 products q_k * s (the reference's
+// q * block_scale, the same fp32 multiplication). The compares are written as !(|x| < c_i), so a
+// NaN element selects 6 like the reference's NaN quotient. Checked against detail::nvfp4_quant_one
+// on 10^9 (x, s) pairs around every threshold (s over all binades, subnormal, 0, Inf, NaN) on the
+// CPU, and by the GPU tests (tests/cuda, including exact E2M1 ties).
+struct E2m1Bins {
+  float c[7];
+  float v[8];
+};
+
+__device__ __forceinline__ E2m1Bins e2m1_bins(float s) {
+  constexpr float kT[7] = {0.25f, 0.75f, 1.25f, 1.75f, 2.5f, 3.5f, 5.0f};
+  constexpr float kD[7] = {0x1p-26f, -0x1p-25f, 0x1p-24f, -0x1p-24f, 0x1p-23f, -0x1p-23f, 0x1p-22f};
+  constexpr float kQ[8] = {0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f};
+  E2m1Bins b;
+  if (s >= 0x1p-100f && s <= 3.40282347e38f) {
+#pragma unroll
+    for (int i = 0; i < 7; ++i) b.c[i] = __fmaf_ru(s, kT[i], s * kD[i]);
+  } else {
+#pragma unroll
+    for (int i = 0; i < 7; ++i)
+      b.c[i] = __double2float_ru(static_cast<double>(s) * (static_cast<double>(kT[i]) + static_cast<double>(kD[i])));
+  }
+#pragma unroll
+  for (int k = 0; k < 8; ++k) b.v[k] = kQ[k] * s;
+  return b;
+}
+
+__device__ __forceinline__ float nvfp4_quant_bins(float x, const E2m1Bins& b) {
+  const float ax = detail::abs_f(x);
+  float v = b.v[0];
+#pragma unroll
+  for (int i = 0; i < 7; ++i) v = ax < b.c[i] ? v : b.v[i + 1];
+  return detail::apply_sign_ge0(x, v);
+}
+
+// setup() runs once per thread before the grid-stride loop: it reads the per-tensor amax and derives
+// the per-tensor constants, so that the per-block work is only the block's own scale.
 struct Nvfp4DynamicOp {
   static constexpr bool kNeedsMax = true;
   const float* global_amax;
-  __device__ float scale(float bmax, int64_t) const {
-    return detail::nvfp4_block_scale(bmax, detail::nvfp4_global_scale(*global_amax));
-  }
-  __device__ float quant(float x, float s) const { return detail::nvfp4_quant_one(x, s); }
+  float gs = 0.0f;
+  __device__ void setup() { gs = detail::nvfp4_global_scale(*global_amax); }
+  __device__ E2m1Bins scale(float bmax, int64_t) const { return e2m1_bins(detail::nvfp4_block_scale(bmax, gs)); }
+  __device__ float quant(float x, const E2m1Bins& b) const { return nvfp4_quant_bins(x, b); }
 };
 
 struct Nvfp4StaticOp {
@@ -24,11 +76,14 @@ struct Nvfp4StaticOp {
   const float* block_amax;
   const float* global_amax;
   bool four_over_six;
-  __device__ float scale(float, int64_t bi) const {
-    const detail::Fp8Scales fp8 = detail::fp8_scales(detail::nvfp4_static_scale_amax(*global_amax, four_over_six));
-    return detail::nvfp4_static_block_scale(block_amax[bi], fp8);
+  detail::Fp8Scales fp8{};
+  __device__ void setup() {
+    fp8 = detail::fp8_scales(detail::nvfp4_static_scale_amax(*global_amax, four_over_six));
   }
-  __device__ float quant(float x, float s) const { return detail::nvfp4_quant_one(x, s); }
+  __device__ E2m1Bins scale(float, int64_t bi) const {
+    return e2m1_bins(detail::nvfp4_static_block_scale(block_amax[bi], fp8));
+  }
+  __device__ float quant(float x, const E2m1Bins& b) const { return nvfp4_quant_bins(x, b); }
 };
 
 // Scalar constants of an element format: usable by value in device code (the traits table itself is
@@ -36,6 +91,7 @@ struct Nvfp4StaticOp {
 template <ElemFormat F>
 struct MxOp {
   static constexpr bool kNeedsMax = true;
+  __device__ void setup() {}
   static constexpr int kMbits = elem_traits(F).mbits;
   static constexpr int kEmin = elem_traits(F).emin;
   static constexpr float kMax = elem_traits(F).max;
@@ -48,31 +104,35 @@ struct MxOp {
   }
 };
 
-// Each warp iteration handles kUnroll independent strips of 32 vectors, loads first, so that more
-// 16-byte loads are in flight per thread while the shuffles of the previous strip resolve.
-constexpr int kUnroll = 2;
+// Each warp iteration handles kUnroll independent strips of 32 vectors, loads first. With the NVFP4
+// threshold path 1 is faster than 2 on the H100 (bf16 8192 x 8192: 2150 vs 1856 GB/s, same run; 2
+// needs 76 registers a thread against 60); MX is not slower with 1 (2233 vs 2123 GB/s).
+constexpr int kUnroll = 1;
 
 template <typename T, int G, typename Op>
 __global__ void __launch_bounds__(kThreads) block_vec_kernel(const T* __restrict__ x, T* __restrict__ y,
                                                              int64_t nblocks, Op op) {
   constexpr int kVec = Vec16<T>::kVec;
+  op.setup();
   const int lane = threadIdx.x & 31;
   const int64_t total = nblocks * G;
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   // Warp-uniform trip count: every lane runs every iteration, so the shuffles see the full warp.
   for (int64_t base = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x - lane; base < total;
        base += stride * kUnroll) {
-    float buf[kUnroll][kVec];
+    // Raw 16-byte vectors stay in registers as loaded (half the registers of fp32 copies for 16-bit
+    // types) and are widened where used.
+    Vec16<T> raw[kUnroll];
     float m[kUnroll];
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
       const int64_t v = base + u * stride + lane;
       m[u] = 0.0f;
       if (v < total) {
-        load16(x + v * kVec, buf[u]);
+        raw[u] = *reinterpret_cast<const Vec16<T>*>(x + v * kVec);
         if constexpr (Op::kNeedsMax) {
 #pragma unroll
-          for (int k = 0; k < kVec; ++k) m[u] = detail::absmax_update(m[u], buf[u][k]);
+          for (int k = 0; k < kVec; ++k) m[u] = detail::absmax_update(m[u], to_f32(raw[u].v[k]));
         }
       }
     }
@@ -86,9 +146,10 @@ __global__ void __launch_bounds__(kThreads) block_vec_kernel(const T* __restrict
       const int64_t v = base + u * stride + lane;
       if (v < total) {
         const auto s = op.scale(m[u], v / G);
+        float buf[kVec];
 #pragma unroll
-        for (int k = 0; k < kVec; ++k) buf[u][k] = op.quant(buf[u][k], s);
-        store16(y + v * kVec, buf[u]);
+        for (int k = 0; k < kVec; ++k) buf[k] = op.quant(to_f32(raw[u].v[k]), s);
+        store16(y + v * kVec, buf);
       }
     }
   }
@@ -97,6 +158,7 @@ __global__ void __launch_bounds__(kThreads) block_vec_kernel(const T* __restrict
 template <typename T, typename Op>
 __global__ void block_scalar_kernel(const T* __restrict__ x, T* __restrict__ y, int64_t rows, int64_t cols,
                                     int block, Op op) {
+  op.setup();
   const int64_t nb = (cols + block - 1) / block;
   const int64_t total = rows * nb;
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
