@@ -9,7 +9,8 @@ using namespace cuda_detail;
 
 struct IntOp {
   detail::IntBounds b;
-  __device__ float operator()(float x, float amax) const { return detail::int_fake_quant_one(x, amax, b); }
+  IntZeroAmaxMode zero;
+  __device__ float operator()(float x, float amax) const { return detail::int_fake_quant_one(x, amax, b, zero); }
 };
 
 struct Fp8Op {
@@ -72,11 +73,11 @@ void launch_elementwise(const void* x, void* y, DType dt, int64_t n, const float
 
 void launch_int_fake_quant(const void* x, void* y, DType dt, int64_t n, const float* amax,
                            AmaxLayout layout, int num_bits, bool is_unsigned, bool narrow_range,
-                           cudaStream_t stream) {
+                           cudaStream_t stream, IntZeroAmaxMode zero) {
   if (num_bits < 2 || num_bits > 16)
     throw CudaError("launch_int_fake_quant: num_bits must be in [2, 16], got " + std::to_string(num_bits));
-  launch_elementwise(x, y, dt, n, amax, layout, IntOp{detail::int_bounds(num_bits, is_unsigned, narrow_range)},
-                     stream);
+  launch_elementwise(x, y, dt, n, amax, layout,
+                     IntOp{detail::int_bounds(num_bits, is_unsigned, narrow_range), zero}, stream);
 }
 
 void launch_fp8_fake_quant(const void* x, void* y, DType dt, int64_t n, const float* amax,

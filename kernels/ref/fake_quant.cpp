@@ -37,7 +37,7 @@ float block_absmax(const float* x, int64_t len) {
 }  // namespace
 
 void int_fake_quant_ref(const float* x, float* y, int64_t n, const float* amax, AmaxLayout layout,
-                        int num_bits, bool is_unsigned, bool narrow_range) {
+                        int num_bits, bool is_unsigned, bool narrow_range, IntZeroAmaxMode zero) {
   if (num_bits < 2 || num_bits > 16)
     throw std::invalid_argument("int_fake_quant_ref: num_bits must be in [2, 16], got " +
                                 std::to_string(num_bits));
@@ -46,7 +46,7 @@ void int_fake_quant_ref(const float* x, float* y, int64_t n, const float* amax, 
     if (is_unsigned && x[i] < 0.0f)
       throw std::invalid_argument("int_fake_quant_ref: negative value with unsigned quantization at index " +
                                   std::to_string(i));
-    y[i] = detail::int_fake_quant_one(x[i], amax[layout.index(i)], b);
+    y[i] = detail::int_fake_quant_one(x[i], amax[layout.index(i)], b, zero);
   }
 }
 

@@ -129,8 +129,8 @@ uint8_t mxfp4_nibble(float x, float scale_pow2) {
 }  // namespace
 
 float nvfp4_quantize_ref(const float* x, int64_t rows, int64_t cols, int block, float global_amax,
-                         uint8_t* packed, uint8_t* scales_e4m3) {
-  const float wsf2 = global_amax / 2688.0f;
+                         uint8_t* packed, uint8_t* scales_e4m3, ScalarDivMode div) {
+  const float wsf2 = detail::div_scalar(global_amax, 2688.0f, div);
   const float denom = 6.0f * wsf2;
   return nvfp4_quantize_impl(
       "nvfp4_quantize_ref", x, rows, cols, block, wsf2,
@@ -139,14 +139,14 @@ float nvfp4_quantize_ref(const float* x, int64_t rows, int64_t cols, int block, 
 
 float nvfp4_static_quantize_ref(const float* x, int64_t rows, int64_t cols, int block,
                                 const float* block_amax, float global_amax, bool four_over_six,
-                                uint8_t* packed, uint8_t* scales_e4m3) {
+                                uint8_t* packed, uint8_t* scales_e4m3, ScalarDivMode div) {
   const float m = four_over_six ? kE4M3Max46 : kE4M3Max;
-  const float wsf2 = global_amax / (6.0f * m);
-  const float global_over_6 = global_amax / 6.0f;
+  const float wsf2 = detail::div_scalar(global_amax, 6.0f * m, div);
+  const float global_over_6 = detail::div_scalar(global_amax, 6.0f, div);
   return nvfp4_quantize_impl(
       "nvfp4_static_quantize_ref", x, rows, cols, block, wsf2,
       [&](int64_t bi, float) {
-        float s = block_amax[bi] / 6.0f;
+        float s = detail::div_scalar(block_amax[bi], 6.0f, div);
         if (s == 0.0f) s = 1.0f;
         return nvfp4_export_scale_bits(s * m / global_over_6);
       },
@@ -164,8 +164,9 @@ void nvfp4_dequantize_ref(const uint8_t* packed, const uint8_t* scales_e4m3, flo
       // One fp32 scale s8 * scale_2, as the fake-quant block scale, so dequantize(quantize(x)) equals
       // the fake quant whenever both pick the same block scale.
       const float s = detail::e4m3_value_of_bits(scales_e4m3[r * nb + c / block]) * scale_2;
+      // ModelOpt's E2M1 table holds +0 for the negative-zero code 0x8 (0 - q keeps that +0).
       const float q = detail::e2m1_value_of_index(nib & 7);
-      y[r * cols + c] = ((nib & 8) ? -q : q) * s;
+      y[r * cols + c] = ((nib & 8) ? 0.0f - q : q) * s;
     }
 }
 

@@ -166,23 +166,26 @@ TEST_P(KernelVsRef, IntFakeQuant) {
     int bits;
     bool uns, narrow;
   };
-  for (Cfg cfg : {Cfg{8, false, false}, Cfg{8, false, true}, Cfg{4, false, false}, Cfg{8, true, false}}) {
-    const Vec& in = cfg.uns ? xpos : x;
-    const std::string tag = "int" + std::to_string(cfg.bits) + (cfg.uns ? "u" : "") + (cfg.narrow ? "n" : "");
-    for (mqk::AmaxLayout layout : {mqk::AmaxLayout{1, 1}, mqk::AmaxLayout{c.rows, c.cols}}) {
-      const float* amax_dev = layout.axis_len == 1 ? da + (c.rows > 1 ? 1 : 0) : da;
-      const float* amax_host = layout.axis_len == 1 ? amax_rows.data() + (c.rows > 1 ? 1 : 0) : amax_rows.data();
-      check_bit_exact(
-          c, in,
-          [&](const void* dx, void* dy) {
-            mqk::launch_int_fake_quant(dx, dy, c.dt, n, amax_dev, layout, cfg.bits, cfg.uns, cfg.narrow, nullptr);
-          },
-          [&](const float* hx, float* hy) {
-            mqk::int_fake_quant_ref(hx, hy, n, amax_host, layout, cfg.bits, cfg.uns, cfg.narrow);
-          },
-          tag + (layout.axis_len == 1 ? " per-tensor" : " per-channel"));
+  for (Cfg cfg : {Cfg{8, false, false}, Cfg{8, false, true}, Cfg{4, false, false}, Cfg{8, true, false}})
+    for (auto zero : {mqk::IntZeroAmaxMode::kCudaKernel, mqk::IntZeroAmaxMode::kEager}) {
+      const Vec& in = cfg.uns ? xpos : x;
+      const std::string tag = "int" + std::to_string(cfg.bits) + (cfg.uns ? "u" : "") + (cfg.narrow ? "n" : "") +
+                              (zero == mqk::IntZeroAmaxMode::kEager ? " eager" : " cuda-kernel");
+      for (mqk::AmaxLayout layout : {mqk::AmaxLayout{1, 1}, mqk::AmaxLayout{c.rows, c.cols}}) {
+        const float* amax_dev = layout.axis_len == 1 ? da + (c.rows > 1 ? 1 : 0) : da;
+        const float* amax_host = layout.axis_len == 1 ? amax_rows.data() + (c.rows > 1 ? 1 : 0) : amax_rows.data();
+        check_bit_exact(
+            c, in,
+            [&](const void* dx, void* dy) {
+              mqk::launch_int_fake_quant(dx, dy, c.dt, n, amax_dev, layout, cfg.bits, cfg.uns, cfg.narrow, nullptr,
+                                         zero);
+            },
+            [&](const float* hx, float* hy) {
+              mqk::int_fake_quant_ref(hx, hy, n, amax_host, layout, cfg.bits, cfg.uns, cfg.narrow, zero);
+            },
+            tag + (layout.axis_len == 1 ? " per-tensor" : " per-channel"));
+      }
     }
-  }
 }
 
 TEST_P(KernelVsRef, Fp8FakeQuant) {

@@ -33,16 +33,17 @@ enum class DType : int { kF32 = 0, kF16, kBF16 };
 /// Number of visible CUDA devices; 0 (never an error) on a machine without a GPU or driver.
 int cuda_device_count();
 
-/// INT-N fake quant (ref: int_fake_quant_ref). Unlike the reference, a negative input with is_unsigned
-/// does not raise (the device cannot): it is clamped to 0. Callers check the sign on the host side.
+/// INT-N fake quant (ref: int_fake_quant_ref, same IntZeroAmaxMode meaning). Unlike the reference, a
+/// negative input with is_unsigned does not raise (the device cannot): it is clamped to 0. Callers check
+/// the sign on the host side.
 void launch_int_fake_quant(const void* x, void* y, DType dt, int64_t n, const float* amax,
                            AmaxLayout layout, int num_bits, bool is_unsigned, bool narrow_range,
-                           cudaStream_t stream);
+                           cudaStream_t stream, IntZeroAmaxMode zero = IntZeroAmaxMode::kCudaKernel);
 /// FP8 E4M3 fake quant (ref: fp8_fake_quant_ref, same Fp8ScaleMode meaning).
 void launch_fp8_fake_quant(const void* x, void* y, DType dt, int64_t n, const float* amax,
                            AmaxLayout layout, cudaStream_t stream,
                            Fp8ScaleMode mode = Fp8ScaleMode::kDivide);
-/// global_amax is a device pointer to one float.
+/// NVFP4 fake quant (ref: nvfp4_fake_quant_ref). global_amax is a device pointer to one float.
 void launch_nvfp4_fake_quant(const void* x, void* y, DType dt, int64_t rows, int64_t cols, int block,
                              const float* global_amax, cudaStream_t stream);
 void launch_nvfp4_static_fake_quant(const void* x, void* y, DType dt, int64_t rows, int64_t cols,

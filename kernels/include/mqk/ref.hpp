@@ -4,6 +4,22 @@
 /// ModelOpt computes in fp32 and casts to the input dtype. The CUDA kernels (mqk/cuda.hpp) must
 /// reproduce these bit for bit.
 ///
+/// Which arithmetic (policy): mqdist reproduces the ModelOpt code path that would run for the same
+/// tensor. For a CUDA tensor that is ModelOpt's CUDA path; for a CPU tensor its CPU path where one exists
+/// (INT and FP8 fake quant: the eager torch path; real quantization / packing: the QTensor code on CPU),
+/// otherwise its CUDA path (NVFP4 dynamic and static, MX: GPU-only in ModelOpt, so mqdist computes them
+/// on both devices as ModelOpt's Triton / CUDA-extension kernels do). Where ModelOpt's paths round
+/// differently, the functions here take the path as an explicit mode (mqk/modes.hpp: ScalarDivMode,
+/// Fp8ScaleMode, IntZeroAmaxMode) and src/quant selects it by the tensor's device; the CUDA launches
+/// take the same modes. Two documented exceptions follow the intended arithmetic instead of ModelOpt:
+/// IEEE division where Triton's approximate fp32 division rounds an exact E2M1 tie the other way, and
+/// the configured NVFP4 block size where ModelOpt's Triton path ignores block 32 (tests/conformance
+/// manifests name these cases in `expect` / `annotation`).
+///
+/// Signs of zero follow ModelOpt too: NVFP4 (Triton: `0 - q`) never gives -0; MX (CUDA extension) gives
+/// -0 for a zero input; INT with a zero amax per IntZeroAmaxMode; NVFP4 dequantization gives +0 for the
+/// negative-zero code (ModelOpt's E2M1 table holds +0 there).
+///
 /// Layout conventions:
 ///  - "flat" functions see n elements; a per-channel amax is addressed through AmaxLayout:
 ///      amax index of flat element i = (i / inner) % axis_len   (per-tensor: axis_len = 1)
@@ -13,6 +29,7 @@
 #include <cstdint>
 
 #include "mqk/formats.hpp"
+#include "mqk/modes.hpp"
 
 namespace mqk {
 
@@ -46,25 +63,25 @@ float bf16_round(float v);
 float nf4_lut(int index);
 
 // ---- fake quantization (quantize + dequantize) ----
-/// INT-N (reference §2.2) as ModelOpt's CUDA kernel: amax < 2^-24 gives +0 for those elements.
+/// INT-N (reference §2.2). A zero amax follows `zero` (IntZeroAmaxMode): ModelOpt's CUDA kernel
+/// (amax < 2^-24 gives +0, the default) or its eager path (amax <= 2^-24 gives x * 0).
 /// Unsigned with a negative input throws std::invalid_argument (ModelOpt raises TypeError).
 void int_fake_quant_ref(const float* x, float* y, int64_t n, const float* amax, AmaxLayout layout,
-                        int num_bits, bool is_unsigned, bool narrow_range);
-/// How the FP8 scale 448/amax is rounded (see detail::fp8_scales): kDivide is ModelOpt's CUDA
-/// extension (scalar or 1-D amax on GPU, and the static NVFP4 block-scale quantizer); kReciprocal is
-/// its eager torch path (CPU, or a multi-dim amax), fp32(fp32(1/amax) * 448).
-enum class Fp8ScaleMode : int { kDivide = 0, kReciprocal };
+                        int num_bits, bool is_unsigned, bool narrow_range,
+                        IntZeroAmaxMode zero = IntZeroAmaxMode::kCudaKernel);
 
-/// FP8 E4M3 with a scaled range (reference §2.3). amax <= 2^-24 is replaced by 1.
+/// FP8 (Fp8ScaleMode: mqk/modes.hpp) E4M3 with a scaled range (reference §2.3). amax <= 2^-24 is replaced by 1.
 void fp8_fake_quant_ref(const float* x, float* y, int64_t n, const float* amax, AmaxLayout layout,
                         Fp8ScaleMode mode = Fp8ScaleMode::kDivide);
 /// NVFP4 dynamic block (reference §2.5, Triton semantics with IEEE division): per-block FP8 scales from
-/// the block max and the fp32 global amax.
+/// the block max and the fp32 global amax; gs = global_amax * fp32(1/2688) as torch on CUDA computes it
+/// (detail::nvfp4_global_scale).
 void nvfp4_fake_quant_ref(const float* x, float* y, int64_t rows, int64_t cols, int block,
                           float global_amax);
 /// NVFP4 static block: per-block amax given ((rows * ceil(cols/block)) values), plus the global amax.
-/// four_over_six uses 256 instead of 448 as the FP8 normalisation max. A block scale that quantizes to
-/// 0 (or is NaN/Inf) is replaced by 1.0, as the Triton kernel's `scale_safe` (nvfp4_quant.py) does.
+/// four_over_six uses 256 instead of 448 as the FP8 normalisation max; `/ 6` is `* fp32(1/6)` as torch on
+/// CUDA computes it. As the Triton kernel (nvfp4_quant.py): a block scale that quantizes to 0 gives an
+/// all +0 block, a NaN/Inf one is replaced by 1.0 (`scale_safe`).
 void nvfp4_static_fake_quant_ref(const float* x, float* y, int64_t rows, int64_t cols, int block,
                                  const float* block_amax, float global_amax, bool four_over_six);
 /// MX (E8M0 shared scale per block along cols; reference §2.6).
@@ -87,15 +104,20 @@ void amax_rows_ref(const float* x, int64_t rows, int64_t cols, float* out);
 /// as FP8 E4M3 bytes; weight_scale_2 = global_amax / 2688 (returned). ModelOpt pads cols up to a
 /// multiple of block before packing, so its packed tensor is (rows, ceil(cols/block)*block/2): pass an
 /// explicitly zero-padded input to get that shape. Matches NVFP4QTensor.quantize bit for bit (golden
-/// test), for fp32 inputs and for bf16 inputs given as their fp32 values.
+/// test), for fp32 inputs and for bf16 inputs given as their fp32 values. `div`: how the divisions by
+/// the constants 2688 (and 6 in the static variant) are rounded: kDivide as ModelOpt's QTensor code on a
+/// CPU tensor, kReciprocal as the same code on a CUDA tensor.
 float nvfp4_quantize_ref(const float* x, int64_t rows, int64_t cols, int block, float global_amax,
-                         uint8_t* packed, uint8_t* scales_e4m3);
+                         uint8_t* packed, uint8_t* scales_e4m3,
+                         ScalarDivMode div = ScalarDivMode::kDivide);
 /// NVFP4 export of a static (per-block amax) weight (reference §6.4 step 1, static weights):
 /// pbs = (block_amax/6, 0 -> 1) * m / (global_amax/6), weight_scale_2 = global_amax / (6 m) with
 /// m = 448 (256 when four_over_six). Same layouts as nvfp4_quantize_ref; returns weight_scale_2.
 float nvfp4_static_quantize_ref(const float* x, int64_t rows, int64_t cols, int block,
                                 const float* block_amax, float global_amax, bool four_over_six,
-                                uint8_t* packed, uint8_t* scales_e4m3);
+                                uint8_t* packed, uint8_t* scales_e4m3,
+                                ScalarDivMode div = ScalarDivMode::kDivide);
+/// Code 0x8 (negative zero) dequantizes to +0, as ModelOpt's E2M1 table.
 void nvfp4_dequantize_ref(const uint8_t* packed, const uint8_t* scales_e4m3, float scale_2,
                           int64_t rows, int64_t cols, int block, float* y);
 /// MXFP4 real quant (ties round DOWN, zero encodes as 0b1000; reference §2.6): packed (rows, cols/2),

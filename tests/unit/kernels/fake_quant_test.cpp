@@ -4,9 +4,11 @@
 
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <random>
 #include <vector>
 
+#include "mqk/detail/numerics.hpp"
 #include "mqk/ref.hpp"
 
 namespace {
@@ -80,6 +82,31 @@ TEST(IntFakeQuant, ZeroAndTinyAmaxGiveZero) {
   EXPECT_GT(int_fq({1.0f}, std::ldexp(1.0f, -24))[0], 0.0f);
 }
 
+TEST(IntFakeQuant, ZeroAmaxModesFollowModelOptPaths) {
+  auto run = [](const Vec& x, float amax, mqk::IntZeroAmaxMode zero) {
+    Vec y(x.size());
+    mqk::int_fake_quant_ref(x.data(), y.data(), static_cast<int64_t>(x.size()), &amax, {}, 8, false, false, zero);
+    return y;
+  };
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  const float eps = std::ldexp(1.0f, -24);
+  // CUDA kernel: +0 whatever x; eager path (_tensor_quant): scale 0, so x * 0 keeps the sign and NaN.
+  const Vec x = {1.0f, -3.0f, -0.0f, nan};
+  const Vec cuda = run(x, 0.0f, mqk::IntZeroAmaxMode::kCudaKernel);
+  for (float v : cuda) EXPECT_EQ(bits(v), 0u);
+  const Vec eager = run(x, 0.0f, mqk::IntZeroAmaxMode::kEager);
+  EXPECT_EQ(bits(eager[0]), 0u);
+  EXPECT_EQ(bits(eager[1]), 0x80000000u);
+  EXPECT_EQ(bits(eager[2]), 0x80000000u);
+  EXPECT_TRUE(std::isnan(eager[3]));
+  // The thresholds differ: amax == 2^-24 is zeroed by the eager path (<=), quantized by the kernel (<).
+  EXPECT_EQ(bits(run({1.0f}, eps, mqk::IntZeroAmaxMode::kEager)[0]), 0u);
+  EXPECT_GT(run({1.0f}, eps, mqk::IntZeroAmaxMode::kCudaKernel)[0], 0.0f);
+  // Above the threshold both modes are the same arithmetic.
+  const Vec r = random_vec(64, 9, 2.0f);
+  expect_bits_eq(run(r, 1.7f, mqk::IntZeroAmaxMode::kEager), run(r, 1.7f, mqk::IntZeroAmaxMode::kCudaKernel));
+}
+
 TEST(IntFakeQuant, Int4AndUnsignedBounds) {
   // int4, narrow False: [-8, 7], scale 7/amax
   expect_bits_eq(int_fq({7.0f, -7.0f, -9.0f, 100.0f}, 7.0f, 4), {7.0f, -7.0f, -8.0f, 7.0f});
@@ -143,6 +170,34 @@ TEST(Nvfp4FakeQuant, WorkedBlockExample) {
   for (int i = 0; i < 16; ++i) EXPECT_EQ(bits(y[i]), bits((x[i] >= 0 ? q[i] : -q[i]) * bs)) << i;
 }
 
+TEST(Nvfp4FakeQuant, GlobalScaleIsTimesReciprocalOf2688) {
+  // torch on CUDA computes global_amax / 2688 as global_amax * fp32(1/2688). For amax 0.7 that is one
+  // ulp away from the division and moves the whole block: ModelOpt's H100 output for a constant 0.7
+  // tensor is 0x3f333334 (tests/conformance nvfp4_b16/const), the divided scale gives 0x3f333332.
+  const float r2688 = 1.0f / 2688.0f;
+  EXPECT_EQ(bits(mqk::detail::nvfp4_global_scale(0.7f)), bits(0.7f * r2688));
+  EXPECT_NE(bits(mqk::detail::nvfp4_global_scale(0.7f, mqk::ScalarDivMode::kDivide)), bits(0.7f * r2688));
+  EXPECT_EQ(bits(mqk::detail::nvfp4_global_scale(0.7f, mqk::ScalarDivMode::kDivide)), bits(0.7f / 2688.0f));
+  const Vec x(16, 0.7f);
+  Vec y(16);
+  mqk::nvfp4_fake_quant_ref(x.data(), y.data(), 1, 16, 16, 0.7f);
+  for (float v : y) EXPECT_EQ(bits(v), 0x3f333334u);
+}
+
+TEST(Nvfp4FakeQuant, NeverNegativeZero) {
+  // Triton's `tl.where(x >= 0, q, -q)` negates as 0 - q: values that round to zero are +0 for either sign.
+  Vec x(16, 0.0f);
+  x[0] = 6.0f;
+  x[1] = -0.1f;
+  x[2] = -0.0f;
+  x[3] = -1e-30f;
+  x[4] = 0.1f;
+  Vec y(16);
+  mqk::nvfp4_fake_quant_ref(x.data(), y.data(), 1, 16, 16, 6.0f);
+  EXPECT_EQ(bits(y[0]), bits(6.0f));
+  for (int i = 1; i < 16; ++i) EXPECT_EQ(bits(y[i]), 0u) << i;
+}
+
 TEST(Nvfp4FakeQuant, TableValuesAndBoundsPlusMinus) {
   // Global amax = block amax = 6: gs = 6/2688, s8 = e4m3(6/(6 gs)) = 448, block scale = 448 gs = 1.
   auto run = [](Vec x) {
@@ -196,12 +251,37 @@ TEST(Nvfp4StaticFakeQuant, FourOverSixAndZeroBlock) {
   Vec y(4);
   mqk::nvfp4_static_fake_quant_ref(x.data(), y.data(), 1, 4, 16, &bamax, 6.0f, true);
   expect_bits_eq(y, {6.0f, -3.0f, 1.0f, 0.5f});
-  // Block amax 0: the block scale is 0 and the kernel's guard uses 1.0.
+  // Block amax 0: the block scale is 0 and the Triton kernel writes an all +0 block.
   const float zero = 0.0f;
-  const Vec z = {0.0f, 0.0f};
+  const Vec z = {0.0f, -0.0f};
   Vec w(2);
   mqk::nvfp4_static_fake_quant_ref(z.data(), w.data(), 1, 2, 16, &zero, 1.0f, false);
   expect_bits_eq(w, {0.0f, 0.0f});
+  // A block scale that underflows FP8 (s = 1e-6/6 with A = 448, scale 1): the block is +0 even though
+  // x is not zero (with the guard's scale 1.0 instead, -1e-6 would give -0).
+  const float tiny = 1e-6f;
+  const Vec t = {-1e-6f, 1e-6f, -5e-7f};
+  Vec u(3);
+  mqk::nvfp4_static_fake_quant_ref(t.data(), u.data(), 1, 3, 16, &tiny, 2688.0f, false);
+  expect_bits_eq(u, {0.0f, 0.0f, 0.0f});
+}
+
+TEST(Nvfp4StaticFakeQuant, DivisionsBySixAreTimesReciprocal) {
+  // compute_fp4_scales runs with torch on CUDA: amax / 6.0 is amax * fp32(1/6), for the block scale and
+  // for the FP8 scale-quantizer amax. Some amax values tell the two apart.
+  const float r6 = 1.0f / 6.0f;
+  int differs = 0;
+  for (float a = 0.01f; a < 1000.0f; a *= 1.37f) {
+    EXPECT_EQ(bits(mqk::detail::nvfp4_static_scale_amax(a, false)), bits(a * r6)) << a;
+    EXPECT_EQ(bits(mqk::detail::nvfp4_static_scale_amax(a, true)), bits(a * 1.75f * r6)) << a;
+    EXPECT_EQ(bits(mqk::detail::nvfp4_static_scale_amax(a, false, mqk::ScalarDivMode::kDivide)), bits(a / 6.0f)) << a;
+    differs += bits(a * r6) != bits(a / 6.0f);
+    const mqk::detail::Fp8Scales fp8 = mqk::detail::fp8_scales(mqk::detail::nvfp4_static_scale_amax(1000.0f, false));
+    EXPECT_EQ(bits(mqk::detail::nvfp4_static_block_scale(a, fp8)),
+              bits(mqk::detail::fp8_fake_quant_one(a * r6, fp8)))
+        << a;
+  }
+  EXPECT_GT(differs, 0);
 }
 
 TEST(MxFakeQuant, Mxfp4Vectors) {
@@ -213,7 +293,10 @@ TEST(MxFakeQuant, Mxfp4Vectors) {
       while (static_cast<int>(v.size()) < block) v.insert(v.end(), row.begin(), row.end());
       return v;
     };
-    auto check = [&](const Vec& in, const Vec& want) {
+    auto check = [&](const Vec& in, Vec want) {
+      // ModelOpt's CUDA MX kernel gives a zero input the negative sign (see mx_quant_one).
+      for (size_t i = 0; i < in.size(); ++i)
+        if (in[i] == 0.0f) want[i] = -0.0f;
       expect_bits_eq(mx_fq(tiled(in), block, ElemFormat::kE2M1), tiled(want));
       Vec neg = tiled(in), wneg = tiled(want);
       for (auto& v : neg) v = -v;
@@ -238,13 +321,30 @@ TEST(MxFakeQuant, Mxfp8Vectors) {
 
 TEST(MxFakeQuant, DegenerateBlocksUseScaleOne) {
   using mqk::ElemFormat;
-  expect_bits_eq(mx_fq(Vec(8, 0.0f), 8, ElemFormat::kE2M1), Vec(8, 0.0f));
+  // An all-zero block: scale 1, and ModelOpt's CUDA MX kernel returns -0 for a zero input.
+  expect_bits_eq(mx_fq(Vec(8, 0.0f), 8, ElemFormat::kE2M1), Vec(8, -0.0f));
   // An Inf in the block: scale 1, finite elements are rounded unscaled, Inf saturates to the max.
   Vec x = {0.3f, 7.0f, std::numeric_limits<float>::infinity(), -1.2f};
   expect_bits_eq(mx_fq(x, 4, ElemFormat::kE2M1), {0.5f, 6.0f, 6.0f, -1.0f});
   expect_bits_eq(mx_fq(x, 4, ElemFormat::kE4M3), {0.3125f, 7.0f, 448.0f, -1.25f});
   // MXINT8: fmt max 127, rint and clamp.
   expect_bits_eq(mx_fq({127.0f, 63.5f, -0.4f, 1.5f}, 4, ElemFormat::kInt8), {127.0f, 64.0f, -0.0f, 2.0f});
+}
+
+TEST(MxFakeQuant, SignOfZeroFollowsModelOptCudaKernel) {
+  // `int sign` of tensor_quant_mx.cu is set only for x < 0 and x > 0: +-0 come out as -0; a positive
+  // value that rounds to zero stays +0, a negative one -0.
+  using mqk::ElemFormat;
+  for (auto f : {ElemFormat::kE2M1, ElemFormat::kE4M3, ElemFormat::kE3M2, ElemFormat::kInt8}) {
+    const Vec x = {0.0f, -0.0f, 1e-6f, -1e-6f, 4.0f, -4.0f, 0.0f, 0.0f};
+    const Vec y = mx_fq(x, 8, f);
+    EXPECT_EQ(bits(y[0]), 0x80000000u);
+    EXPECT_EQ(bits(y[1]), 0x80000000u);
+    EXPECT_EQ(bits(y[2]), 0u);
+    EXPECT_EQ(bits(y[3]), 0x80000000u);
+    EXPECT_EQ(y[4], 4.0f);
+    EXPECT_EQ(y[5], -4.0f);
+  }
 }
 
 TEST(Idempotence, QuantizingTwiceChangesNothing) {

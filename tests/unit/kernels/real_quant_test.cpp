@@ -41,6 +41,22 @@ TEST(Nvfp4Export, WorkedBlockExample) {
   for (int i = 0; i < 16; ++i) EXPECT_EQ((packed[i / 2] >> (4 * (i % 2))) & 0xf, nib[i]) << i;
 }
 
+TEST(Nvfp4Export, ScalarDivisionMode) {
+  // weight_scale_2 = global_amax / 2688: divided on a CPU tensor, times fp32(1/2688) on a CUDA tensor.
+  const Vec x(16, 0.7f);
+  Bytes packed(8), scales(1);
+  EXPECT_EQ(bits(mqk::nvfp4_quantize_ref(x.data(), 1, 16, 16, 0.7f, packed.data(), scales.data())),
+            bits(0.7f / 2688.0f));
+  EXPECT_EQ(bits(mqk::nvfp4_quantize_ref(x.data(), 1, 16, 16, 0.7f, packed.data(), scales.data(),
+                                         mqk::ScalarDivMode::kReciprocal)),
+            bits(0.7f * (1.0f / 2688.0f)));
+  EXPECT_NE(bits(0.7f / 2688.0f), bits(0.7f * (1.0f / 2688.0f)));
+  const float bamax = 0.7f;
+  EXPECT_EQ(bits(mqk::nvfp4_static_quantize_ref(x.data(), 1, 16, 16, &bamax, 0.7f, false, packed.data(),
+                                                scales.data(), mqk::ScalarDivMode::kReciprocal)),
+            bits(0.7f * (1.0f / 2688.0f)));
+}
+
 TEST(Nvfp4Export, NegativeZeroAndScaleClamp) {
   // -0.01 rounds to zero and keeps its sign bit (0x8); an all-zero block gets scale 1.0 -> clamp -> 1.0.
   Vec x(32, 0.0f);
@@ -51,6 +67,11 @@ TEST(Nvfp4Export, NegativeZeroAndScaleClamp) {
   EXPECT_EQ(packed[0], 0x87);
   EXPECT_EQ(mqk::e4m3_from_bits(scales[0]), 448.0f);
   EXPECT_EQ(mqk::e4m3_from_bits(scales[1]), 1.0f);
+  // Dequantized, code 0x8 is +0: ModelOpt's E2M1 table holds +0 there.
+  Vec back(32);
+  mqk::nvfp4_dequantize_ref(packed.data(), scales.data(), 6.0f / 2688.0f, 1, 32, 16, back.data());
+  EXPECT_EQ(back[0], 6.0f);
+  EXPECT_EQ(bits(back[1]), 0u);
   // Tiny blocks clamp to 2^-9 (§7 item 37), huge to 448.
   Vec t = {1e-10f, 0, 0, 0};
   Bytes p2(2), s2(1);

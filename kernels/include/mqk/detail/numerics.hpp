@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "mqk/formats.hpp"
+#include "mqk/modes.hpp"
 
 #if defined(__CUDACC__)
 #define MQK_HD __host__ __device__ __forceinline__
@@ -158,8 +159,10 @@ MQK_HD float e2m1_value_of_index(int i) {
   }
 }
 
-/// Sign convention of the NVFP4 kernels: x >= 0 keeps +q, otherwise -q (so -0.0 gives +, NaN gives -).
-MQK_HD float apply_sign_ge0(float x, float q) { return x >= 0.0f ? q : -q; }
+/// Sign convention of ModelOpt's NVFP4 Triton kernels, `tl.where(x >= 0, q, -q)`: x >= 0 keeps +q,
+/// otherwise (also NaN) 0 - q, because Triton negates a float as 0 - q. A zero result is therefore
+/// always +0 (ModelOpt's Triton NVFP4 never returns -0).
+MQK_HD float apply_sign_ge0(float x, float q) { return x >= 0.0f ? q : 0.0f - q; }
 
 /// E8M0 exponent k = ceil(log2(ratio)) from the fp32 bits (the "NV algorithm", cudaRoundPosInf), for
 /// ratio > 0 finite: round the exponent up unless the significand is zero, the exponent field is 0xFE
@@ -170,6 +173,12 @@ MQK_HD int e8m0_ceil_exponent(float ratio) {
   const uint32_t mant = u & 0x7fffffu;
   const bool round_up = mant != 0 && ef != 0xfeu && !(ef == 0 && mant <= 0x400000u);
   return static_cast<int>(ef) - 127 + (round_up ? 1 : 0);
+}
+
+/// x / c for a per-tensor constant c, rounded as `mode` says (see ScalarDivMode). With a constant c the
+/// reciprocal is folded at compile time, in fp32 with round-to-nearest.
+MQK_HD float div_scalar(float x, float c, ScalarDivMode mode) {
+  return mode == ScalarDivMode::kReciprocal ? x * (1.0f / c) : x / c;
 }
 
 // ---- per-format scale derivations (one place each, used by ref and kernels) ----
@@ -185,11 +194,16 @@ MQK_HD IntBounds int_bounds(int num_bits, bool is_unsigned, bool narrow_range) {
   return {mx, mn};
 }
 
-/// INT-N fake quant of one element with its amax (reference §2.2).
-/// Follows ModelOpt's CUDA kernel (fake_tensor_quant_device): amax < 2^-24 gives +0. (The eager torch
-/// path, used on CPU and for multi-dim amax, tests amax <= 2^-24 and gives -0 for negative x.)
-MQK_HD float int_fake_quant_one(float x, float amax, IntBounds b) {
-  if (amax < 5.9604644775390625e-08f) return 0.0f;  // 2^-24
+/// INT-N fake quant of one element with its amax (reference §2.2). A (near) zero amax follows `zero`
+/// (IntZeroAmaxMode): the CUDA kernel's amax < 2^-24 -> +0, or the eager path's amax <= 2^-24 -> x * 0.
+MQK_HD float int_fake_quant_one(float x, float amax, IntBounds b,
+                                IntZeroAmaxMode zero = IntZeroAmaxMode::kCudaKernel) {
+  constexpr float kEps = 5.9604644775390625e-08f;  // 2^-24
+  if (zero == IntZeroAmaxMode::kEager) {
+    if (amax <= kEps) return x * 0.0f;
+  } else if (amax < kEps) {
+    return 0.0f;
+  }
   const float scale = b.max_bound / amax;
   float q = rint_rne(x * scale);
   q = q > b.max_bound ? b.max_bound : q;
@@ -213,9 +227,11 @@ MQK_HD Fp8Scales fp8_scales(float amax, bool reciprocal = false) {
 }
 MQK_HD float fp8_fake_quant_one(float x, Fp8Scales s) { return e4m3_round_sat(x * s.scale) * s.inv; }
 
-/// NVFP4 dynamic: the fp32 global scale gs (reference §2.5 step 1).
-MQK_HD float nvfp4_global_scale(float global_amax) {
-  const float gs = global_amax / 2688.0f;
+/// NVFP4 dynamic: the fp32 global scale gs = global_amax / 2688 (reference §2.5 step 1). ModelOpt
+/// computes it with torch on CUDA (`global_amax.float() / (6.0 * 448.0)`), i.e. global_amax * fp32(1/2688):
+/// the default kReciprocal. NVFP4 fake quant exists in ModelOpt only on GPU, so both devices use it.
+MQK_HD float nvfp4_global_scale(float global_amax, ScalarDivMode mode = ScalarDivMode::kReciprocal) {
+  const float gs = div_scalar(global_amax, 2688.0f, mode);
   return gs <= 0.0f ? 1e-12f : gs;
 }
 /// NVFP4 dynamic: block scale from the block max (steps 3-4).
@@ -231,22 +247,29 @@ MQK_HD float nvfp4_block_scale(float bmax, float gs) {
 /// the GPU, instead of through the index and a table.
 MQK_HD float e2m1_round_value(float a) { return elem_round_magnitude(a, ElemGrid{1, 0, 6.0f, false, true}); }
 
-/// NVFP4 element (steps 5): a = |x| / block_scale, E2M1 thresholds, signed q * block_scale.
+/// NVFP4 element (steps 5): a = |x| / block_scale, E2M1 thresholds, signed q * block_scale. A zero
+/// block_scale gives +0 (a = Inf or NaN -> 6, times 0).
 MQK_HD float nvfp4_quant_one(float x, float block_scale) {
   return apply_sign_ge0(x, e2m1_round_value(abs_f(x) / block_scale) * block_scale);
 }
 
-/// NVFP4 static: fp32(global_amax * (448 / fp8_max) / 6), the amax of the block-scale FP8 quantizer.
-MQK_HD float nvfp4_static_scale_amax(float global_amax, bool four_over_six) {
+/// NVFP4 static: (global_amax * (448 / fp8_max)) / 6, the amax of the block-scale FP8 quantizer.
+/// ModelOpt's compute_fp4_scales runs with torch on CUDA, where `/ 6.0` is `* fp32(1/6)` (kReciprocal,
+/// the default; static NVFP4 exists in ModelOpt only on GPU).
+MQK_HD float nvfp4_static_scale_amax(float global_amax, bool four_over_six,
+                                     ScalarDivMode mode = ScalarDivMode::kReciprocal) {
   const float ratio = four_over_six ? 1.75f : 1.0f;  // 448/256 and 448/448, exact in fp32
-  return global_amax * ratio / 6.0f;
+  return div_scalar(global_amax * ratio, 6.0f, mode);
 }
-/// NVFP4 static block scale: s = block_amax/6 quantized by scaled_e4m3 with amax A; a zero, NaN or Inf
-/// result is replaced by 1.0 as the Triton kernel's `scale_safe` does.
-MQK_HD float nvfp4_static_block_scale(float block_amax, Fp8Scales fp8) {
-  const float s = block_amax / 6.0f;
+/// NVFP4 static block scale: s = block_amax / 6 (`mode` as above) quantized by scaled_e4m3 with amax A.
+/// As in the Triton kernel (nvfp4_scalar_quant): a NaN or Inf result is replaced by 1.0 (`scale_safe`);
+/// a zero result stays 0, and a block with scale 0 comes out all +0 (nvfp4_quant_one and the GPU bins
+/// give q * 0 = +0 with the sign rule of apply_sign_ge0).
+MQK_HD float nvfp4_static_block_scale(float block_amax, Fp8Scales fp8,
+                                      ScalarDivMode mode = ScalarDivMode::kReciprocal) {
+  const float s = div_scalar(block_amax, 6.0f, mode);
   const float sq = fp8_fake_quant_one(s, fp8);
-  return (sq == 0.0f || !is_finite(sq)) ? 1.0f : sq;
+  return is_finite(sq) ? sq : 1.0f;
 }
 
 /// MX scale pair (reference §2.6 steps 1-4).
@@ -259,9 +282,12 @@ MQK_HD MxScales mx_scales(float bmax, float fmt_max) {
   const int k = e8m0_ceil_exponent(bmax / fmt_max);
   return {pow2f(-k), pow2f(k)};
 }
+/// MX element: sign * convert(|x| * scale) * unscale. The sign follows ModelOpt's CUDA extension
+/// (tensor_quant_mx.cu `quantize`), whose `int sign` is set only for x < 0 and x > 0 and compiles to
+/// x > 0 ? 1 : -1: x = +-0 (and NaN) give the negative sign, so a zero input comes out as -0.
 MQK_HD float mx_quant_one(float x, MxScales s, const ElemGrid& t) {
   const float q = elem_round_magnitude(abs_f(x) * s.scale, t);
-  return (x < 0.0f ? -q : q) * s.unscale;
+  return (x > 0.0f ? q : -q) * s.unscale;
 }
 
 }  // namespace mqk::detail
