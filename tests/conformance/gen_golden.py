@@ -380,6 +380,8 @@ def state_tensors(q):
 #  * Triton's fp32 `/` is div.full.f32 (not IEEE): |x| / block_scale can land on the other side of
 #    an E2M1 threshold at an exact tie. The emulation divides exactly (IEEE), so it differs from
 #    Triton only there; mqdist follows the emulation.
+#  * Triton negates a float as `0 - q`, so `tl.where(x >= 0, q, -q)` never yields -0: the emulations
+#    write `0.0 - q` (torch's `-q` would give -0 for negative inputs that round to zero).
 _R2688 = torch.tensor(1.0) / torch.tensor(2688.0)
 _R6 = torch.tensor(1.0) / torch.tensor(6.0)
 
@@ -404,7 +406,7 @@ def emulate_nvfp4_dynamic(x, global_amax, block):
     s = s.to(torch.float8_e4m3fn).float() * gs
     s = torch.where(s >= torch.tensor(1e-5, dtype=torch.float32), s, torch.tensor(1.0))
     q = _e2m1_round(xp.abs() / s) * s
-    y = torch.where(xp >= 0, q, -q).reshape(x2.shape[0], -1)[:, :n]
+    y = torch.where(xp >= 0, q, 0.0 - q).reshape(x2.shape[0], -1)[:, :n]
     return y.to(dtype).reshape(shape).contiguous()
 
 
@@ -434,14 +436,15 @@ def emulate_nvfp4_static(xb, amax, global_amax, fp8_norm_max):
     zero = s_q == 0
     safe = torch.where(zero | s_q.isnan() | s_q.isinf(), torch.ones_like(s_q), s_q)
     q = _e2m1_round(xf.abs() / safe) * safe
-    y = torch.where(xf >= 0, q, -q)
+    y = torch.where(xf >= 0, q, 0.0 - q)
     y = torch.where(zero, torch.zeros_like(y), y)
     return y.to(dtype)
 
 
 def n_diff(a, b):
+    """Elements whose bits differ (the sign of zero counts; NaN payloads do not)."""
     a, b = a.reshape(-1).float().cpu(), b.reshape(-1).float().cpu()
-    return int(((a != b) & ~(a.isnan() & b.isnan())).sum())
+    return int((((a != b) | (torch.signbit(a) != torch.signbit(b))) & ~(a.isnan() & b.isnan())).sum())
 
 
 def annotate_gpu_case(case, tensors):
