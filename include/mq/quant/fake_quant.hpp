@@ -35,11 +35,14 @@ struct AmaxView {
 AmaxView plan_amax_layout(const at::Tensor& x, const at::Tensor& amax);
 
 /// INT-N fake quant (reference §2.2). Raises mq::Error on a negative amax, and on negative inputs with
-/// is_unsigned ("Negative values encountered in unsigned quantization.").
+/// is_unsigned ("Negative values encountered in unsigned quantization."). On CPU, elements whose amax is
+/// <= 2^-24 become x * 0 (a zero with x's sign), as ModelOpt's _tensor_quant produces.
 at::Tensor int_fake_quant(const at::Tensor& x, const at::Tensor& amax, int num_bits, bool is_unsigned,
                           bool narrow_range);
 
-/// FP8 E4M3 scaled fake quant (reference §2.3); amax <= 2^-24 is treated as 1.
+/// FP8 E4M3 scaled fake quant (reference §2.3); amax <= 2^-24 is treated as 1. The scale 448/amax is
+/// rounded as ModelOpt does on each device: CPU (its eager path) fp32(fp32(1/amax) * 448); CUDA a true
+/// division for a scalar or 1-D amax (fake_e4m3fy), the reciprocal form for a multi-dim amax.
 at::Tensor fp8_fake_quant(const at::Tensor& x, const at::Tensor& amax);
 
 /// NVFP4 dynamic block fake quant along the last dim (reference §2.5). `global_amax` is reduced with
