@@ -177,20 +177,23 @@ at::Tensor int_fake_quant(const at::Tensor& x, const at::Tensor& amax, int num_b
     at::Tensor xc = x.contiguous();
     at::Tensor y = at::empty_like(xc);
     at::Tensor a = av.amax.to(x.device());
+    // ModelOpt's CUDA kernel (fake_tensor_quant[_with_axis]) runs for a scalar or 1-D amax; a multi-dim
+    // amax falls back to its eager torch path, whose zero-amax rule differs.
+    const auto zero = amax.squeeze().dim() <= 1 ? mqk::IntZeroAmaxMode::kCudaKernel : mqk::IntZeroAmaxMode::kEager;
     mqk::launch_int_fake_quant(xc.data_ptr(), y.data_ptr(), cuda_dtype(xc), xc.numel(), a.data_ptr<float>(),
                                av.layout, num_bits, is_unsigned, narrow_range,
-                               at::cuda::getCurrentCUDAStream(x.device().index()).stream());
+                               at::cuda::getCurrentCUDAStream(x.device().index()).stream(), zero);
     return y;
   }
 #endif
   MQ_CHECK(num_bits >= 2 && num_bits <= 16, "INT fake quant: num_bits must be in [2, 16], got ", num_bits);
   const mqk::detail::IntBounds bounds = mqk::detail::int_bounds(num_bits, is_unsigned, narrow_range);
-  // ModelOpt's CPU path (_tensor_quant) zeroes the scale where amax <= 2^-24, so those elements come
-  // out as x * 0: a zero that keeps the sign of x (and NaN stays NaN).
+  // On CPU ModelOpt always takes its eager path (_tensor_quant): amax <= 2^-24 zeroes the scale, so those
+  // elements come out as x * 0, a zero that keeps the sign of x (and NaN stays NaN).
   return fused_flat(
       x, av, [](float a) { return a; },
       [bounds](float v, float a) {
-        return a <= 5.9604644775390625e-08f ? v * 0.0f : mqk::detail::int_fake_quant_one(v, a, bounds);
+        return mqk::detail::int_fake_quant_one(v, a, bounds, mqk::IntZeroAmaxMode::kEager);
       });
 }
 

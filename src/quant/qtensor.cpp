@@ -198,8 +198,11 @@ QTensor nvfp4_quantize(const at::Tensor& x, int64_t block_size, const std::optio
   const int64_t nb = (cols + block_size - 1) / block_size;
   at::Tensor packed = at::empty({rows, (cols + 1) / 2}, at::kByte);
   at::Tensor scales = at::empty({rows, nb}, at::kByte);
+  // NVFP4QTensor divides global_amax by 2688 with torch: exactly on a CPU tensor, as a multiplication by
+  // fp32(1/2688) on a CUDA tensor.
+  const auto div = x.is_cuda() ? mqk::ScalarDivMode::kReciprocal : mqk::ScalarDivMode::kDivide;
   const float s2 = mqk::nvfp4_quantize_ref(xf.data_ptr<float>(), rows, cols, static_cast<int>(block_size), g,
-                                           packed.data_ptr<uint8_t>(), scales.data_ptr<uint8_t>());
+                                           packed.data_ptr<uint8_t>(), scales.data_ptr<uint8_t>(), div);
   q.data = packed.reshape(last_dim_replaced(q.shape, (cols + 1) / 2));
   q.scale = scales.view(kFp8).reshape(last_dim_replaced(q.shape, nb));
   q.double_scale = at::scalar_tensor(s2, at::kFloat);
