@@ -274,7 +274,28 @@ void run_case(const Case& c, const std::string& device) {
     ASSERT_LT(stage, stages.size()) << role;
     const auto buffers = stages[stage]->named_buffers();
     const auto it = buffers.find(name);
-    check(it == buffers.end() ? at::Tensor() : it->second, role);
+    const at::Tensor got = it == buffers.end() ? at::Tensor() : it->second;
+    if (name == "_bias_value" && c.manifest == "manifest_cuda.json" && got.defined()) {
+      // Named tolerance (the only one in this suite): ModelOpt's static affine bias of the GPU goldens
+      // is torch's CUDA mean, whose summation order (interleaved partial sums, then a multiply by
+      // fp32(1/n)) mqdist's mean does not reproduce; see README item 8. The difference is rounding
+      // of a sum, so it is bounded relative to the bias tensor's magnitude, not per element (means
+      // near zero come from cancellation): |mqdist - ModelOpt| <= kBiasMeanRel * max|ModelOpt|.
+      // The quantized output of these cases is still compared bit for bit above.
+      constexpr double kBiasMeanRel = 16.0 * 1.1920928955078125e-07;  // 16 fp32 epsilons
+      const at::Tensor want = golden(c, role).to(at::kDouble);
+      const at::Tensor have = got.to(at::kCPU).to(at::kDouble);
+      if (!have.sizes().equals(want.sizes())) {
+        failures.push_back(role + ": shape differs");
+      } else {
+        const double scale = want.abs().max().item<double>();
+        const double err = (have - want).abs().max().item<double>();
+        if (!(err <= kBiasMeanRel * scale))
+          failures.push_back(role + ": max |diff| " + std::to_string(err) + " exceeds 16 eps x " + std::to_string(scale));
+      }
+      continue;
+    }
+    check(got, role);
   }
   if (!failures.empty()) {
     std::string all;
