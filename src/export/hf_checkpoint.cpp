@@ -567,6 +567,8 @@ std::vector<std::pair<std::string, at::Tensor>> build_export_state_dict(
 
 namespace {
 
+std::string first_line(const std::string& s) { return s.substr(0, s.find('\n')); }
+
 c10::ScalarType parse_dtype(const std::string& s, const std::string& where) {
   if (s == "bfloat16") return at::kBFloat16;
   if (s == "float16") return at::kHalf;
@@ -706,14 +708,19 @@ ExportReport export_hf_checkpoint(nn::Module& model, const std::string& source_d
   }
 
   nlohmann::ordered_json quant_config;
-  auto sd = build_export_state_dict(model, dtype, options, &quant_config);
+  std::vector<std::pair<std::string, at::Tensor>> sd;
+  try {
+    sd = build_export_state_dict(model, dtype, options, &quant_config);
+  } catch (const c10::Error& e) {
+    MQ_THROW(Error, "export_hf_checkpoint: ", first_line(e.what_without_backtrace()));
+  }
 
   const fs::path tmp = target.string() + ".tmp-" + std::to_string(::getpid());
   ExportReport report;
   try {
-    fs::remove_all(tmp);
+    fs::remove_all(tmp, ec);
     fs::create_directories(tmp, ec);
-    MQ_CHECK_T(IoError, !ec, tmp.string(), ": cannot create directory: ", ec.message());
+    MQ_CHECK_T(IoError, !ec, "export_hf_checkpoint: ", tmp.string(), ": cannot create directory: ", ec.message());
     write_export(tmp, sd, quant_config, hf_config, source, options, report);
     if (exists) {
       const fs::path old = target.string() + ".old-" + std::to_string(::getpid());
@@ -730,10 +737,18 @@ ExportReport export_hf_checkpoint(nn::Module& model, const std::string& source_d
       fs::rename(tmp, target, ec);
       MQ_CHECK_T(IoError, !ec, target.string(), ": cannot rename ", tmp.string(), " onto it: ", ec.message());
     }
-  } catch (...) {
+  } catch (const Error&) {
     std::error_code ec2;
     fs::remove_all(tmp, ec2);
     throw;
+  } catch (const c10::Error& e) {
+    std::error_code ec2;
+    fs::remove_all(tmp, ec2);
+    MQ_THROW(IoError, "export_hf_checkpoint: ", tmp.string(), ": ", first_line(e.what_without_backtrace()));
+  } catch (const std::exception& e) {
+    std::error_code ec2;
+    fs::remove_all(tmp, ec2);
+    MQ_THROW(IoError, "export_hf_checkpoint: ", tmp.string(), ": ", first_line(e.what()));
   }
   return report;
 }
