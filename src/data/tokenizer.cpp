@@ -591,10 +591,8 @@ std::string Tokenizer::decode(const std::vector<std::int64_t>& ids, bool skip_sp
              m.source, ": decode: id ", id, " is not in the vocabulary (size ", m.id_kind.size(), ")");
     Kind k = m.id_kind[id];
     if (k == Kind::kAddedSpecial && skip_special_tokens) continue;
-    if (k != Kind::kModel) {
-      bytes += m.id_str[id];
-      continue;
-    }
+    // HF runs added tokens through the ByteLevel decoder too, so non-ASCII content such as "é" (an
+    // alphabet character) decodes as the byte it stands for; kept for identical output.
     for (char32_t c : unicode::decode_utf8(m.id_str[id])) {
       int b = alphabet().byte_of(c);
       if (b >= 0) {

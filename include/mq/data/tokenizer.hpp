@@ -17,7 +17,9 @@
 ///   post_processor null, ByteLevel (ids unchanged), TemplateProcessing (the "single" template, e.g.
 ///                 Llama-3's "<|begin_of_text|> $A"), or a Sequence of these.
 ///   decoder       ByteLevel (or a Sequence holding only ByteLevel); invalid UTF-8 in the decoded bytes
-///                 becomes U+FFFD as in HF.
+///                 becomes U+FFFD as in HF. As in HF, added-token content also goes through the
+///                 byte-level map: ASCII content (all real special tokens) decodes verbatim, but e.g.
+///                 an added "café" decodes as "caf�" (é is the alphabet character of byte 0xE9).
 /// Characters assigned after Unicode 14.0 classify as "other" here but as letters/numbers in HF.
 ///
 /// Thread safety: encode/decode are const and may be called concurrently (the word cache is locked).
@@ -32,6 +34,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace mq::data {

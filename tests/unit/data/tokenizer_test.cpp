@@ -50,8 +50,9 @@ TEST_P(TokenizerGolden, IdsAndDecodesMatchHf) {
     EXPECT_EQ(tok.decode(ids_of(c["ids"]), true), c["decoded_skip_special"].get<std::string>());
     // Round trip: byte-level BPE loses nothing but the normalizer's changes.
     std::string back = tok.decode(tok.encode(text, false), false);
-    // (add_prefix_space inserts a space before every piece that follows an added token: no round trip.)
-    if (GetParam() != "tok_gpt2_prefix.json") {
+    // (No round trip where add_prefix_space inserts spaces after added tokens, or where lstrip/rstrip
+    // swallow whitespace and the non-ASCII added token "café" decodes through the byte-level map.)
+    if (GetParam() != "tok_gpt2_prefix.json" && GetParam() != "tok_qwen2_added.json") {
       EXPECT_EQ(back, tok.normalize(text));
     }
   }
@@ -59,7 +60,8 @@ TEST_P(TokenizerGolden, IdsAndDecodesMatchHf) {
 
 TEST_P(TokenizerGolden, PreTokenizerPiecesMatchHf) {
   Tokenizer tok = Tokenizer::from_file(kDir + GetParam());
-  const json& cases = goldens()["pre_tokenize"][GetParam()];
+  // tok_qwen2_added.json shares tok_qwen2.json's pre-tokenizer and its goldens.
+  const json& cases = goldens()["pre_tokenize"][GetParam() == "tok_qwen2_added.json" ? "tok_qwen2.json" : GetParam()];
   ASSERT_GE(cases.size(), 100u);
   for (const auto& c : cases) {
     std::string text = c["text"];
@@ -70,7 +72,7 @@ TEST_P(TokenizerGolden, PreTokenizerPiecesMatchHf) {
 
 INSTANTIATE_TEST_SUITE_P(Hf, TokenizerGolden,
                          ::testing::Values("tok_gpt2.json", "tok_gpt2_prefix.json", "tok_llama3.json",
-                                           "tok_qwen2.json"),
+                                           "tok_qwen2.json", "tok_qwen2_added.json"),
                          [](const auto& info) {
                            std::string s = info.param.substr(4, info.param.size() - 9);
                            for (char& ch : s)

