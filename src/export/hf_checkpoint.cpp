@@ -117,44 +117,27 @@ at::Tensor stack_max(const std::vector<at::Tensor>& ts) {
   return m;
 }
 
-void fuse_group(nn::Module& model, const std::string& container,
-                const std::vector<std::pair<std::string, nn::Module*>>& members,
-                std::set<std::string>& fused_with_prequant) {
-  const QuantFormat f = module_format(*members[0].second, false);
-  for (const auto& [n, m] : members)
-    MQ_CHECK(module_format(*m, false) == f, n, ": fused with ", members[0].first,
-             " (same input) but quantized as ", quant_format_name(module_format(*m, false)), " vs ",
-             quant_format_name(f), " (ModelOpt asserts: modules have different quantization formats)");
-  if (f == QuantFormat::kNone || f == QuantFormat::kFp8) return;
+using Members = std::vector<std::pair<std::string, nn::Module*>>;
 
-  // Pre-quant scales: ModelOpt averages them and re-scales each weight; only a shared one is supported.
+// One input amax (the max) for linears that read the same tensor.
+void unify_input_amax(const Members& members) {
   const quant::TensorQuantizer* iq0 = input_tq(*members[0].second);
-  std::optional<at::Tensor> pqs = iq0 ? iq0->pre_quant_scale() : std::nullopt;
-  if (pqs) {
-    for (const auto& [n, m] : members) {
-      const quant::TensorQuantizer* iq = input_tq(*m);
-      auto p = iq ? iq->pre_quant_scale() : std::nullopt;
-      MQ_CHECK(p && at::equal(*p, *pqs), n, ": members of the fused group ", members[0].first,
-               " have different pre_quant_scales; resmoothing them at export is not supported "
-               "(run the smoothing algorithm with shared scales)");
-    }
+  if (iq0 == nullptr || !iq0->is_enabled() || !iq0->has_amax_buffer() || iq0->is_mx_format()) return;
+  MQ_CHECK(iq0->amax_buffer().numel() == 1, members[0].first,
+           ".input_quantizer: only a scalar input amax can be fused (ModelOpt asserts)");
+  std::vector<at::Tensor> a;
+  for (const auto& [n, m] : members) {
+    const quant::TensorQuantizer* iq = input_tq(*m);
+    MQ_CHECK(iq && iq->has_amax_buffer(), n, ".input_quantizer: no amax (calibrate it first)");
+    a.push_back(iq->amax_buffer());
   }
+  const at::Tensor mx = stack_max(a);
+  for (const auto& [n, m] : members) m->quantizer("input_quantizer")->tensor().set_amax(mx);
+}
 
-  // Input amax: one value for the group.
-  if (iq0 != nullptr && iq0->is_enabled() && iq0->has_amax_buffer() && !iq0->is_mx_format()) {
-    MQ_CHECK(iq0->amax_buffer().numel() == 1, members[0].first,
-             ".input_quantizer: only a scalar input amax can be fused (ModelOpt asserts)");
-    std::vector<at::Tensor> a;
-    for (const auto& [n, m] : members) {
-      const quant::TensorQuantizer* iq = input_tq(*m);
-      MQ_CHECK(iq && iq->has_amax_buffer(), n, ".input_quantizer: no amax (calibrate it first)");
-      a.push_back(iq->amax_buffer());
-    }
-    const at::Tensor mx = stack_max(a);
-    for (const auto& [n, m] : members) m->quantizer("input_quantizer")->tensor().set_amax(mx);
-  }
-
-  // Weight amax.
+// One scalar weight amax (the max): the FP8 stage of a SequentialQuantizer, the global amax of a static
+// NVFP4 quantizer, or a per-tensor amax. Per-channel and per-block amaxes are left alone.
+void unify_weight_amax(const Members& members) {
   nn::QuantizerModule* wq0 = members[0].second->quantizer("weight_quantizer");
   if (wq0->is_sequential()) {
     if (wq0->sequential()[wq0->sequential().size() - 1].is_enabled()) {
@@ -186,6 +169,33 @@ void fuse_group(nn::Module& model, const std::string& container,
     const at::Tensor mx = stack_max(a);
     for (const auto& [n, m] : members) m->quantizer("weight_quantizer")->tensor().set_amax(mx);
   }
+}
+
+void fuse_group(nn::Module& model, const std::string& container,
+                const std::vector<std::pair<std::string, nn::Module*>>& members,
+                std::set<std::string>& fused_with_prequant) {
+  const QuantFormat f = module_format(*members[0].second, false);
+  for (const auto& [n, m] : members)
+    MQ_CHECK(module_format(*m, false) == f, n, ": fused with ", members[0].first,
+             " (same input) but quantized as ", quant_format_name(module_format(*m, false)), " vs ",
+             quant_format_name(f), " (ModelOpt asserts: modules have different quantization formats)");
+  if (f == QuantFormat::kNone || f == QuantFormat::kFp8) return;
+
+  // Pre-quant scales: ModelOpt averages them and re-scales each weight; only a shared one is supported.
+  const quant::TensorQuantizer* iq0 = input_tq(*members[0].second);
+  std::optional<at::Tensor> pqs = iq0 ? iq0->pre_quant_scale() : std::nullopt;
+  if (pqs) {
+    for (const auto& [n, m] : members) {
+      const quant::TensorQuantizer* iq = input_tq(*m);
+      auto p = iq ? iq->pre_quant_scale() : std::nullopt;
+      MQ_CHECK(p && at::equal(*p, *pqs), n, ": members of the fused group ", members[0].first,
+               " have different pre_quant_scales; resmoothing them at export is not supported "
+               "(run the smoothing algorithm with shared scales)");
+    }
+  }
+
+  unify_input_amax(members);
+  unify_weight_amax(members);
 
   // AWQ formats: the shared pre_quant_scale moves into the norm that produces the input.
   const std::string_view fname = quant_format_name(f);
@@ -211,6 +221,39 @@ bool is_quant_linear(const nn::Module& m) {
   nn::QuantizerModule* wq = m.quantizer("weight_quantizer");
   nn::QuantizerModule* iq = m.quantizer("input_quantizer");
   return wq != nullptr && (enabled(wq) || enabled(iq));
+}
+
+// transformers 5 keeps MoE experts fused in memory (gate_up_proj (E, 2I, H), down_proj (E, H, I)) and
+// ModelOpt quantizes that layout: one input quantizer per projection type for all experts, and one
+// weight quantizer per expert over the concatenated gate/up rows. Our experts are separate linears, so
+// the export makes the equivalent choice: input amax = max over all experts (gate and up together;
+// down separately), and per expert one gate/up weight amax (the max of the two) for every format with
+// a scalar weight amax, FP8 included. The max over experts equals the amax over all routed tokens.
+void unify_moe_experts(nn::Module& model) {
+  static const std::vector<std::pair<std::vector<std::string>, std::vector<std::string>>> kinds = {
+      {{"gate_proj", "up_proj"}, {"down_proj"}}, {{"w1", "w3"}, {"w2"}}};
+  for (auto& [name, m] : model.named_modules()) {
+    auto* moe = dynamic_cast<nn::SparseMoeBlock*>(m);
+    if (moe == nullptr) continue;
+    nn::ModuleList& experts = moe->experts();
+    const std::string ex = join(name, "experts");
+    for (const auto& [first, second] : kinds) {
+      Members firsts, seconds;
+      for (size_t e = 0; e < experts.size(); ++e) {
+        Members pair;
+        for (const auto& c : first)
+          if (nn::Module* l = experts[e].child(c); l != nullptr && is_quant_linear(*l))
+            pair.emplace_back(join(join(ex, std::to_string(e)), c), l);
+        for (const auto& c : second)
+          if (nn::Module* l = experts[e].child(c); l != nullptr && is_quant_linear(*l))
+            seconds.emplace_back(join(join(ex, std::to_string(e)), c), l);
+        if (pair.size() > 1 && module_format(*pair[0].second, false) != QuantFormat::kNone) unify_weight_amax(pair);
+        firsts.insert(firsts.end(), pair.begin(), pair.end());
+      }
+      for (const Members* g : {&firsts, &seconds})
+        if (g->size() > 1 && module_format(*(*g)[0].second, false) != QuantFormat::kNone) unify_input_amax(*g);
+    }
+  }
 }
 
 void fuse_linears(nn::Module& model, std::set<std::string>& fused_with_prequant) {
@@ -426,6 +469,7 @@ std::vector<std::pair<std::string, at::Tensor>> build_export_state_dict(
     nn::Module& model, c10::ScalarType dtype, const ExportOptions& options,
     nlohmann::ordered_json* quant_config) {
   prepare_moe_inputs(model);
+  unify_moe_experts(model);
   std::set<std::string> fused_with_prequant;
   fuse_linears(model, fused_with_prequant);
 

@@ -39,7 +39,7 @@ import time
 import torch
 import transformers
 from safetensors.torch import save_file
-from transformers import AutoModelForCausalLM, LlamaConfig
+from transformers import AutoModelForCausalLM, LlamaConfig, Qwen3MoeConfig
 
 import modelopt
 import modelopt.torch.quantization as mtq
@@ -75,6 +75,26 @@ def tiny_llama():
             if n.endswith("norm.weight"):
                 p.copy_(1.0 + 0.2 * torch.randn_like(p))
     return model.to(torch.bfloat16).eval()
+
+
+def tiny_qwen3_moe():
+    cfg = Qwen3MoeConfig(vocab_size=32, hidden_size=64, intermediate_size=64, moe_intermediate_size=32,
+                         num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+                         num_experts=4, num_experts_per_tok=2, norm_topk_prob=True, decoder_sparse_step=1,
+                         max_position_embeddings=64, initializer_range=0.05, tie_word_embeddings=False)
+    torch.manual_seed(20261124)
+    model = AutoModelForCausalLM.from_config(cfg, attn_implementation="eager")
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if n.endswith("norm.weight"):
+                p.copy_(1.0 + 0.2 * torch.randn_like(p))
+    return model.to(torch.bfloat16).eval()
+
+
+MOE_PRESETS = {
+    "fp8": "FP8_DEFAULT_CFG",
+    "nvfp4": "NVFP4_DEFAULT_CFG",
+}
 
 
 def preset_cfg(spec):
@@ -120,10 +140,25 @@ def main():
                          "and export is pure torch)")
     ap.add_argument("--out", default=HERE, help="output root (default: next to this script)")
     ap.add_argument("--only", nargs="*", help="preset names to run")
+    ap.add_argument("--moe", action="store_true", help="the tiny Qwen3-MoE (FP8, NVFP4) on the CPU")
     ap.add_argument("--budget-s", type=float, default=1e9, help="skip presets once this many s passed")
     args = ap.parse_args()
     assert transformers.__version__ == "5.14.1", transformers.__version__
     assert modelopt.__version__ == "0.47.0", modelopt.__version__
+    if args.moe:
+        root = os.path.join(args.out, "qwen3_moe")
+        src = os.path.join(root, "source")
+        ids_path = os.path.join(root, "calib_ids.safetensors")
+        os.makedirs(root, exist_ok=True)
+        shutil.rmtree(src, ignore_errors=True)
+        tiny_qwen3_moe().save_pretrained(src, safe_serialization=True)
+        torch.manual_seed(8)
+        save_file({"input_ids": torch.randint(0, 32, (2, 16), dtype=torch.int64)}, ids_path)
+        from safetensors.torch import load_file
+        ids = load_file(ids_path)["input_ids"]
+        for name, spec in MOE_PRESETS.items():
+            export_one(name, spec, src, ids, root, torch.device("cpu"))
+        return 0
     root = os.path.join(args.out, "llama")
     src = os.path.join(root, "source")
     ids_path = os.path.join(root, "calib_ids.safetensors")

@@ -13,7 +13,13 @@
 ///   generation_config.json, tokenizer files      copied from source_dir when present
 ///
 /// Steps, in ModelOpt's order (§6.1):
-///   1. MoE experts whose input quantizer never saw a token get the max input amax of their siblings.
+///   1. MoE experts (children `experts.<e>` of an nn::SparseMoeBlock): transformers 5 keeps experts fused
+///      in memory and ModelOpt quantizes that layout (one input quantizer per projection type for all
+///      experts, one weight quantizer per expert over the concatenated gate/up rows). The export makes
+///      the equivalent choice on separate expert linears: input amax = max over all experts (gate_proj
+///      with up_proj / w1 with w3; down_proj / w2 separately), and per expert one gate/up weight amax
+///      for formats with a scalar weight amax, FP8 included. An expert that never saw a token thereby
+///      gets its siblings' input amax.
 ///   2. Fusion (§6.6): quantized sibling linears that read the same tensor -- {q_proj, k_proj, v_proj},
 ///      {gate_proj, up_proj}, {w1, w3}, per expert for MoE -- get one input amax (max) and, for formats
 ///      with a scalar weight amax (NVFP4, W4A16 NVFP4, the FP8 stage of W4A8 AWQ), one weight amax
@@ -40,8 +46,9 @@
 ///   dimension 96 is not a multiple of the block size 128 (ModelOpt supports no partial blocks here)
 ///
 /// Not implemented (errors, never silent): resmoothing groups whose members hold different
-/// pre_quant_scales (AWQ/SmoothQuant run through the calibration helpers produce a shared one only
-/// after that step), nvfp4_awq's o_proj -> v_proj pre_quant_scale fold, SVDQuant, fused 3-D experts.
+/// pre_quant_scales (ModelOpt averages them and re-scales the weights), nvfp4_awq's o_proj -> v_proj
+/// pre_quant_scale fold, SVDQuant LoRA tensors, 3-D (fused) expert parameters, llama3 rope_theta
+/// sanitising of config.json.
 ///
 /// Example:
 ///   mq::hf_export::ExportOptions o;          // dtype from config.json, "10GB" shards
