@@ -21,6 +21,7 @@ import os
 import sys
 import time
 
+import regex
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -30,7 +31,21 @@ SAMPLES = [
     "<|im_start|>user\nWhat is 12+30?<|im_end|>\n<|im_start|>assistant\n",
     "Unicode: café, naïve, 東京, emoji 🙂, ümlaut, Ωmega.",
     "def f(x):\n    return x**2  # 1234567890",
+    "Total:  100 items, version 2.0  3 and x   42 y",
 ]
+
+# llama.cpp's pre-tokenizer for tokenizer.ggml.pre == "smollm": split off every \p{N} character, then
+# split the rest with the GPT-2 regex (llama-vocab.cpp; unmatched text stays a piece, which the final
+# "\s+" alternative expresses here).
+_GPT2_RE = regex.compile(r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+")
+
+
+def llama_cpp_smollm_pieces(text):
+    pieces = []
+    for frag in regex.split(r"(\p{N})", text):
+        if frag:
+            pieces.extend(_GPT2_RE.findall(frag))
+    return pieces
 
 
 def perplexity(model, ids, seq_len, windows):
@@ -79,12 +94,30 @@ def main():
         print(f"tensors vs transformers GGUF loader: max |diff| {worst[0]:.3g} ({worst[1]}), "
               f"identical after bf16 rounding: {bits_ok} (loaded as {store})")
         rtok = AutoTokenizer.from_pretrained(gdir, gguf_file=gfile)
-        mism = [s for s in SAMPLES if tok(s)["input_ids"] != rtok(s)["input_ids"]]
-        res["tokenizer_vs_transformers_gguf_mismatches"] = mism
-        print(f"tokenizer vs transformers GGUF tokenizer: {len(SAMPLES) - len(mism)}/{len(SAMPLES)} samples "
-              "give identical ids")
-        for s in mism:
-            print(f"  differs on {s!r}:\n    ours   {tok(s)['input_ids']}\n    theirs {rtok(s)['input_ids']}")
+        # transformers' GGUF tokenizer uses a plain ByteLevel pre-tokenizer and so omits llama.cpp's
+        # "smollm" digit split; where it differs, ours must equal transformers' BPE applied to each
+        # piece of llama.cpp's pre-tokenization (an independent check of the pre-tokenizer).
+        mism, explained = [], []
+        for s in SAMPLES:
+            ours_ids = tok(s, add_special_tokens=False)["input_ids"]
+            if ours_ids == rtok(s, add_special_tokens=False)["input_ids"]:
+                continue
+            mism.append(s)
+            if "<|" not in s:
+                ref_ids = [i for p in llama_cpp_smollm_pieces(s) for i in rtok(p, add_special_tokens=False)["input_ids"]]
+                if ref_ids == ours_ids:
+                    explained.append(s)
+        res["tokenizer_vs_transformers_gguf"] = {"samples": len(SAMPLES), "differ": mism,
+                                                 "differ_only_by_llama_cpp_digit_split": explained}
+        print(f"tokenizer vs transformers GGUF tokenizer: {len(SAMPLES) - len(mism)}/{len(SAMPLES)} samples give "
+              f"identical ids; {len(explained)}/{len(mism)} differing ones equal transformers' BPE over "
+              "llama.cpp's smollm pre-tokenization")
+        unexplained = [s for s in mism if s not in explained]
+        for s in unexplained:
+            print(f"  UNEXPLAINED difference on {s!r}:\n    ours   {tok(s)['input_ids']}\n"
+                  f"    theirs {rtok(s)['input_ids']}")
+        if unexplained:
+            sys.exit("validate_hf: tokenizer differs from transformers' GGUF tokenizer beyond the digit split")
         del ref
 
     for s in SAMPLES:
