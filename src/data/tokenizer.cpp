@@ -489,8 +489,9 @@ std::vector<std::int32_t> Tokenizer::Impl::merge_word(const std::string& piece) 
   };
   std::priority_queue<Cand, std::vector<Cand>, std::greater<Cand>> heap;
   auto push = [&](std::int32_t pos) {
+    if (pos < 0) return;
     std::int32_t r = next[pos];
-    if (pos < 0 || r < 0) return;
+    if (r < 0) return;
     auto it = merges.find((static_cast<std::uint64_t>(id[pos]) << 32) | static_cast<std::uint32_t>(id[r]));
     if (it != merges.end()) heap.push({it->second.first, pos, id[pos], id[r]});
   };
