@@ -230,23 +230,23 @@ std::vector<quant::TensorQuantizer*> QuantizerModule::leaves() {
   return out;
 }
 
+// Both switches stand for ModelOpt's replacement of the module by a fresh plain quantizer, so a
+// hard-disabled slot stops being hard-disabled (its parent never calls it anyway).
 void QuantizerModule::make_sequential(size_t n) {
-  MQ_CHECK(!hard_disabled_, "make_sequential: a hard-disabled quantizer cannot become a SequentialQuantizer");
   MQ_CHECK(n >= 1, "make_sequential: need at least one stage");
   q_.emplace<quant::SequentialQuantizer>(n);
+  hard_disabled_ = false;
 }
 
 void QuantizerModule::make_tensor() {
   q_.emplace<quant::TensorQuantizer>();
-  if (hard_disabled_) tensor().disable();
+  hard_disabled_ = false;
 }
 
 void QuantizerModule::set_hard_disabled(bool on) {
+  if (on && is_sequential()) make_tensor();
   hard_disabled_ = on;
-  if (on) {
-    if (is_sequential()) make_tensor();
-    tensor().disable();
-  }
+  if (on) tensor().disable();
 }
 
 at::Tensor QuantizerModule::forward(const at::Tensor& x) {
