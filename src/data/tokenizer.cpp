@@ -77,6 +77,10 @@ struct PreStep {
   bool use_regex = true;          // ByteLevel
   SplitPattern pattern = SplitPattern::kGpt2;
   bool removed = false;  // Split behavior "Removed" (else "Isolated")
+  // Digits: every \p{N} code point (individual_digits) or every run of them becomes its own piece
+  // (HF's Digits pre-tokenizer tests Rust's char::is_numeric, i.e. General_Category N*).
+  bool digits = false;
+  bool individual_digits = false;
 };
 
 std::string show(const json& j) {
@@ -332,8 +336,13 @@ void Tokenizer::Impl::parse_pre(const json& p, const std::string& field) {
     }
     if (flag(p, "invert", field, false)) fail(field + ".invert", "true is not supported");
     pre.push_back(s);
+  } else if (type == "Digits") {
+    PreStep s;
+    s.digits = true;
+    s.individual_digits = flag(p, "individual_digits", field, false);
+    pre.push_back(s);
   } else {
-    fail(field + ".type", "'" + type + "' is not supported (ByteLevel, Split, Sequence)");
+    fail(field + ".type", "'" + type + "' is not supported (ByteLevel, Split, Digits, Sequence)");
   }
 }
 
@@ -456,6 +465,17 @@ std::vector<std::string> Tokenizer::Impl::pre_tokenize_raw(std::string_view text
         continue;
       }
       std::u32string cps = unicode::decode_utf8(piece, &offs);
+      if (s.digits) {
+        for (std::size_t i = 0; i < cps.size();) {
+          const bool num = unicode::is_number(cps[i]);
+          std::size_t k = 1;
+          if (!num || !s.individual_digits)
+            while (i + k < cps.size() && unicode::is_number(cps[i + k]) == num) ++k;
+          next.push_back(piece.substr(offs[i], offs[i + k] - offs[i]));
+          i += k;
+        }
+        continue;
+      }
       for (std::size_t i = 0; i < cps.size();) {
         std::size_t k = unicode::match_at(s.pattern, cps.data(), cps.size(), i);
         if (!s.removed) next.push_back(piece.substr(offs[i], offs[i + k] - offs[i]));

@@ -191,3 +191,20 @@ TEST(Tokenizer, SmolLm2VocabMatchesHf) {
 }
 
 }  // namespace
+
+// HF's Digits pre-tokenizer (SmolLM2's tokenizer.json puts Digits(individual_digits=true) before a
+// GPT-2 ByteLevel): pieces as tokenizers 0.22.2's pre_tokenize_str returns them for the same text.
+TEST(Tokenizer, DigitsPreTokenizerMatchesHf) {
+  json j = json::parse(read(kDir + "tok_gpt2.json"));
+  const std::string text = "ab 123x  45 \u0663\u0664y";
+  j["pre_tokenizer"] = json::parse(R"({"type": "Sequence", "pretokenizers": [
+      {"type": "Digits", "individual_digits": true},
+      {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true}]})");
+  EXPECT_EQ(Tokenizer::from_json(j.dump()).pre_tokenize(text),
+            (std::vector<std::string>{"ab", "\u0120", "1", "2", "3", "x", "\u0120\u0120", "4", "5", "\u0120",
+                                      "\u00d9\u00a3", "\u00d9\u00a4", "y"}));
+  j["pre_tokenizer"]["pretokenizers"][0]["individual_digits"] = false;
+  EXPECT_EQ(Tokenizer::from_json(j.dump()).pre_tokenize(text),
+            (std::vector<std::string>{"ab", "\u0120", "123", "x", "\u0120\u0120", "45", "\u0120",
+                                      "\u00d9\u00a3\u00d9\u00a4", "y"}));
+}
