@@ -22,9 +22,10 @@
 
 namespace mq::dist {
 
-/// Parallel sizes. Zero means "derive": dp = world / (tp * pp), expert_tp = tp (Megatron's default).
+/// Parallel sizes. Zero means "derive": dp = world / (tp * pp), expert_tp = tp (Megatron's default);
+/// world_size 0 is filled by make_parallel_groups from the communicator (the pure functions need it set).
 struct ParallelLayout {
-  int world_size = 1;
+  int world_size = 0;
   int tp = 1;         ///< tensor_model_parallel_size
   int dp = 0;         ///< data parallel size (x context parallel); 0: world_size / (tp * pp)
   int pp = 1;         ///< pipeline_model_parallel_size

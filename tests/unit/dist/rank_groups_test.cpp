@@ -68,12 +68,12 @@ TEST(RankGroups, EightRanksEp4ExpertTp1Pp2) {
 }
 
 TEST(RankGroups, SingleRank) {
-  const RankGroups g = rank_groups(ParallelLayout{}, 0);
+  const RankGroups g = rank_groups(ParallelLayout{.world_size = 1}, 0);
   for (GroupKind k : kAllGroupKinds) {
     EXPECT_EQ(g.members(k), std::vector<int>{0}) << group_kind_name(k);
     EXPECT_EQ(g.rank_in(k), 0);
   }
-  EXPECT_EQ(to_string(ParallelLayout{}), "world 1 = tp 1 x dp 1 x pp 1; ep 1 x expert_tp 1 x expert_dp 1");
+  EXPECT_EQ(to_string(ParallelLayout{.world_size = 1}), "world 1 = tp 1 x dp 1 x pp 1; ep 1 x expert_tp 1 x expert_dp 1");
 }
 
 // Every valid layout up to 24 ranks: each kind partitions the world into groups of the right size, the
@@ -146,6 +146,7 @@ void expect_config_error(const ParallelLayout& L, const std::string& needle, int
 
 TEST(RankGroups, InvalidLayoutsNameTheSizes) {
   expect_config_error({.world_size = 0}, "world_size must be >= 1, got 0");
+  expect_config_error({}, "world_size must be >= 1, got 0");
   expect_config_error({.world_size = 4, .tp = 0}, "tp must be >= 1, got 0");
   expect_config_error({.world_size = 4, .pp = -1}, "pp must be >= 1, got -1");
   expect_config_error({.world_size = 4, .ep = 0}, "ep must be >= 1, got 0");

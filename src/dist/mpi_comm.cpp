@@ -1,0 +1,516 @@
+#include "mq/dist/mpi_comm.hpp"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <climits>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <sstream>
+
+#include <ATen/Functions.h>
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
+
+#include "collective_check_impl.hpp"
+
+namespace mq::dist {
+
+const char* reduce_op_name(ReduceOp op) {
+  switch (op) {
+    case ReduceOp::kSum: return "sum";
+    case ReduceOp::kAvg: return "avg";
+    case ReduceOp::kMax: return "max";
+    case ReduceOp::kMin: return "min";
+  }
+  return "?";
+}
+
+void throw_mpi_error(int code, const char* call, const char* file, int line) {
+  char text[MPI_MAX_ERROR_STRING] = {0};
+  int len = 0;
+  if (MPI_Error_string(code, text, &len) != MPI_SUCCESS) len = 0;
+  MQ_THROW(MpiError, "MPI error ", code, " (", std::string(text, static_cast<size_t>(len)), ") in ", call, " at ",
+           file, ":", line);
+}
+
+namespace {
+
+bool mpi_live() {
+  int init = 0, fin = 0;
+  MPI_Initialized(&init);
+  MPI_Finalized(&fin);
+  return init && !fin;
+}
+
+// Elements per round of a chunked collective: keeps every MPI count and displacement far below INT_MAX
+// and bounds the temporary buffers.
+constexpr int64_t kChunk = int64_t{1} << 24;
+
+MPI_Datatype mpi_type(at::ScalarType st) {
+  switch (st) {
+    case at::kFloat: return MPI_FLOAT;
+    case at::kDouble: return MPI_DOUBLE;
+    case at::kBFloat16:
+    case at::kHalf: return MPI_UINT16_T;  // moved as bits; reduced by fold_reduce in fp32
+    case at::kLong: return MPI_INT64_T;
+    case at::kInt: return MPI_INT32_T;
+    case at::kShort: return MPI_INT16_T;
+    case at::kChar: return MPI_INT8_T;
+    case at::kByte:
+    case at::kBool: return MPI_UINT8_T;
+    default: MQ_THROW(Error, "mq::dist: unsupported dtype ", st);
+  }
+}
+
+bool is_floating(at::ScalarType st) {
+  return st == at::kFloat || st == at::kDouble || st == at::kBFloat16 || st == at::kHalf;
+}
+
+MPI_Op mpi_int_op(ReduceOp op) {
+  switch (op) {
+    case ReduceOp::kSum: return MPI_SUM;
+    case ReduceOp::kMax: return MPI_MAX;
+    case ReduceOp::kMin: return MPI_MIN;
+    case ReduceOp::kAvg: break;
+  }
+  MQ_ASSERT(false);
+  return MPI_SUM;
+}
+
+int to_int(int64_t v, const char* what) {
+  MQ_CHECK(v <= INT_MAX, what, ": ", v, " elements exceed the MPI count limit (", INT_MAX, ")");
+  return static_cast<int>(v);
+}
+
+template <typename A>
+A combine(A a, A b, ReduceOp op) {
+  switch (op) {
+    case ReduceOp::kSum:
+    case ReduceOp::kAvg: return a + b;
+    case ReduceOp::kMax:
+      if (std::isnan(a)) return a;
+      if (std::isnan(b)) return b;
+      return a < b ? b : a;
+    case ReduceOp::kMin:
+      if (std::isnan(a)) return a;
+      if (std::isnan(b)) return b;
+      return b < a ? b : a;
+  }
+  return a;
+}
+
+// out[e] = fold over i of in[i * stride + e], i = 0..w-1, left to right, accumulated in A.
+template <typename T, typename A>
+void fold(const void* in_v, void* out_v, int64_t n, int w, int64_t stride, ReduceOp op) {
+  const T* in = static_cast<const T*>(in_v);
+  T* out = static_cast<T*>(out_v);
+  for (int64_t e = 0; e < n; ++e) {
+    A acc = static_cast<A>(in[e]);
+    for (int i = 1; i < w; ++i) acc = combine<A>(acc, static_cast<A>(in[i * stride + e]), op);
+    if (op == ReduceOp::kAvg) acc = acc / static_cast<A>(w);
+    out[e] = static_cast<T>(acc);
+  }
+}
+
+void fold_dispatch(at::ScalarType st, const void* in, void* out, int64_t n, int w, int64_t stride, ReduceOp op) {
+  switch (st) {
+    case at::kFloat: return fold<float, float>(in, out, n, w, stride, op);
+    case at::kDouble: return fold<double, double>(in, out, n, w, stride, op);
+    case at::kBFloat16: return fold<c10::BFloat16, float>(in, out, n, w, stride, op);
+    case at::kHalf: return fold<c10::Half, float>(in, out, n, w, stride, op);
+    default: MQ_ASSERT(false);
+  }
+}
+
+void check_reduce_dtype(at::ScalarType st, ReduceOp op, const char* what) {
+  if (st == at::kBool)
+    MQ_CHECK(op == ReduceOp::kMax || op == ReduceOp::kMin, what, ": bool tensors support max (any) and min (all), not ",
+             reduce_op_name(op));
+  else if (!is_floating(st))
+    MQ_CHECK(op != ReduceOp::kAvg, what, ": avg needs a floating dtype, got ", st);
+}
+
+std::string validate_host(const at::Tensor& t, const char* what) {
+  try {
+    MQ_CHECK(t.defined(), what, ": tensor is undefined");
+    MQ_CHECK(t.device().is_cpu(), what, ": MpiComm takes host tensors, got one on ", t.device(),
+             " (device tensors go through NcclComm / ProcessGroup)");
+    MQ_CHECK(t.is_contiguous(), what, ": tensor must be contiguous");
+    mpi_type(t.scalar_type());
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return {};
+}
+
+std::string hostname() {
+  char buf[256] = {0};
+  if (gethostname(buf, sizeof(buf) - 1) != 0) return "?";
+  return buf;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------------------
+// Runtime, abort
+
+MpiRuntime::MpiRuntime(int* argc, char*** argv) {
+  int init = 0;
+  MQ_MPI_CHECK(MPI_Initialized(&init));
+  if (!init) {
+    int provided = 0;
+    MQ_MPI_CHECK(MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided));
+    owns_ = true;
+  }
+}
+
+MpiRuntime::~MpiRuntime() {
+  if (owns_ && mpi_live()) MPI_Finalize();
+}
+
+std::string rank_prefix() {
+  std::string r = "?";
+  if (mpi_live()) {
+    int rank = -1;
+    if (MPI_Comm_rank(MPI_COMM_WORLD, &rank) == MPI_SUCCESS) r = std::to_string(rank);
+  }
+  return "rank " + r + " (" + hostname() + ")";
+}
+
+void abort_all(std::string_view message, int code) {
+  static std::atomic<bool> printed{false};
+  if (!printed.exchange(true)) {
+    std::fprintf(stderr, "%s: %.*s\n", rank_prefix().c_str(), static_cast<int>(message.size()), message.data());
+    std::fflush(stderr);
+  }
+  if (mpi_live()) MPI_Abort(MPI_COMM_WORLD, code);
+  std::_Exit(code);
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Lifetime
+
+MpiComm::MpiComm(MPI_Comm comm, bool owned) : comm_(comm), owned_(owned) {
+  if (comm_ == MPI_COMM_NULL) return;
+  MQ_MPI_CHECK(MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN));
+  MQ_MPI_CHECK(MPI_Comm_rank(comm_, &rank_));
+  MQ_MPI_CHECK(MPI_Comm_size(comm_, &size_));
+}
+
+MpiComm MpiComm::world() {
+  MQ_CHECK(mpi_live(), "MpiComm::world: MPI is not initialised (create mq::dist::MpiRuntime in main first)");
+  MPI_Comm c = MPI_COMM_NULL;
+  MQ_MPI_CHECK(MPI_Comm_dup(MPI_COMM_WORLD, &c));
+  return MpiComm(c, true);
+}
+
+MpiComm MpiComm::self() {
+  MQ_CHECK(mpi_live(), "MpiComm::self: MPI is not initialised (create mq::dist::MpiRuntime in main first)");
+  MPI_Comm c = MPI_COMM_NULL;
+  MQ_MPI_CHECK(MPI_Comm_dup(MPI_COMM_SELF, &c));
+  return MpiComm(c, true);
+}
+
+void MpiComm::reset() noexcept {
+  if (owned_ && comm_ != MPI_COMM_NULL && mpi_live()) MPI_Comm_free(&comm_);
+  comm_ = MPI_COMM_NULL;
+  owned_ = false;
+  rank_ = size_ = -1;
+}
+
+MpiComm::~MpiComm() { reset(); }
+
+MpiComm::MpiComm(MpiComm&& o) noexcept : comm_(o.comm_), owned_(o.owned_), rank_(o.rank_), size_(o.size_) {
+  o.comm_ = MPI_COMM_NULL;
+  o.owned_ = false;
+  o.rank_ = o.size_ = -1;
+}
+
+MpiComm& MpiComm::operator=(MpiComm&& o) noexcept {
+  if (this != &o) {
+    reset();
+    std::swap(comm_, o.comm_);
+    std::swap(owned_, o.owned_);
+    std::swap(rank_, o.rank_);
+    std::swap(size_, o.size_);
+  }
+  return *this;
+}
+
+void MpiComm::check_valid(const char* what) const {
+  MQ_CHECK(valid(), "MpiComm::", what, ": null communicator (this rank is not a member)");
+}
+
+std::string MpiComm::host() { return hostname(); }
+
+MpiComm MpiComm::split(int color, int key) const {
+  check_valid("split");
+  MPI_Comm c = MPI_COMM_NULL;
+  MQ_MPI_CHECK(MPI_Comm_split(comm_, color < 0 ? MPI_UNDEFINED : color, key, &c));
+  return MpiComm(c, true);
+}
+
+MpiComm MpiComm::split_shared() const {
+  check_valid("split_shared");
+  MPI_Comm c = MPI_COMM_NULL;
+  MQ_MPI_CHECK(MPI_Comm_split_type(comm_, MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL, &c));
+  return MpiComm(c, true);
+}
+
+std::vector<int> MpiComm::world_ranks() const {
+  check_valid("world_ranks");
+  MPI_Group mine = MPI_GROUP_NULL, world = MPI_GROUP_NULL;
+  MQ_MPI_CHECK(MPI_Comm_group(comm_, &mine));
+  MQ_MPI_CHECK(MPI_Comm_group(MPI_COMM_WORLD, &world));
+  std::vector<int> in(size_), out(size_);
+  for (int i = 0; i < size_; ++i) in[i] = i;
+  const int rc = MPI_Group_translate_ranks(mine, size_, in.data(), world, out.data());
+  MPI_Group_free(&mine);
+  MPI_Group_free(&world);
+  MQ_MPI_CHECK(rc);
+  return out;
+}
+
+void MpiComm::barrier() const {
+  check_valid("barrier");
+  MQ_MPI_CHECK(MPI_Barrier(comm_));
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Small exchanges
+
+std::vector<int64_t> MpiComm::all_gather_int64(int64_t value) const {
+  check_valid("all_gather_int64");
+  std::vector<int64_t> out(size_);
+  MQ_MPI_CHECK(MPI_Allgather(&value, 1, MPI_INT64_T, out.data(), 1, MPI_INT64_T, comm_));
+  return out;
+}
+
+std::vector<bool> MpiComm::all_gather_bool(bool value) const {
+  const std::vector<int64_t> v = all_gather_int64(value ? 1 : 0);
+  return std::vector<bool>(v.begin(), v.end());
+}
+
+int64_t MpiComm::all_reduce_int64(int64_t value, ReduceOp op) const {
+  check_valid("all_reduce_int64");
+  MQ_CHECK(op != ReduceOp::kAvg, "MpiComm::all_reduce_int64: avg is not an integer reduction");
+  int64_t out = 0;
+  MQ_MPI_CHECK(MPI_Allreduce(&value, &out, 1, MPI_INT64_T, mpi_int_op(op), comm_));
+  return out;
+}
+
+bool MpiComm::any(bool value) const { return all_reduce_int64(value ? 1 : 0, ReduceOp::kMax) != 0; }
+bool MpiComm::all(bool value) const { return all_reduce_int64(value ? 1 : 0, ReduceOp::kMin) != 0; }
+
+// ---------------------------------------------------------------------------------------------------------
+// Tensor collectives
+
+void MpiComm::all_reduce(at::Tensor& t, ReduceOp op) const {
+  check_valid("all_reduce");
+  const char* what = "MpiComm::all_reduce";
+  std::string err = validate_host(t, what);
+  if (err.empty()) {
+    try {
+      check_reduce_dtype(t.scalar_type(), op, what);
+    } catch (const Error& e) {
+      err = e.what();
+    }
+  }
+  agree_on_signature(*this, what, err, make_signature(err.empty() ? &t : nullptr, static_cast<int>(op), -1, false));
+
+  const at::ScalarType st = t.scalar_type();
+  const MPI_Datatype dt = mpi_type(st);
+  const int64_t n = t.numel();
+  const size_t es = t.element_size();
+  char* base = static_cast<char*>(t.data_ptr());
+  if (!is_floating(st)) {
+    for (int64_t off = 0; off < n; off += kChunk) {
+      const int m = static_cast<int>(std::min(kChunk, n - off));
+      MQ_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, base + off * es, m, dt, mpi_int_op(op), comm_));
+    }
+    return;
+  }
+  // Slice j of each chunk goes to rank j, which folds the size_ copies in rank order; the folded slices
+  // are then gathered back in place.
+  const int w = size_;
+  std::vector<int> cnt(w), displ(w), rcnt(w), rdispl(w);
+  std::vector<char> recv;
+  for (int64_t off = 0; off < n; off += kChunk) {
+    const int m = static_cast<int>(std::min(kChunk, n - off));
+    for (int j = 0, acc = 0; j < w; ++j) {
+      cnt[j] = m / w + (j < m % w ? 1 : 0);
+      displ[j] = acc;
+      acc += cnt[j];
+    }
+    const int mine = cnt[rank_];
+    for (int i = 0; i < w; ++i) {
+      rcnt[i] = mine;
+      rdispl[i] = i * mine;
+    }
+    recv.resize(static_cast<size_t>(mine) * w * es);
+    char* chunk = base + off * es;
+    MQ_MPI_CHECK(MPI_Alltoallv(chunk, cnt.data(), displ.data(), dt, recv.data(), rcnt.data(), rdispl.data(), dt, comm_));
+    fold_dispatch(st, recv.data(), chunk + static_cast<size_t>(displ[rank_]) * es, mine, w, mine, op);
+    MQ_MPI_CHECK(MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, chunk, cnt.data(), displ.data(), dt, comm_));
+  }
+}
+
+void MpiComm::reduce(at::Tensor& t, ReduceOp op, int root) const {
+  check_valid("reduce");
+  const char* what = "MpiComm::reduce";
+  std::string err = validate_host(t, what);
+  if (err.empty()) {
+    try {
+      check_reduce_dtype(t.scalar_type(), op, what);
+      MQ_CHECK(root >= 0 && root < size_, what, ": root ", root, " is outside [0, ", size_, ")");
+    } catch (const Error& e) {
+      err = e.what();
+    }
+  }
+  agree_on_signature(*this, what, err, make_signature(err.empty() ? &t : nullptr, static_cast<int>(op), root, false));
+
+  const at::ScalarType st = t.scalar_type();
+  const MPI_Datatype dt = mpi_type(st);
+  const int64_t n = t.numel();
+  const size_t es = t.element_size();
+  char* base = static_cast<char*>(t.data_ptr());
+  if (!is_floating(st)) {
+    for (int64_t off = 0; off < n; off += kChunk) {
+      const int m = static_cast<int>(std::min(kChunk, n - off));
+      void* p = base + off * es;
+      MQ_MPI_CHECK(MPI_Reduce(rank_ == root ? MPI_IN_PLACE : p, p, m, dt, mpi_int_op(op), root, comm_));
+    }
+    return;
+  }
+  const int w = size_;
+  const int64_t chunk = std::max<int64_t>(1, kChunk / w);
+  std::vector<char> recv;
+  for (int64_t off = 0; off < n; off += chunk) {
+    const int m = static_cast<int>(std::min(chunk, n - off));
+    char* p = base + off * es;
+    if (rank_ == root) recv.resize(static_cast<size_t>(m) * w * es);
+    MQ_MPI_CHECK(MPI_Gather(p, m, dt, rank_ == root ? recv.data() : nullptr, m, dt, root, comm_));
+    if (rank_ == root) fold_dispatch(st, recv.data(), p, m, w, m, op);
+  }
+}
+
+void MpiComm::broadcast(at::Tensor& t, int root) const {
+  check_valid("broadcast");
+  const char* what = "MpiComm::broadcast";
+  std::string err = validate_host(t, what);
+  if (err.empty() && (root < 0 || root >= size_))
+    err = detail::cat(what, ": root ", root, " is outside [0, ", size_, ")");
+  agree_on_signature(*this, what, err, make_signature(err.empty() ? &t : nullptr, -1, root, false));
+  const int64_t bytes = t.numel() * static_cast<int64_t>(t.element_size());
+  char* base = static_cast<char*>(t.data_ptr());
+  constexpr int64_t kBytes = int64_t{1} << 30;
+  for (int64_t off = 0; off < bytes; off += kBytes) {
+    const int m = static_cast<int>(std::min(kBytes, bytes - off));
+    MQ_MPI_CHECK(MPI_Bcast(base + off, m, MPI_BYTE, root, comm_));
+  }
+}
+
+at::Tensor MpiComm::all_gather(const at::Tensor& t) const {
+  check_valid("all_gather");
+  const char* what = "MpiComm::all_gather";
+  std::string err = validate_host(t, what);
+  if (err.empty() && t.numel() > INT_MAX)
+    err = detail::cat(what, ": ", t.numel(), " elements exceed the MPI count limit");
+  agree_on_signature(*this, what, err, make_signature(err.empty() ? &t : nullptr, -1, -1, false));
+  std::vector<int64_t> shape{size_};
+  shape.insert(shape.end(), t.sizes().begin(), t.sizes().end());
+  at::Tensor out = at::empty(shape, t.options());
+  const MPI_Datatype dt = mpi_type(t.scalar_type());
+  const int n = static_cast<int>(t.numel());
+  MQ_MPI_CHECK(MPI_Allgather(t.data_ptr(), n, dt, out.data_ptr(), n, dt, comm_));
+  return out;
+}
+
+std::vector<at::Tensor> MpiComm::all_gather_v(const at::Tensor& t) const {
+  check_valid("all_gather_v");
+  const char* what = "MpiComm::all_gather_v";
+  std::string err = validate_host(t, what);
+  if (err.empty() && t.dim() == 0) err = detail::cat(what, ": tensor needs at least one dimension");
+  agree_on_signature(*this, what, err, make_signature(err.empty() ? &t : nullptr, -1, -1, true));
+  const std::vector<int64_t> rows = all_gather_int64(t.size(0));
+  const int64_t row_elems = row_numel(t);
+  std::vector<int> cnt(size_), displ(size_);
+  int64_t total = 0;
+  for (int i = 0; i < size_; ++i) {
+    cnt[i] = to_int(rows[i] * row_elems, what);
+    displ[i] = to_int(total * row_elems, what);
+    total += rows[i];
+  }
+  std::vector<int64_t> shape(t.sizes().begin(), t.sizes().end());
+  shape[0] = total;
+  at::Tensor out = at::empty(shape, t.options());
+  const MPI_Datatype dt = mpi_type(t.scalar_type());
+  MQ_MPI_CHECK(MPI_Allgatherv(t.data_ptr(), cnt[rank_], dt, out.data_ptr(), cnt.data(), displ.data(), dt, comm_));
+  std::vector<at::Tensor> parts;
+  for (int i = 0, r0 = 0; i < size_; r0 += static_cast<int>(rows[i]), ++i) parts.push_back(out.narrow(0, r0, rows[i]));
+  return parts;
+}
+
+at::Tensor MpiComm::all_to_all(const at::Tensor& t) const {
+  check_valid("all_to_all");
+  const char* what = "MpiComm::all_to_all";
+  std::string err = validate_host(t, what);
+  if (err.empty() && (t.dim() == 0 || t.size(0) % size_ != 0))
+    err = detail::cat(what, ": dim 0 must be a multiple of the group size ", size_, ", got shape ", t.sizes());
+  if (err.empty() && t.numel() / size_ > INT_MAX)
+    err = detail::cat(what, ": ", t.numel() / size_, " elements per rank exceed the MPI count limit");
+  agree_on_signature(*this, what, err, make_signature(err.empty() ? &t : nullptr, -1, -1, false));
+  at::Tensor out = at::empty_like(t);
+  const MPI_Datatype dt = mpi_type(t.scalar_type());
+  const int c = static_cast<int>(t.numel() / size_);
+  MQ_MPI_CHECK(MPI_Alltoall(t.data_ptr(), c, dt, out.data_ptr(), c, dt, comm_));
+  return out;
+}
+
+std::vector<at::Tensor> MpiComm::all_to_all_v(const std::vector<at::Tensor>& send) const {
+  check_valid("all_to_all_v");
+  const char* what = "MpiComm::all_to_all_v";
+  std::string err;
+  if (static_cast<int>(send.size()) != size_)
+    err = detail::cat(what, ": expected one tensor per rank (", size_, "), got ", send.size());
+  for (size_t j = 0; err.empty() && j < send.size(); ++j) {
+    err = validate_host(send[j], what);
+    if (err.empty() && send[j].dim() == 0) err = detail::cat(what, ": tensors need at least one dimension");
+    if (err.empty() && (send[j].scalar_type() != send[0].scalar_type() || send[j].dim() != send[0].dim() ||
+                        send[j].sizes().slice(1) != send[0].sizes().slice(1)))
+      err = detail::cat(what, ": send[", j, "] is ", send[j].scalar_type(), " ", send[j].sizes(), " but send[0] is ",
+                        send[0].scalar_type(), " ", send[0].sizes(), " (only dim 0 may differ)");
+  }
+  agree_on_signature(*this, what, err, make_signature(err.empty() ? &send[0] : nullptr, -1, -1, true));
+
+  std::vector<int64_t> srows(size_), rrows(size_);
+  for (int j = 0; j < size_; ++j) srows[j] = send[j].size(0);
+  MQ_MPI_CHECK(MPI_Alltoall(srows.data(), 1, MPI_INT64_T, rrows.data(), 1, MPI_INT64_T, comm_));
+  const int64_t row_elems = row_numel(send[0]);
+  std::vector<int> scnt(size_), sdispl(size_), rcnt(size_), rdispl(size_);
+  int64_t stotal = 0, rtotal = 0;
+  for (int j = 0; j < size_; ++j) {
+    scnt[j] = to_int(srows[j] * row_elems, what);
+    sdispl[j] = to_int(stotal * row_elems, what);
+    stotal += srows[j];
+    rcnt[j] = to_int(rrows[j] * row_elems, what);
+    rdispl[j] = to_int(rtotal * row_elems, what);
+    rtotal += rrows[j];
+  }
+  const at::Tensor packed = at::cat(send, 0);
+  std::vector<int64_t> shape(send[0].sizes().begin(), send[0].sizes().end());
+  shape[0] = rtotal;
+  at::Tensor out = at::empty(shape, send[0].options());
+  const MPI_Datatype dt = mpi_type(send[0].scalar_type());
+  MQ_MPI_CHECK(MPI_Alltoallv(packed.data_ptr(), scnt.data(), sdispl.data(), dt, out.data_ptr(), rcnt.data(),
+                             rdispl.data(), dt, comm_));
+  std::vector<at::Tensor> parts;
+  for (int i = 0, r0 = 0; i < size_; r0 += static_cast<int>(rrows[i]), ++i) parts.push_back(out.narrow(0, r0, rrows[i]));
+  return parts;
+}
+
+}  // namespace mq::dist
