@@ -59,6 +59,7 @@ def main():
     ap.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch default)")
     ap.add_argument("--eval-every", type=float, default=30.0, help="seconds between held-out evals")
     ap.add_argument("--warmup", type=int, default=100)
+    ap.add_argument("--init", help="continue from this saved checkpoint (fresh optimizer state)")
     ap.add_argument("--log-every", type=int, default=100)
     args = ap.parse_args()
 
@@ -83,7 +84,12 @@ def main():
     held_w = ppl.windows(held, 256)
     say(f"train tokens {train.numel()}, heldout tokens {held.size} ({held_w.shape[0]} windows of 256)")
 
-    model = make_model(args.model).to(dev)
+    if args.init:
+        from transformers import AutoModelForCausalLM
+        model = AutoModelForCausalLM.from_pretrained(args.init, dtype=torch.float32).to(dev)
+        say(f"initialised from {args.init}")
+    else:
+        model = make_model(args.model).to(dev)
     moe = args.model == "mq-tiny-moe"
     nparam = sum(p.numel() for p in model.parameters())
     say(f"params {nparam} ({nparam * 2 / 2**20:.2f} MiB in bf16)")
