@@ -1,8 +1,9 @@
 """Trains the embedded models mq-tiny-dense (LlamaForCausalLM) and mq-tiny-moe (Qwen3MoeForCausalLM).
 
-Run on one GPU, one process per model (both fit on one GPU at once):
+Run on one GPU, one process per model (both fit on one GPU at once); --device cpu trains in fp32
+(no autocast), --init continues from a saved checkpoint with a fresh optimizer:
   python3 tools/train/train.py --model mq-tiny-dense --data .train/tok --out $OUT --budget 420
-Training is time-budgeted: learning rate warms up linearly over the first 100 steps, then follows a
+Training is time-budgeted: learning rate warms up linearly over the first --warmup steps, then follows a
 cosine from --lr to lr/10 over the wall-clock budget. bf16 autocast, fp32 master weights, AdamW.
 Batches are random windows of --seq-len+1 tokens of the token stream (documents joined by "\n\n").
 Writes OUT/<model>/ (bf16 safetensors + config + generation config) and OUT/<model>.log.
