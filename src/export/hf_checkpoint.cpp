@@ -181,17 +181,35 @@ void fuse_group(nn::Module& model, const std::string& container,
              quant_format_name(f), " (ModelOpt asserts: modules have different quantization formats)");
   if (f == QuantFormat::kNone || f == QuantFormat::kFp8) return;
 
-  // Pre-quant scales: ModelOpt averages them and re-scales each weight; only a shared one is supported.
+  // Pre-quant scales (§6.6 step 1): every member gets the mean scale; a member whose scale differs has its
+  // weight re-scaled in fp32 (W * old / avg, back to the weight dtype) and its weight amax recalibrated.
   const quant::TensorQuantizer* iq0 = input_tq(*members[0].second);
   std::optional<at::Tensor> pqs = iq0 ? iq0->pre_quant_scale() : std::nullopt;
   if (pqs) {
+    std::vector<at::Tensor> all;
     for (const auto& [n, m] : members) {
       const quant::TensorQuantizer* iq = input_tq(*m);
       auto p = iq ? iq->pre_quant_scale() : std::nullopt;
-      MQ_CHECK(p && at::equal(*p, *pqs), n, ": members of the fused group ", members[0].first,
-               " have different pre_quant_scales; resmoothing them at export is not supported "
-               "(run the smoothing algorithm with shared scales)");
+      MQ_CHECK(p.has_value(), n, ": fused with ", members[0].first,
+               " (same input) but has no pre_quant_scale while the group has one");
+      all.push_back(*p);
     }
+    const at::Tensor avg = at::mean(at::stack(all), 0);
+    for (size_t i = 0; i < members.size(); ++i) {
+      if (at::equal(all[i], avg)) continue;
+      nn::Module& m = *members[i].second;
+      at::Tensor& w = m.parameter("weight");
+      const auto wdt = w.scalar_type();
+      w = (w.to(at::kFloat) * all[i].to(at::kFloat).to(w.device()) / avg.to(at::kFloat).to(w.device())).to(wdt);
+      m.quantizer("input_quantizer")->tensor().set_pre_quant_scale(avg.to(all[i].scalar_type()));
+      nn::QuantizerModule* wq = m.quantizer("weight_quantizer");
+      for (quant::TensorQuantizer* q : wq->leaves()) {
+        if (!q->is_enabled()) continue;
+        q->reset_amax();
+        quant::calibrate_and_fake_quant(*q, w);
+      }
+    }
+    pqs = avg;
   }
 
   unify_input_amax(members);
@@ -558,15 +576,18 @@ std::vector<std::pair<std::string, at::Tensor>> build_export_state_dict(
         if (pn == "weight") emit(names.weight, t.at(names.weight));
         else emit(join(name, pn), p.to(dtype));
       }
-      for (const std::string* n : {&names.weight_scale, &names.input_scale, &names.weight_scale_2,
-                                   &names.pre_quant_scale})
+      for (const std::string* n : {&names.weight_scale, &names.input_scale, &names.weight_scale_2})
         if (auto it = t.find(*n); it != t.end()) emit(*n, it->second);
-      continue;
+    } else {
+      for (const auto& [pn, p] : m->parameters()) {
+        if (!p.defined() || !first_use(p)) continue;
+        emit(join(name, pn), p.is_floating_point() ? p.to(dtype) : p);
+      }
     }
-    for (const auto& [pn, p] : m->parameters()) {
-      if (!p.defined() || !first_use(p)) continue;
-      emit(join(name, pn), p.is_floating_point() ? p.to(dtype) : p);
-    }
+    // The state_dict rename input_quantizer._pre_quant_scale -> pre_quant_scale applies to every module
+    // holding one, the input quantizer enabled or not (AWQ W4A16 keeps it disabled).
+    if (const quant::TensorQuantizer* iq = input_tq(*m))
+      if (auto pqs = iq->pre_quant_scale()) emit(join(name, "pre_quant_scale"), *pqs);
   }
 
   // MoE routers without quantizers are excluded too (ModelOpt detects them structurally).

@@ -56,6 +56,11 @@ CPU_PRESETS = {
     "w4a8_awq": "W4A8_AWQ_BETA_CFG",
     "fp8_kv": ("FP8_DEFAULT_CFG", "FP8_KV_CFG"),
 }
+# INT4_AWQ_CFG, max-calibrated, then AWQ-style pre_quant_scales set by hand (bf16, in [0.5, 1.5)):
+# q/k/v each a different one (export resmooths them to their mean and re-scales the weights), gate/up one
+# shared (folded into post_attention_layernorm), o_proj / down_proj their own (exported as pre_quant_scale).
+PQS_PRESETS = {"int4_awq_pqs": "INT4_AWQ_CFG"}
+
 GPU_PRESETS = {
     "nvfp4": "NVFP4_DEFAULT_CFG",
     "w4a16_nvfp4": "W4A16_NVFP4_CFG",
@@ -108,16 +113,32 @@ def preset_cfg(spec):
     return cfg
 
 
+def set_awq_scales(model):
+    g = torch.Generator().manual_seed(11)
+    for layer in model.model.layers:
+        hidden = layer.self_attn.q_proj.in_features
+        for n in ("q_proj", "k_proj", "v_proj"):
+            getattr(layer.self_attn, n).input_quantizer.pre_quant_scale = (
+                0.5 + torch.rand(hidden, generator=g)).to(torch.bfloat16)
+        shared = (0.5 + torch.rand(hidden, generator=g)).to(torch.bfloat16)
+        layer.mlp.gate_proj.input_quantizer.pre_quant_scale = shared
+        layer.mlp.up_proj.input_quantizer.pre_quant_scale = shared
+        for m in (layer.self_attn.o_proj, layer.mlp.down_proj):
+            m.input_quantizer.pre_quant_scale = (0.5 + torch.rand(m.in_features, generator=g)).to(torch.bfloat16)
+
+
 def quantizer_state(model):
     return {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()
             if "_quantizer." in k}
 
 
-def export_one(name, spec, src, ids, out_root, device):
+def export_one(name, spec, src, ids, out_root, device, after_calib=None):
     model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.bfloat16,
                                                  attn_implementation="eager").to(device).eval()
     cfg = preset_cfg(spec)
     mtq.quantize(model, cfg, forward_loop=lambda m: m(ids.to(device)))
+    if after_calib is not None:
+        after_calib(model)
     d = os.path.join(out_root, name)
     shutil.rmtree(d, ignore_errors=True)
     with torch.no_grad():
@@ -140,6 +161,7 @@ def main():
                          "and export is pure torch)")
     ap.add_argument("--out", default=HERE, help="output root (default: next to this script)")
     ap.add_argument("--only", nargs="*", help="preset names to run")
+    ap.add_argument("--pqs", action="store_true", help="the llama INT4 AWQ preset with pre_quant_scales")
     ap.add_argument("--moe", action="store_true", help="the tiny Qwen3-MoE (FP8, NVFP4) on the CPU")
     ap.add_argument("--budget-s", type=float, default=1e9, help="skip presets once this many s passed")
     args = ap.parse_args()
@@ -162,6 +184,12 @@ def main():
     root = os.path.join(args.out, "llama")
     src = os.path.join(root, "source")
     ids_path = os.path.join(root, "calib_ids.safetensors")
+    if args.pqs:
+        from safetensors.torch import load_file
+        ids = load_file(ids_path)["input_ids"]
+        for name, spec in PQS_PRESETS.items():
+            export_one(name, spec, src, ids, root, torch.device("cpu"), after_calib=set_awq_scales)
+        return 0
     if args.fp4_mx_on_cpu:
         device = torch.device("cpu")
         presets = GPU_PRESETS

@@ -24,11 +24,14 @@
 ///      {gate_proj, up_proj}, {w1, w3}, per expert for MoE -- get one input amax (max) and, for formats
 ///      with a scalar weight amax (NVFP4, W4A16 NVFP4, the FP8 stage of W4A8 AWQ), one weight amax
 ///      (max); static NVFP4 shares global_amax. Plain per-tensor FP8 groups are left alone, as in
-///      ModelOpt. For AWQ formats a pre_quant_scale shared by the group is folded into the preceding
-///      norm (input_layernorm / post_attention_layernorm) and not written. This step CHANGES the
-///      model's quantizers in place, as ModelOpt's export does.
+///      ModelOpt. Members with different pre_quant_scales are resmoothed to their mean (W * old / mean
+///      in fp32, weight amax recalibrated). For AWQ formats the group's pre_quant_scale is then folded
+///      into the preceding norm (input_layernorm / post_attention_layernorm) and not written. This step
+///      CHANGES the model (quantizers, and weights / norms when resmoothing or folding) in place, as
+///      ModelOpt's export does.
 ///   3. Per quantized linear, hf_tensors' export_linear() in the export dtype (packed weight,
-///      weight_scale, weight_scale_2, input_scale, pre_quant_scale).
+///      weight_scale, weight_scale_2, input_scale); every input_quantizer pre_quant_scale (enabled
+///      or not) as <module>.pre_quant_scale.
 ///   4. KV cache: <attn>.k_bmm_quantizer amax -> <attn>.k_proj.k_scale = amax/448 (fp32, not clamped),
 ///      v likewise; an affine bias -> k_proj.k_bias / v_proj.v_bias.
 ///   5. Every other parameter (embeddings, norms, biases, excluded linears such as lm_head) is written
@@ -45,10 +48,9 @@
 ///   export_hf_checkpoint: model.layers.0.mlp.down_proj: ...weight: cannot export as int4_awq: input
 ///   dimension 96 is not a multiple of the block size 128 (ModelOpt supports no partial blocks here)
 ///
-/// Not implemented (errors, never silent): resmoothing groups whose members hold different
-/// pre_quant_scales (ModelOpt averages them and re-scales the weights), nvfp4_awq's o_proj -> v_proj
-/// pre_quant_scale fold, SVDQuant LoRA tensors, 3-D (fused) expert parameters, llama3 rope_theta
-/// sanitising of config.json.
+/// Not implemented: nvfp4_awq's o_proj -> v_proj / down_proj -> up_proj pre_quant_scale fold, MoE
+/// expert resmoothing to a common pre_quant_scale, SVDQuant LoRA tensors, 3-D (fused) expert
+/// parameters, llama3 rope_theta sanitising of config.json.
 ///
 /// Example:
 ///   mq::hf_export::ExportOptions o;          // dtype from config.json, "10GB" shards
