@@ -131,7 +131,8 @@ std::string parent_name(const std::string& name) {
 
 void check_parent_class(const std::optional<std::string>& parent_class) {
   if (parent_class && !parent_class->empty())
-    MQ_CHECK_T(ConfigError, is_registered_quant_module(*parent_class), "parent_class '", *parent_class,
+    MQ_CHECK_T(ConfigError, is_registered_quant_module(*parent_class) || is_modelopt_quant_module_key(*parent_class),
+               "parent_class '", *parent_class,
                "' not found in QuantModuleRegistry. Make sure the class has a registered quantized equivalent.");
 }
 

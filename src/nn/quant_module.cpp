@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <map>
 #include <mutex>
+#include <set>
 
 #include <ATen/ATen.h>
 #include <ATen/Functions.h>
@@ -89,6 +90,18 @@ std::vector<std::string> registered_quant_modules() {
   std::vector<std::string> out;
   for (const auto& [k, f] : r.factories) out.push_back(k);
   return out;
+}
+
+bool is_modelopt_quant_module_key(const std::string& type_key) {
+  static const std::set<std::string> keys = {
+      "Conv1D", "HFColumnParallelLinear", "HFRowParallelLinear", "hf.DbrxExpertGLU", "hf.DbrxExperts",
+      "hf.DbrxFFN", "hf.FP8Linear", "hf.FalconLinear", "hf.GptOssExperts", "hf.Llama4TextExperts",
+      "nn.AdaptiveAvgPool1d", "nn.AdaptiveAvgPool2d", "nn.AdaptiveAvgPool3d", "nn.AvgPool1d", "nn.AvgPool2d",
+      "nn.AvgPool3d", "nn.BatchNorm1d", "nn.BatchNorm2d", "nn.BatchNorm3d", "nn.Conv1d", "nn.Conv2d", "nn.Conv3d",
+      "nn.ConvTranspose1d", "nn.ConvTranspose2d", "nn.ConvTranspose3d", "nn.Embedding", "nn.GRU",
+      "nn.InstanceNorm1d", "nn.InstanceNorm2d", "nn.InstanceNorm3d", "nn.LSTM", "nn.LayerNorm", "nn.LeakyReLU",
+      "nn.Linear", "nn.MaxPool1d", "nn.MaxPool2d", "nn.MaxPool3d", "nn.RNN"};
+  return keys.count(type_key) > 0;
 }
 
 void register_quant_attention(const std::string& type_key) {

@@ -40,6 +40,11 @@ void unregister_quant_module(const std::string& type_key);
 bool is_registered_quant_module(const std::string& type_key);
 /// Registered keys, sorted.
 std::vector<std::string> registered_quant_modules();
+/// True for the keys ModelOpt 0.47.0's QuantModuleRegistry holds after import ("nn.Linear",
+/// "nn.BatchNorm1d", "nn.LayerNorm", "hf.DbrxExperts", ...). Presets name several of them in
+/// `parent_class`; set_quantizer_by_cfg accepts a key that is registered here or known to ModelOpt (a
+/// known but unregistered key matches no module, as in ModelOpt for a model without that class).
+bool is_modelopt_quant_module_key(const std::string& type_key);
 /// Registers `type_key` with a factory that adds q_bmm_quantizer, k_bmm_quantizer, v_bmm_quantizer and
 /// p_bmm_quantizer (default TensorQuantizers: INT8 per-tensor, enabled) to the module in place
 /// (ModelOpt's _QuantAttention registered on the fly for HF attention classes).
