@@ -307,6 +307,26 @@ TEST(MpiComm, MismatchedArgumentsThrowOnEveryRank) {
   EXPECT_EQ(c.world.all_reduce_int64(1, ReduceOp::kSum), c.w);
 }
 
+TEST(MpiComm, MpiCodesBecomeTypedErrors) {
+  Ctx c;
+  // Our communicators return codes instead of aborting inside MPI ...
+  MPI_Errhandler eh = MPI_ERRHANDLER_NULL;
+  ASSERT_EQ(MPI_Comm_get_errhandler(c.world.native(), &eh), MPI_SUCCESS);
+  EXPECT_EQ(eh, MPI_ERRORS_RETURN);
+  MPI_Errhandler_free(&eh);
+  // ... and MQ_MPI_CHECK turns a code into an MpiError naming the call and MPI's text.
+  try {
+    MQ_MPI_CHECK(MPI_ERR_ROOT);
+    ADD_FAILURE() << "no error";
+  } catch (const MpiError& e) {
+    const std::string msg = e.what();
+    EXPECT_EQ(msg.rfind("MPI error " + std::to_string(MPI_ERR_ROOT) + " (", 0), 0u) << msg;
+    EXPECT_NE(msg.find("in MPI_ERR_ROOT at "), std::string::npos) << msg;
+    EXPECT_NE(msg.find("mpi_comm_test.cpp:"), std::string::npos) << msg;
+  }
+  MQ_MPI_CHECK(MPI_SUCCESS);
+}
+
 TEST(MpiComm, RejectsDeviceAndUnsupportedTensors) {
   Ctx c;
   at::Tensor cf = at::zeros({2}, at::kComplexFloat);
