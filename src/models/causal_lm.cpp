@@ -36,7 +36,8 @@ at::Tensor RMSNorm::forward(const at::Tensor& x) {
 RotaryEmbedding::RotaryEmbedding(std::string type, const RopeConfig& rope, int64_t head_dim, c10::Device device)
     : type_(std::move(type)) {
   // HF: 1.0 / (base ** (arange(0, dim, 2).float() / dim)); Python's `1.0 / t` is t.reciprocal() * 1.0.
-  at::Tensor exps = at::arange(0, head_dim, 2, at::TensorOptions().dtype(at::kLong).device(device)).to(at::kFloat) /
+  // Computed on the CPU (a few dozen values; also lets the meta-device dry run build it), then moved.
+  at::Tensor exps = at::arange(0, head_dim, 2, at::TensorOptions().dtype(at::kLong)).to(at::kFloat) /
                     static_cast<double>(head_dim);
   at::Tensor inv = at::reciprocal(at::pow(rope.theta, exps));
   if (rope.type == "linear") {
@@ -55,7 +56,7 @@ RotaryEmbedding::RotaryEmbedding(std::string type, const RopeConfig& rope, int64
   } else {
     MQ_CHECK(rope.type == "default", "RotaryEmbedding: rope type '", rope.type, "' is not supported");
   }
-  inv_freq_ = inv;
+  inv_freq_ = inv.to(device);
 }
 
 std::pair<at::Tensor, at::Tensor> RotaryEmbedding::forward(const at::Tensor& position_ids,

@@ -83,9 +83,10 @@ std::vector<std::string> Checkpoint::names() const {
 const io::TensorInfo& Checkpoint::info(const std::string& name) const {
   auto it = where_.find(name);
   if (it == where_.end()) {
+    std::set<std::string> sorted;
+    for (const auto& f : files_) sorted.insert(std::filesystem::path(f->path()).filename().string());
     std::string files;
-    for (const auto& f : files_)
-      files += (files.empty() ? "" : ", ") + std::filesystem::path(f->path()).filename().string();
+    for (const auto& f : sorted) files += (files.empty() ? "" : ", ") + f;
     MQ_THROW(IoError, dir_, ": no tensor '", name, "' (looked in ", files, ")");
   }
   return *it->second.second;

@@ -33,7 +33,9 @@
 /// attention with q/k/v_bmm_quantizer) is used without any pointer fix-up.
 ///
 /// Example:
-///   auto lm = mq::models::load_causal_lm("/models/SmolLM2-135M", {.dtype = at::kFloat});
+///   mq::models::LoadOptions opt;
+///   opt.dtype = at::kFloat;
+///   auto lm = mq::models::load_causal_lm("/models/SmolLM2-135M", opt);
 ///   at::Tensor logits = lm->forward(ids);                   // (B, S, V)
 ///   for (size_t i = 0; i < lm->num_layers(); ++i) lm->layer(i).register_forward_pre_hook(...);
 ///   for (auto& [name, moe] : lm->moe_blocks()) moe->expert_token_counts();
