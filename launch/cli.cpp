@@ -16,6 +16,8 @@
 #include "mq/core/version.hpp"
 #include "mq/export/tensor_mode.hpp"
 #include "mq/io/safetensors_torch.hpp"
+#include "mq/job/job_config.hpp"
+#include "mq/job/ptq_job.hpp"
 
 namespace po = boost::program_options;
 
@@ -26,6 +28,7 @@ namespace {
 constexpr const char* kUsage =
     "Usage:\n"
     "  mqdist --help | --version\n"
+    "  mqdist --cfg <job.json> [--set key=value ...] [--dry-run] [--quiet]\n"
     "  mqdist tensor (--quantizer <PRESET>:<weight|input> | --attr '<attribute JSON>')\n"
     "                --in <in.safetensors> --out <out.safetensors> [--real] [--quiet]\n";
 
@@ -55,8 +58,32 @@ std::string shape_str(const std::vector<int64_t>& s) {
   return os.str();
 }
 
+po::options_description job_options() {
+  po::options_description d("PTQ job: quantize an HF checkpoint (see configs/jobs/ and include/mq/job/job_config.hpp)");
+  d.add_options()
+      ("cfg,c", po::value<std::string>(), "job file (JSON): model, quant, kv_cache, algorithm, calib, eval, output, ...")
+      ("set,s", po::value<std::vector<std::string>>()->composing(),
+       "override a job key, e.g. --set calib.num_samples=32 --set quant=FP8_DEFAULT_CFG (value parsed as JSON "
+       "when it is JSON, else a string; paths relative to the working directory)")
+      ("dry-run", po::bool_switch(), "print the resolved job and plan, then stop (nothing loaded or written)")
+      ("quiet", po::bool_switch(), "no per-quantizer summary");
+  return d;
+}
+
+int run_job(const po::variables_map& vm) {
+  std::vector<job::Override> overrides;
+  if (vm.count("set"))
+    for (const auto& s : vm["set"].as<std::vector<std::string>>()) overrides.push_back(job::parse_override(s));
+  const job::JobConfig cfg = job::load_job(vm["cfg"].as<std::string>(), overrides);
+  job::RunOptions ro;
+  ro.dry_run = vm["dry-run"].as<bool>();
+  ro.quiet = vm["quiet"].as<bool>();
+  job::run_ptq_job(cfg, ro, std::cout);
+  return 0;
+}
+
 void print_help() {
-  std::cout << mq::version_string() << "\n\n" << kUsage << '\n' << tensor_options() << '\n';
+  std::cout << mq::version_string() << "\n\n" << kUsage << '\n' << job_options() << '\n' << tensor_options() << '\n';
   std::cout << "Presets (--quantizer <NAME>:weight|input):\n";
   std::string line = " ";
   for (const auto& n : mq::config::preset_names()) {
@@ -121,7 +148,7 @@ int run_cli(int argc, char** argv) {
   po::options_description hidden;
   hidden.add_options()("mode", po::value<std::string>())("args", po::value<std::vector<std::string>>());
   po::options_description all;
-  all.add(global).add(hidden);
+  all.add(global).add(job_options()).add(hidden);
   po::positional_options_description pos;
   pos.add("mode", 1).add("args", -1);
 
@@ -144,7 +171,8 @@ int run_cli(int argc, char** argv) {
         print_help();
         return 0;
       }
-      MQ_THROW(ConfigError, "no mode given (modes: tensor; see --help)");
+      if (vm.count("cfg")) return run_job(vm);
+      MQ_THROW(ConfigError, "nothing to do: give --cfg <job.json> or a mode (tensor); see --help");
     }
     const std::string mode = vm["mode"].as<std::string>();
     std::vector<std::string> rest = po::collect_unrecognized(parsed.options, po::include_positional);
@@ -153,6 +181,10 @@ int run_cli(int argc, char** argv) {
       print_help();
       return 0;
     }
+    MQ_CHECK_T(ConfigError, !vm.count("cfg") && !vm.count("set") && !vm["dry-run"].as<bool>(),
+               "--cfg / --set / --dry-run run a PTQ job and take no mode ('", mode, "' given); see --help");
+    // --quiet is shared by the job and the modes; the global parser has consumed it.
+    if (vm["quiet"].as<bool>()) rest.push_back("--quiet");
     if (mode == "tensor") return run_tensor(rest);
     MQ_THROW(ConfigError, "unknown mode '", mode, "' (modes: tensor; see --help)");
   } catch (const po::error& e) {

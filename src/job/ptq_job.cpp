@@ -1,0 +1,312 @@
+#include "mq/job/ptq_job.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <ostream>
+#include <sstream>
+#include <unistd.h>
+
+#include <ATen/ATen.h>
+#include <ATen/Context.h>
+#include <ATen/core/grad_mode.h>
+
+#include "config/json_impl.hpp"
+#include "mq/calib/calibrate.hpp"
+#include "mq/config/presets.hpp"
+#include "mq/config/quantize_config.hpp"
+#include "mq/core/error.hpp"
+#include "mq/data/dataset.hpp"
+#include "mq/data/tokenizer.hpp"
+#include "mq/export/hf_checkpoint.hpp"
+#include "mq/models/causal_lm.hpp"
+#include "mq/models/hf_config.hpp"
+#include "mq/nn/conversion.hpp"
+#include "mq/nn/quant_module.hpp"
+
+namespace mq::job {
+
+namespace {
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+using ojson = nlohmann::ordered_json;
+
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+std::string fmt(const char* f, double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, f, v);
+  return buf;
+}
+
+// The quant config the job names, with the KV-cache config merged and the algorithm overridden.
+config::QuantizeConfig resolve_quant_config(const JobConfig& job, std::string* label) {
+  const config::ErrorContext root{job.source, ""};
+  auto load = [&](const ojson& spec, const char* key) {
+    if (spec.is_string()) {
+      try {
+        return config::load_quantize_config(spec.get<std::string>());
+      } catch (const Error& e) {
+        MQ_THROW(ConfigError, job.source, ": ", key, ": ", e.what());
+      }
+    }
+    return config::parse_quantize_config(spec, root.key(key));
+  };
+  config::QuantizeConfig cfg = load(job.quant, "quant");
+  *label = job.quant.is_string() ? job.quant.get<std::string>() : std::string("<inline quant config>");
+  if (job.kv_cache) {
+    const config::QuantizeConfig kv = load(*job.kv_cache, "kv_cache");
+    cfg = config::update_quant_cfg_with_kv_cache_quant(cfg, kv.quant_cfg);
+    *label += " + " + (job.kv_cache->is_string() ? job.kv_cache->get<std::string>() : std::string("<inline kv>"));
+  }
+  if (job.algorithm) {
+    const ojson a = *job.algorithm == "none" ? ojson(nullptr) : ojson(*job.algorithm);
+    cfg.algorithm = config::parse_algorithm(a, root.key("algorithm"), &cfg.algorithm_is_list);
+    cfg.fields_set.insert("algorithm");
+  }
+  for (const auto& a : cfg.algorithm) {
+    if (a.is_none()) continue;
+    if (!calib::is_registered_algorithm(*a.method))
+      root.key(job.algorithm ? "algorithm" : "quant")
+          .fail("calibration algorithm '" + *a.method + "' of " + *label +
+                " is not implemented in mqdist yet (available: " + config::detail::join(calib::algorithm_names()) +
+                "); set \"algorithm\": \"max\" to calibrate with max");
+  }
+  return cfg;
+}
+
+std::string algorithm_label(const config::QuantizeConfig& cfg) {
+  std::string s;
+  for (const auto& a : cfg.algorithm) s += (s.empty() ? "" : ", ") + (a.is_none() ? std::string("None") : *a.method);
+  return s.empty() ? "None" : s;
+}
+
+std::optional<c10::ScalarType> compute_dtype(const std::string& d) {
+  if (d == "bfloat16") return at::kBFloat16;
+  if (d == "float16") return at::kHalf;
+  if (d == "float32") return at::kFloat;
+  return std::nullopt;
+}
+
+// Static (non-dynamic, non-MX, non-constant) enabled quantizers that are not weight quantizers need a
+// forward loop to get an amax; without one ModelOpt would silently leave them dynamic.
+std::optional<std::string> first_activation_quantizer_needing_data(nn::Module& model) {
+  for (const auto& leaf : nn::named_tensor_quantizers(model)) {
+    const auto& q = *leaf.quantizer;
+    if (!q.is_enabled() || q.is_dynamic() || q.is_mx_format() || q.use_constant_amax() || q.constant_amax())
+      continue;
+    if (leaf.name.find("weight_quantizer") != std::string::npos) continue;
+    return leaf.name;
+  }
+  return std::nullopt;
+}
+
+void write_text_atomic(const fs::path& path, const std::string& text) {
+  const fs::path tmp = path.string() + ".tmp-" + std::to_string(::getpid());
+  {
+    std::ofstream f(tmp);
+    MQ_CHECK_T(IoError, f.good(), tmp.string(), ": cannot write");
+    f << text;
+    MQ_CHECK_T(IoError, f.good(), tmp.string(), ": write failed");
+  }
+  fs::rename(tmp, path);
+}
+
+}  // namespace
+
+JobResult run_ptq_job(const JobConfig& job, const RunOptions& options, std::ostream& out) {
+  const auto t_start = Clock::now();
+  JobResult result;
+  const config::ErrorContext root{job.source, ""};
+
+  // ---- plan: everything that can be checked without reading weights --------------------------------
+  std::string quant_label;
+  config::QuantizeConfig qcfg = resolve_quant_config(job, &quant_label);
+  const models::HfConfig hf = models::load_hf_config(job.model);
+  if (job.device == "cuda" && !at::globalContext().hasCUDA())
+    root.key("device").fail("\"cuda\": this mqdist build or machine has no CUDA (build with -DMQ_TORCH_CUDA=ON on a GPU machine)");
+  const c10::Device device = job.device == "cuda" ? c10::Device(c10::kCUDA, 0) : c10::Device(c10::kCPU);
+  if (job.do_export && fs::exists(job.output) && !fs::is_empty(job.output) && !job.overwrite)
+    root.key("output").fail(job.output + " exists and is not empty (set \"overwrite\": true to replace it)");
+  const std::string tokenizer_path = (fs::path(job.model) / "tokenizer.json").string();
+  auto is_text = [](const DataSpec& d) {
+    const std::string ext = fs::path(d.path).extension().string();
+    return d.format == "txt" || d.format == "jsonl" || (d.format == "auto" && (ext == ".txt" || ext == ".jsonl"));
+  };
+  if (job.calib)
+    MQ_CHECK_T(IoError, fs::exists(job.calib->path), job.source, ": calib.path: ", job.calib->path, ": no such file");
+  if (job.eval)
+    MQ_CHECK_T(IoError, fs::exists(job.eval->path), job.source, ": eval.path: ", job.eval->path, ": no such file");
+
+  out << "mqdist PTQ job " << job.source << "\n"
+      << "  model     " << job.model << " (" << hf.architecture << ", " << hf.num_hidden_layers << " layers, hidden "
+      << hf.hidden_size << (hf.num_experts > 0 ? ", " + std::to_string(hf.num_experts) + " experts top-" +
+                                                     std::to_string(hf.num_experts_per_tok)
+                                               : std::string())
+      << ")\n"
+      << "  quant     " << quant_label << " (algorithm " << algorithm_label(qcfg) << ")\n";
+  if (job.calib)
+    out << "  calib     " << job.calib->path << " (" << job.calib->num_samples << " samples x " << job.calib->seq_len
+        << " tokens, batch " << job.calib->batch_size << ", seed " << job.calib->seed << ")\n";
+  else
+    out << "  calib     none (weights only)\n";
+  if (job.eval)
+    out << "  eval      " << job.eval->path << " (perplexity, windows of " << job.eval->seq_len << " tokens"
+        << (job.eval->max_windows ? ", first " + std::to_string(job.eval->max_windows) : std::string()) << ")\n";
+  out << "  output    " << (job.do_export ? job.output : std::string("none (export disabled)")) << "\n"
+      << "  compute   " << job.dtype << " on " << job.device << "\n";
+  if (options.dry_run) {
+    out << "resolved job:\n" << to_json(job).dump(2) << "\nquant config:\n" << config::to_json(qcfg).dump(2)
+        << "\ndry run: nothing loaded, nothing written\n";
+    return result;
+  }
+
+  // ---- load -------------------------------------------------------------------------------------------
+  at::NoGradGuard no_grad;
+  std::optional<data::Tokenizer> tokenizer;
+  // .jsonl may be pre-tokenized: without a tokenizer the data loader rejects a text line, naming it.
+  if (fs::exists(tokenizer_path)) {
+    tokenizer = data::Tokenizer::from_file(tokenizer_path);
+  } else {
+    for (const DataSpec* d : {job.calib ? &*job.calib : nullptr, job.eval ? &*job.eval : nullptr})
+      if (d && is_text(*d) && fs::path(d->path).extension() != ".jsonl")
+        MQ_THROW(IoError, job.source, ": ", d->path, ": text data needs the checkpoint's tokenizer: ", tokenizer_path,
+                 ": no such file");
+  }
+  auto t0 = Clock::now();
+  models::LoadOptions lo;
+  lo.dtype = compute_dtype(job.dtype);
+  lo.device = device;
+  std::unique_ptr<models::CausalLM> model = models::load_causal_lm(job.model, lo);
+  int64_t n_params = 0;
+  for (const auto& [name, p] : model->named_parameters()) n_params += p.numel();
+  out << "loaded " << n_params << " parameters (" << c10::toString(model->dtype()) << ") in "
+      << fmt("%.1f s", seconds_since(t0)) << "\n";
+  const data::Tokenizer* tok = tokenizer ? &*tokenizer : nullptr;
+
+  auto logits_fn = [&](const at::Tensor& ids) { return model->forward(ids.to(device)); };
+  std::vector<int64_t> eval_tokens;
+  data::PerplexityOptions po;
+  if (job.eval) {
+    eval_tokens = data::load_eval_tokens(job.eval->path, tok, job.eval->text_field);
+    po.seq_len = job.eval->seq_len;
+    po.batch_size = job.eval->batch_size;
+    po.max_windows = job.eval->max_windows;
+    t0 = Clock::now();
+    const auto r = data::perplexity(eval_tokens, logits_fn, po);
+    result.ppl_before = r.perplexity();
+    result.eval_tokens = r.num_tokens;
+    out << "perplexity before quantization: " << fmt("%.4f", *result.ppl_before) << " (" << r.num_tokens
+        << " tokens, " << r.num_windows << " windows, " << fmt("%.1f s", seconds_since(t0)) << ")\n";
+  }
+
+  // ---- quantize ---------------------------------------------------------------------------------------
+  models::register_hf_quant_modules();
+  nn::replace_quant_module(*model);
+  nn::set_quantizer_by_cfg(*model, qcfg.quant_cfg);
+  std::vector<data::Batch> batches;
+  if (job.calib && !job.restore_state) {
+    data::DatasetOptions d;
+    d.path = job.calib->path;
+    d.text_field = job.calib->text_field;
+    d.num_samples = job.calib->num_samples;
+    d.seq_len = job.calib->seq_len;
+    d.batch_size = job.calib->batch_size;
+    d.seed = job.calib->seed;
+    d.vocab_size = hf.vocab_size;
+    batches = data::load_calibration_batches(d, tok);
+  } else if (auto name = job.restore_state ? std::nullopt : first_activation_quantizer_needing_data(*model)) {
+    bool calibrates = false;
+    for (const auto& a : qcfg.algorithm) calibrates |= !a.is_none();
+    if (calibrates)
+      root.key("calib").fail("is required: " + quant_label + " calibrates activations (e.g. " + *name +
+                             "); give calibration data or use a weight-only config");
+  }
+  result.calib_batches = static_cast<int64_t>(batches.size());
+  model->reset_expert_token_counts();
+  calib::ForwardLoop loop;
+  if (!batches.empty()) {
+    loop = [&](nn::Module&) {
+      const auto tl = Clock::now();
+      for (size_t i = 0; i < batches.size(); ++i) {
+        model->forward(batches[i].input_ids.to(device), batches[i].attention_mask.to(device));
+        const double el = seconds_since(tl);
+        const double eta = el / static_cast<double>(i + 1) * static_cast<double>(batches.size() - i - 1);
+        // About ten progress lines per pass, whatever the number of batches (logs are files, not ttys).
+        const size_t every = std::max<size_t>(1, batches.size() / 10);
+        if ((i + 1) % every == 0 || i + 1 == batches.size())
+          out << "calibrating: batch " << (i + 1) << "/" << batches.size() << ", " << fmt("%.1f s", el) << ", ETA "
+              << fmt("%.1f s", eta) << std::endl;
+      }
+    };
+  }
+  t0 = Clock::now();
+  if (job.restore_state) {
+    // A saved calibration replaces the algorithm: same quantizer names required (restore checks).
+    nn::restore_quantizer_state(*model, nn::load_quantizer_state(*job.restore_state));
+    out << "restored quantizer state from " << *job.restore_state << " (no calibration)\n";
+  } else {
+    for (const auto& a : qcfg.algorithm) calib::calibrate(*model, a, loop);
+    out << "calibrated (" << algorithm_label(qcfg) << ") in " << fmt("%.1f s", seconds_since(t0)) << "\n";
+  }
+
+  const std::string summary = nn::print_quant_summary(*model, std::nullopt, /*print=*/false);
+  if (!options.quiet) out << summary << "\n";
+  result.num_quantizers = static_cast<int64_t>(nn::named_tensor_quantizers(*model).size());
+  for (const auto& [name, moe] : model->moe_blocks()) {
+    const auto& counts = moe->expert_token_counts();
+    std::string line, starved;
+    for (size_t e = 0; e < counts.size(); ++e) {
+      line += (e ? " " : "") + std::to_string(counts[e]);
+      if (counts[e] == 0) starved += (starved.empty() ? "" : ", ") + name + ".experts." + std::to_string(moe->expert_begin() + static_cast<int64_t>(e));
+    }
+    out << "tokens per expert " << name << ": [" << line << "]\n";
+    if (!starved.empty())
+      out << "warning: experts that saw no calibration tokens (weights calibrated, inputs take the max of their "
+             "siblings at export): " << starved << "\n";
+  }
+
+  if (job.eval) {
+    t0 = Clock::now();
+    const auto r = data::perplexity(eval_tokens, logits_fn, po);
+    result.ppl_after = r.perplexity();
+    out << "perplexity after quantization:  " << fmt("%.4f", *result.ppl_after) << " ("
+        << fmt("%.1f s", seconds_since(t0)) << ")\n";
+    out << "quality: perplexity " << fmt("%.4f", *result.ppl_before) << " -> " << fmt("%.4f", *result.ppl_after)
+        << " (" << fmt("%+.2f%%", 100.0 * (*result.ppl_after / *result.ppl_before - 1.0)) << ") with " << quant_label
+        << "\n";
+  }
+
+  // ---- export -----------------------------------------------------------------------------------------
+  if (job.do_export) {
+    t0 = Clock::now();
+    const fs::path state_tmp = job.output + ".state.tmp-" + std::to_string(::getpid());
+    try {
+      if (job.save_state) nn::save_quantizer_state(*model, state_tmp.string(), to_json(job));
+      hf_export::ExportOptions eo;
+      eo.overwrite = job.overwrite;
+      const auto rep = hf_export::export_hf_checkpoint(*model, job.model, job.output, eo);
+      if (job.save_state) fs::rename(state_tmp, fs::path(job.output) / "mqdist_state");
+      write_text_atomic(fs::path(job.output) / "mqdist_job.json", to_json(job).dump(2) + "\n");
+      out << "exported " << rep.num_tensors << " tensors (" << fmt("%.2f MB", static_cast<double>(rep.total_bytes) / 1e6)
+          << ", quant_algo " << (rep.quant_algo.empty() ? "none" : rep.quant_algo)
+          << (rep.kv_cache_quant_algo.empty() ? std::string() : ", kv_cache " + rep.kv_cache_quant_algo) << ") to "
+          << job.output << " in " << fmt("%.1f s", seconds_since(t0)) << "\n";
+      result.export_dir = job.output;
+    } catch (...) {
+      std::error_code ec;
+      fs::remove_all(state_tmp, ec);
+      throw;
+    }
+  }
+  out << "done in " << fmt("%.1f s", seconds_since(t_start)) << "\n";
+  return result;
+}
+
+}  // namespace mq::job
