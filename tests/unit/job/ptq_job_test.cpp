@@ -2,10 +2,12 @@
 // (fast), and the embedded mq-tiny-dense for the perplexity golden from transformers.
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <random>
 #include <sstream>
 
 #include <ATen/ATen.h>
+#include <ATen/Context.h>
 #include <ATen/core/grad_mode.h>
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
@@ -179,6 +181,44 @@ TEST(PtqJobReference, EmbeddedModelPerplexityMatchesTransformers) {
     // fp32 forward in a different op order than HF's sdpa path: agreement to ~1e-5 relative.
     EXPECT_NEAR(r.perplexity(), ref["perplexity"].get<double>(), 1e-4 * ref["perplexity"].get<double>()) << name;
   }
+}
+
+}  // namespace
+
+namespace {
+
+// The same job on a GPU (skipped without one): CUDA forward and CUDA quantization kernels give the
+// same perplexities as the CPU run up to float32 summation order, and the export has the same tensors.
+TEST(PtqJobCuda, EmbeddedModelOnCudaMatchesCpu) {
+  if (!at::globalContext().hasCUDA()) GTEST_SKIP() << "no CUDA";
+  const fs::path dir = fs::temp_directory_path() / ("mq_ptq_job_cuda_" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  std::map<std::string, mq::job::JobResult> res;
+  for (const char* dev : {"cpu", "cuda"}) {
+    auto job = mq::job::load_job(kSrc + "/configs/jobs/tiny_dense_nvfp4.json",
+                                 {{"device", dev}, {"output", (dir / dev).string()}, {"calib.num_samples", "8"},
+                                  {"eval.max_windows", "8"}});
+    std::ostringstream os;
+    res[dev] = mq::job::run_ptq_job(job, {}, os);
+  }
+  EXPECT_NEAR(*res["cuda"].ppl_before, *res["cpu"].ppl_before, 1e-4 * *res["cpu"].ppl_before);
+  EXPECT_NEAR(*res["cuda"].ppl_after, *res["cpu"].ppl_after, 1e-2 * *res["cpu"].ppl_after);
+  const auto a = mq::io::load_safetensors((dir / "cpu" / "model.safetensors").string());
+  const auto b = mq::io::load_safetensors((dir / "cuda" / "model.safetensors").string());
+  ASSERT_EQ(a.size(), b.size());
+  int64_t weights_equal = 0, weights = 0;
+  for (const auto& [name, t] : a) {
+    ASSERT_TRUE(b.count(name)) << name;
+    EXPECT_EQ(t.scalar_type(), b.at(name).scalar_type()) << name;
+    EXPECT_EQ(t.sizes(), b.at(name).sizes()) << name;
+    if (name.ends_with("proj.weight")) {
+      ++weights;
+      weights_equal += at::equal(t, b.at(name));
+    }
+  }
+  // Packed weights depend only on the weights (not on activations): bit-identical CPU vs CUDA.
+  EXPECT_EQ(weights_equal, weights);
+  fs::remove_all(dir);
 }
 
 }  // namespace
