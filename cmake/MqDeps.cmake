@@ -36,6 +36,24 @@ else()
   target_link_libraries(mq_torch INTERFACE torch_cpu c10)
 endif()
 
+# LibTorch's libraries need the shared libstdc++. A GCC whose libstdc++ exists only as a static archive
+# (the GPU machines' /opt/gcc) links its own copy into every binary, which then exports it to LibTorch:
+# two libstdc++ in one process, and tests that use std::filesystem or iostreams crash (SIGSEGV, no
+# stack). Refuse such a compiler at configure time instead.
+if(CMAKE_CXX_COMPILER_ID STREQUAL "GNU")
+  execute_process(COMMAND ${CMAKE_CXX_COMPILER} -print-file-name=libstdc++.so
+                  OUTPUT_VARIABLE _mq_libstdcxx OUTPUT_STRIP_TRAILING_WHITESPACE)
+  if(NOT IS_ABSOLUTE "${_mq_libstdcxx}")
+    message(FATAL_ERROR "${CMAKE_CXX_COMPILER} has no shared libstdc++ (libstdc++.so); LibTorch needs one. "
+                        "Use another GCC, e.g. -DCMAKE_CXX_COMPILER=/usr/bin/g++ -DCMAKE_C_COMPILER=/usr/bin/gcc")
+  endif()
+  # PyPI's libtorch_cpu.so also exports parts of the libstdc++ it links statically (std::filesystem
+  # among them). With --as-needed (Ubuntu's default) a binary that lists torch first binds those
+  # symbols to torch's copy and may drop libstdc++ altogether: the same two-copies crash. Naming the
+  # shared libstdc++ first, before any object or library, makes every binary use its own.
+  add_link_options("LINKER:--push-state,--no-as-needed,-lstdc++,--pop-state")
+endif()
+
 find_package(MPI REQUIRED COMPONENTS CXX)
 find_package(nlohmann_json 3.10 REQUIRED)
 # Boost.ProgramOptions is needed by the mqdist executable only; a kernels-only build (e.g. on a GPU
