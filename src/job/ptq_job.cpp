@@ -5,7 +5,7 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
+#include <span>
 #include <ostream>
 #include <sstream>
 #include <unistd.h>
@@ -22,6 +22,7 @@
 #include "mq/data/dataset.hpp"
 #include "mq/data/tokenizer.hpp"
 #include "mq/export/hf_checkpoint.hpp"
+#include "mq/io/safetensors.hpp"
 #include "mq/models/causal_lm.hpp"
 #include "mq/models/hf_config.hpp"
 #include "mq/nn/conversion.hpp"
@@ -92,30 +93,6 @@ std::optional<c10::ScalarType> compute_dtype(const std::string& d) {
   if (d == "float16") return at::kHalf;
   if (d == "float32") return at::kFloat;
   return std::nullopt;
-}
-
-// Static (non-dynamic, non-MX, non-constant) enabled quantizers that are not weight quantizers need a
-// forward loop to get an amax; without one ModelOpt would silently leave them dynamic.
-std::optional<std::string> first_activation_quantizer_needing_data(nn::Module& model) {
-  for (const auto& leaf : nn::named_tensor_quantizers(model)) {
-    const auto& q = *leaf.quantizer;
-    if (!q.is_enabled() || q.is_dynamic() || q.is_mx_format() || q.use_constant_amax() || q.constant_amax())
-      continue;
-    if (leaf.name.find("weight_quantizer") != std::string::npos) continue;
-    return leaf.name;
-  }
-  return std::nullopt;
-}
-
-void write_text_atomic(const fs::path& path, const std::string& text) {
-  const fs::path tmp = path.string() + ".tmp-" + std::to_string(::getpid());
-  {
-    std::ofstream f(tmp);
-    MQ_CHECK_T(IoError, f.good(), tmp.string(), ": cannot write");
-    f << text;
-    MQ_CHECK_T(IoError, f.good(), tmp.string(), ": write failed");
-  }
-  fs::rename(tmp, path);
 }
 
 }  // namespace
@@ -221,15 +198,15 @@ JobResult run_ptq_job(const JobConfig& job, const RunOptions& options, std::ostr
     d.seed = job.calib->seed;
     d.vocab_size = hf.vocab_size;
     batches = data::load_calibration_batches(d, tok);
-  } else if (auto name = job.restore_state ? std::nullopt : first_activation_quantizer_needing_data(*model)) {
+  } else if (!job.restore_state && calib::needs_activation_forward(*model)) {
     bool calibrates = false;
     for (const auto& a : qcfg.algorithm) calibrates |= !a.is_none();
     if (calibrates)
-      root.key("calib").fail("is required: " + quant_label + " calibrates activations (e.g. " + *name +
-                             "); give calibration data or use a weight-only config");
+      root.key("calib").fail("is required: " + quant_label +
+                             " calibrates activations; give calibration data or use a weight-only config");
   }
   result.calib_batches = static_cast<int64_t>(batches.size());
-  model->reset_expert_token_counts();
+  calib::reset_moe_token_counts(*model);
   calib::ForwardLoop loop;
   if (!batches.empty()) {
     loop = [&](nn::Module&) {
@@ -259,18 +236,15 @@ JobResult run_ptq_job(const JobConfig& job, const RunOptions& options, std::ostr
   const std::string summary = nn::print_quant_summary(*model, std::nullopt, /*print=*/false);
   if (!options.quiet) out << summary << "\n";
   result.num_quantizers = static_cast<int64_t>(nn::named_tensor_quantizers(*model).size());
-  for (const auto& [name, moe] : model->moe_blocks()) {
-    const auto& counts = moe->expert_token_counts();
-    std::string line, starved;
-    for (size_t e = 0; e < counts.size(); ++e) {
-      line += (e ? " " : "") + std::to_string(counts[e]);
-      if (counts[e] == 0) starved += (starved.empty() ? "" : ", ") + name + ".experts." + std::to_string(moe->expert_begin() + static_cast<int64_t>(e));
-    }
-    out << "tokens per expert " << name << ": [" << line << "]\n";
-    if (!starved.empty())
-      out << "warning: experts that saw no calibration tokens (weights calibrated, inputs take the max of their "
-             "siblings at export): " << starved << "\n";
+  const calib::MoeCoverage coverage = calib::moe_coverage(*model);
+  for (const auto& block : coverage.blocks) {
+    std::string line;
+    for (size_t e = 0; e < block.token_counts.size(); ++e)
+      line += (e ? " " : "") + std::to_string(block.token_counts[e]);
+    out << "tokens per expert " << block.name << ": [" << line << "]\n";
   }
+  for (const auto& w : coverage.warnings)
+    out << "warning: " << w << " (weights still calibrated; inputs take the siblings' max at export)\n";
 
   if (job.eval) {
     t0 = Clock::now();
@@ -293,7 +267,9 @@ JobResult run_ptq_job(const JobConfig& job, const RunOptions& options, std::ostr
       eo.overwrite = job.overwrite;
       const auto rep = hf_export::export_hf_checkpoint(*model, job.model, job.output, eo);
       if (job.save_state) fs::rename(state_tmp, fs::path(job.output) / "mqdist_state");
-      write_text_atomic(fs::path(job.output) / "mqdist_job.json", to_json(job).dump(2) + "\n");
+      const std::string job_text = to_json(job).dump(2) + "\n";
+      io::write_file_atomic((fs::path(job.output) / "mqdist_job.json").string(),
+                            std::as_bytes(std::span(job_text.data(), job_text.size())));
       out << "exported " << rep.num_tensors << " tensors (" << fmt("%.2f MB", static_cast<double>(rep.total_bytes) / 1e6)
           << ", quant_algo " << (rep.quant_algo.empty() ? "none" : rep.quant_algo)
           << (rep.kv_cache_quant_algo.empty() ? std::string() : ", kv_cache " + rep.kv_cache_quant_algo) << ") to "

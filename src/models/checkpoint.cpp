@@ -1,5 +1,6 @@
 #include "mq/models/checkpoint.hpp"
 
+#include "models/json_file_impl.hpp"
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -31,16 +32,7 @@ Checkpoint Checkpoint::open(const std::string& dir) {
   const std::string index = dir + "/model.safetensors.index.json";
   const std::string single = dir + "/model.safetensors";
   if (fs::exists(index)) {
-    std::ifstream in(index);
-    MQ_CHECK_T(IoError, in.good(), index, ": cannot open");
-    std::stringstream ss;
-    ss << in.rdbuf();
-    nlohmann::json j;
-    try {
-      j = nlohmann::json::parse(ss.str());
-    } catch (const nlohmann::json::parse_error& e) {
-      MQ_THROW(IoError, index, ": invalid JSON: ", e.what());
-    }
+    const nlohmann::json j = detail::read_json_file<IoError>(index);
     MQ_CHECK_T(IoError, j.is_object() && j.contains("weight_map") && j.at("weight_map").is_object(), index,
                ": weight_map: missing or not an object");
     std::map<std::string, size_t> file_index;

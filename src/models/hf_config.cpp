@@ -1,5 +1,7 @@
 #include "mq/models/hf_config.hpp"
 
+#include "models/json_file_impl.hpp"
+
 #include <algorithm>
 #include <fstream>
 #include <sstream>
@@ -286,17 +288,7 @@ HfConfig parse_hf_config(const nlohmann::json& j, const std::string& source) {
 
 HfConfig load_hf_config(const std::string& dir) {
   const std::string path = dir + "/config.json";
-  std::ifstream in(path);
-  MQ_CHECK_T(IoError, in.good(), path, ": cannot open");
-  std::stringstream ss;
-  ss << in.rdbuf();
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(ss.str());
-  } catch (const nlohmann::json::parse_error& e) {
-    MQ_THROW(ConfigError, path, ": invalid JSON: ", e.what());
-  }
-  return parse_hf_config(j, path);
+  return parse_hf_config(detail::read_json_file<ConfigError>(path), path);
 }
 
 }  // namespace mq::models

@@ -13,6 +13,7 @@
 #include <ATen/core/grad_mode.h>
 
 #include "mq/core/error.hpp"
+#include "mq/export/tensor_mode.hpp"
 #include "mq/io/safetensors_torch.hpp"
 #include "mq/nn/quant_module.hpp"
 
@@ -20,80 +21,9 @@ namespace mq::nn {
 
 // ---- fnmatch --------------------------------------------------------------------------------------------
 
-namespace {
-
-// Parses the bracket expression starting at p[i] == '['. Returns the index one past ']' and whether c
-// is in the class, or npos when the bracket is unclosed (then '[' is a literal, as in fnmatch.translate).
-size_t match_class(const std::string& p, size_t i, char c, bool& in) {
-  size_t j = i + 1;
-  bool negate = false;
-  if (j < p.size() && p[j] == '!') {
-    negate = true;
-    ++j;
-  }
-  size_t start = j;
-  if (j < p.size() && p[j] == ']') ++j;  // a leading ']' is a member
-  while (j < p.size() && p[j] != ']') ++j;
-  if (j >= p.size()) return std::string::npos;
-  bool found = false;
-  for (size_t k = start; k < j; ++k) {
-    if (k + 2 < j && p[k + 1] == '-') {
-      // Python drops reversed ranges (z-a) entirely.
-      if (p[k] <= p[k + 2] && c >= p[k] && c <= p[k + 2]) found = true;
-      k += 2;
-    } else if (p[k] == c) {
-      found = true;
-    }
-  }
-  in = negate ? !found : found;
-  return j + 1;
-}
-
-}  // namespace
-
 bool fnmatch(const std::string& s, const std::string& p) {
-  // Iterative matcher with single-star backtracking: '*' matches any run (dots included).
-  size_t si = 0, pi = 0;
-  size_t star_p = std::string::npos, star_s = 0;
-  while (si < s.size()) {
-    if (pi < p.size()) {
-      char pc = p[pi];
-      if (pc == '*') {
-        star_p = pi++;
-        star_s = si;
-        continue;
-      }
-      if (pc == '?') {
-        ++pi;
-        ++si;
-        continue;
-      }
-      if (pc == '[') {
-        bool in = false;
-        size_t next = match_class(p, pi, s[si], in);
-        if (next == std::string::npos) {
-          if (s[si] == '[') {
-            ++pi;
-            ++si;
-            continue;
-          }
-        } else if (in) {
-          pi = next;
-          ++si;
-          continue;
-        }
-      } else if (pc == s[si]) {
-        ++pi;
-        ++si;
-        continue;
-      }
-    }
-    if (star_p == std::string::npos) return false;
-    pi = star_p + 1;
-    si = ++star_s;
-  }
-  while (pi < p.size() && p[pi] == '*') ++pi;
-  return pi == p.size();
+  // One fnmatch for the whole project: tensor mode's (Python fnmatch.fnmatchcase semantics).
+  return hf_export::fnmatch(p, s);
 }
 
 std::string normalize_fused_experts_quantizer_name(const std::string& name) {
