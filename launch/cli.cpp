@@ -1,15 +1,14 @@
-// The command line: the only file that includes Boost.ProgramOptions. Options map onto the library's
-// option structs here and nowhere else.
+// The command line: the only file that includes Boost.ProgramOptions. Options map onto the
+// library's option structs here and nowhere else.
 #include "cli.hpp"
 
+#include <boost/program_options.hpp>
 #include <cmath>
 #include <cstdio>
 #include <iostream>
 #include <sstream>
 #include <string>
 #include <vector>
-
-#include <boost/program_options.hpp>
 
 #include "mq/config/presets.hpp"
 #include "mq/core/error.hpp"
@@ -34,18 +33,18 @@ constexpr const char* kUsage =
 
 po::options_description tensor_options() {
   po::options_description d("tensor mode: quantize every tensor of a safetensors file");
-  d.add_options()
-      ("quantizer,q", po::value<std::string>(),
-       "a preset (e.g. NVFP4_DEFAULT_CFG, or a config file) and which of its quantizers to use: "
-       "weight or input, as for model.layers.0.mlp.up_proj")
-      ("attr,a", po::value<std::string>(),
-       "one quantizer attribute dict, e.g. '{\"num_bits\": 8, \"axis\": 0}' (a weight quantizer)")
-      ("in,i", po::value<std::string>(), "input safetensors file")
-      ("out,o", po::value<std::string>(), "output safetensors file (written atomically)")
-      ("real", po::bool_switch(),
-       "write ModelOpt's unified HF export tensors (packed weight, weight_scale, weight_scale_2, "
-       "input_scale) instead of fake-quantized tensors plus <name>._amax")
-      ("quiet", po::bool_switch(), "no per-tensor summary");
+  d.add_options()(
+      "quantizer,q", po::value<std::string>(),
+      "a preset (e.g. NVFP4_DEFAULT_CFG, or a config file) and which of its quantizers to use: "
+      "weight or input, as for model.layers.0.mlp.up_proj")(
+      "attr,a", po::value<std::string>(),
+      "one quantizer attribute dict, e.g. '{\"num_bits\": 8, \"axis\": 0}' (a weight quantizer)")(
+      "in,i", po::value<std::string>(), "input safetensors file")(
+      "out,o", po::value<std::string>(), "output safetensors file (written atomically)")(
+      "real", po::bool_switch(),
+      "write ModelOpt's unified HF export tensors (packed weight, weight_scale, weight_scale_2, "
+      "input_scale) instead of fake-quantized tensors plus <name>._amax")(
+      "quiet", po::bool_switch(), "no per-tensor summary");
   return d;
 }
 
@@ -59,21 +58,25 @@ std::string shape_str(const std::vector<int64_t>& s) {
 }
 
 po::options_description job_options() {
-  po::options_description d("PTQ job: quantize an HF checkpoint (see configs/jobs/ and include/mq/job/job_config.hpp)");
-  d.add_options()
-      ("cfg,c", po::value<std::string>(), "job file (JSON): model, quant, kv_cache, algorithm, calib, eval, output, ...")
-      ("set,s", po::value<std::vector<std::string>>()->composing(),
-       "override a job key, e.g. --set calib.num_samples=32 --set quant=FP8_DEFAULT_CFG (value parsed as JSON "
-       "when it is JSON, else a string; paths relative to the working directory)")
-      ("dry-run", po::bool_switch(), "print the resolved job and plan, then stop (nothing loaded or written)")
-      ("quiet", po::bool_switch(), "no per-quantizer summary");
+  po::options_description d(
+      "PTQ job: quantize an HF checkpoint (see configs/jobs/ and include/mq/job/job_config.hpp)");
+  d.add_options()("cfg,c", po::value<std::string>(),
+                  "job file (JSON): model, quant, kv_cache, algorithm, calib, eval, output, ...")(
+      "set,s", po::value<std::vector<std::string>>()->composing(),
+      "override a job key, e.g. --set calib.num_samples=32 --set quant=FP8_DEFAULT_CFG (value "
+      "parsed as JSON "
+      "when it is JSON, else a string; paths relative to the working directory)")(
+      "dry-run", po::bool_switch(),
+      "print the resolved job and plan, then stop (nothing loaded or written)")(
+      "quiet", po::bool_switch(), "no per-quantizer summary");
   return d;
 }
 
 int run_job(const po::variables_map& vm) {
   std::vector<job::Override> overrides;
   if (vm.count("set"))
-    for (const auto& s : vm["set"].as<std::vector<std::string>>()) overrides.push_back(job::parse_override(s));
+    for (const auto& s : vm["set"].as<std::vector<std::string>>())
+      overrides.push_back(job::parse_override(s));
   const job::JobConfig cfg = job::load_job(vm["cfg"].as<std::string>(), overrides);
   job::RunOptions ro;
   ro.dry_run = vm["dry-run"].as<bool>();
@@ -83,7 +86,10 @@ int run_job(const po::variables_map& vm) {
 }
 
 void print_help() {
-  std::cout << mq::version_string() << "\n\n" << kUsage << '\n' << job_options() << '\n' << tensor_options() << '\n';
+  std::cout << mq::version_string() << "\n\n"
+            << kUsage << '\n'
+            << job_options() << '\n'
+            << tensor_options() << '\n';
   std::cout << "Presets (--quantizer <NAME>:weight|input):\n";
   std::string line = " ";
   for (const auto& n : mq::config::preset_names()) {
@@ -127,14 +133,15 @@ int run_tensor(const std::vector<std::string>& args) {
   if (!vm["quiet"].as<bool>()) {
     std::printf("%s: %s, %s -> %s (%zu tensors written)\n", in_path.c_str(), spec.label.c_str(),
                 opts.real ? "HF export" : "fake quant", out_path.c_str(), result.tensors.size());
-    if (!result.reports.empty()) std::printf("quantizer (first tensor): %s\n", result.reports.front().format.c_str());
-    std::printf("%-40s %-12s %-9s %-10s %-10s %s\n", "tensor", "shape", "dtype", "amax", "mean|err|",
-                "SNR dB");
+    if (!result.reports.empty())
+      std::printf("quantizer (first tensor): %s\n", result.reports.front().format.c_str());
+    std::printf("%-40s %-12s %-9s %-10s %-10s %s\n", "tensor", "shape", "dtype", "amax",
+                "mean|err|", "SNR dB");
     for (const auto& r : result.reports) {
       char snr[32] = "inf";
       if (!std::isinf(r.snr_db)) std::snprintf(snr, sizeof snr, "%.2f", r.snr_db);
-      std::printf("%-40s %-12s %-9s %-10.4g %-10.4g %s\n", r.name.c_str(), shape_str(r.shape).c_str(),
-                  r.dtype.c_str(), r.amax, r.mean_abs_error, snr);
+      std::printf("%-40s %-12s %-9s %-10.4g %-10.4g %s\n", r.name.c_str(),
+                  shape_str(r.shape).c_str(), r.dtype.c_str(), r.amax, r.mean_abs_error, snr);
     }
   }
   return 0;
@@ -146,7 +153,8 @@ int run_cli(int argc, char** argv) {
   po::options_description global("Options");
   global.add_options()("help,h", "this help")("version", "print the version");
   po::options_description hidden;
-  hidden.add_options()("mode", po::value<std::string>())("args", po::value<std::vector<std::string>>());
+  hidden.add_options()("mode", po::value<std::string>())("args",
+                                                         po::value<std::vector<std::string>>());
   po::options_description all;
   all.add(global).add(job_options()).add(hidden);
   po::positional_options_description pos;
@@ -175,14 +183,16 @@ int run_cli(int argc, char** argv) {
       MQ_THROW(ConfigError, "nothing to do: give --cfg <job.json> or a mode (tensor); see --help");
     }
     const std::string mode = vm["mode"].as<std::string>();
-    std::vector<std::string> rest = po::collect_unrecognized(parsed.options, po::include_positional);
+    std::vector<std::string> rest =
+        po::collect_unrecognized(parsed.options, po::include_positional);
     rest.erase(rest.begin());  // the mode itself
     if (vm.count("help")) {
       print_help();
       return 0;
     }
     MQ_CHECK_T(ConfigError, !vm.count("cfg") && !vm.count("set") && !vm["dry-run"].as<bool>(),
-               "--cfg / --set / --dry-run run a PTQ job and take no mode ('", mode, "' given); see --help");
+               "--cfg / --set / --dry-run run a PTQ job and take no mode ('", mode,
+               "' given); see --help");
     // --quiet is shared by the job and the modes; the global parser has consumed it.
     if (vm["quiet"].as<bool>()) rest.push_back("--quiet");
     if (mode == "tensor") return run_tensor(rest);

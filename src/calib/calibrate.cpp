@@ -1,15 +1,15 @@
 #include "mq/calib/calibrate.hpp"
 
+#include <ATen/ATen.h>
+#include <ATen/Functions.h>
+#include <ATen/core/grad_mode.h>
+
 #include <cstdlib>
 #include <iostream>
 #include <mutex>
 #include <regex>
 #include <set>
 #include <sstream>
-
-#include <ATen/ATen.h>
-#include <ATen/Functions.h>
-#include <ATen/core/grad_mode.h>
 
 #include "mq/core/error.hpp"
 #include "mq/nn/conversion.hpp"
@@ -26,7 +26,9 @@ void warn(std::vector<std::string>* sink, const std::string& msg) {
   if (sink) sink->push_back(msg);
 }
 
-bool is_constant(const quant::TensorQuantizer& q) { return q.use_constant_amax() || q.constant_amax().has_value(); }
+bool is_constant(const quant::TensorQuantizer& q) {
+  return q.use_constant_amax() || q.constant_amax().has_value();
+}
 
 bool has_static_bias(const quant::TensorQuantizer& q) {
   return q.bias().has_value() && q.bias()->type.value_or("static") == "static";
@@ -56,8 +58,10 @@ void finish_collect(quant::TensorQuantizer& q) {
     q.enable_quant();
     return;
   }
-  if (q.calibrator() != nullptr && !q.is_dynamic() && q.calibrator()->has_data()) q.load_calib_amax();
-  if (has_static_bias(q) && q.bias_calibrator() != nullptr && q.bias_calibrator()->has_data()) q.load_calib_bias();
+  if (q.calibrator() != nullptr && !q.is_dynamic() && q.calibrator()->has_data())
+    q.load_calib_amax();
+  if (has_static_bias(q) && q.bias_calibrator() != nullptr && q.bias_calibrator()->has_data())
+    q.load_calib_bias();
   q.enable_quant();
   q.disable_calib();
 }
@@ -96,7 +100,8 @@ void register_algorithm(const std::string& name, AlgorithmFactory factory) {
 
 void unregister_algorithm(const std::string& name) {
   std::lock_guard<std::mutex> lock(registry().mu);
-  MQ_CHECK(registry().factories.erase(name) == 1, "unregister_algorithm: '", name, "' is not registered");
+  MQ_CHECK(registry().factories.erase(name) == 1, "unregister_algorithm: '", name,
+           "' is not registered");
 }
 
 bool is_registered_algorithm(const std::string& name) {
@@ -121,7 +126,8 @@ void finish_stats_collection(nn::Module& model) {
   for (const auto& l : nn::named_tensor_quantizers(model)) finish_collect(*l.quantizer);
 }
 
-std::vector<std::pair<at::Tensor, nn::QuantizerModule*>> iter_weights_for_calibration(nn::Module& module) {
+std::vector<std::pair<at::Tensor, nn::QuantizerModule*>> iter_weights_for_calibration(
+    nn::Module& module) {
   std::vector<std::pair<at::Tensor, nn::QuantizerModule*>> out;
   for (const auto& w : nn::weight_attr_names(module)) {
     // ModelOpt reads the singular `<w>_weight_quantizer` attribute here.
@@ -133,7 +139,8 @@ std::vector<std::pair<at::Tensor, nn::QuantizerModule*>> iter_weights_for_calibr
 
 void weight_only_quantize(nn::Module& model) {
   at::NoGradGuard no_grad;
-  for (auto& [name, m] : model.named_modules()) {  // named_modules() already visits each object once
+  for (auto& [name, m] :
+       model.named_modules()) {  // named_modules() already visits each object once
     if (m->quant_key().empty()) continue;
     for (auto& [w, q] : iter_weights_for_calibration(*m)) q->forward(w);
   }
@@ -203,7 +210,8 @@ void sync_moe_local_experts_amax(nn::ModuleList& experts, bool sync_weight_amax)
       const std::string owner = dot == std::string::npos ? "" : name.substr(0, dot);
       const std::string leaf = dot == std::string::npos ? name : name.substr(dot + 1);
       nn::Module& mod = expert.get_submodule(owner);
-      const std::string wname = leaf == "weight_quantizer" ? "weight" : leaf.substr(0, leaf.size() - 17);
+      const std::string wname =
+          leaf == "weight_quantizer" ? "weight" : leaf.substr(0, leaf.size() - 17);
       if (mod.has_parameter(wname)) calibrate_quantizer_on(*qm, mod.parameter(wname));
     }
   }
@@ -213,7 +221,8 @@ void sync_moe_local_experts_amax(nn::ModuleList& experts, bool sync_weight_amax)
 
 const std::vector<std::string>& default_shared_weight_patterns() {
   static const std::vector<std::string> p = {R"((?:(.*)\.)?(?:q_proj|k_proj|v_proj))",
-                                             R"((?:(.*)\.)?(?:gate_proj|up_proj))", R"((?:(.*)\.)?(?:w1|w3))"};
+                                             R"((?:(.*)\.)?(?:gate_proj|up_proj))",
+                                             R"((?:(.*)\.)?(?:w1|w3))"};
   return p;
 }
 
@@ -222,8 +231,8 @@ std::vector<std::string> resolve_shared_weight_patterns(const config::AlgorithmC
   return default_shared_weight_patterns();
 }
 
-std::vector<std::vector<std::string>> find_shared_weight_groups(nn::Module& model,
-                                                                const std::vector<std::string>& patterns) {
+std::vector<std::vector<std::string>> find_shared_weight_groups(
+    nn::Module& model, const std::vector<std::string>& patterns) {
   std::vector<std::regex> res;
   for (const auto& p : patterns) {
     try {
@@ -260,8 +269,8 @@ std::vector<std::vector<std::string>> find_shared_weight_groups(nn::Module& mode
   return out;
 }
 
-int promote_static_block_weight_quantizers(nn::Module& model,
-                                           const std::map<std::string, at::Tensor>& shared_global_amax) {
+int promote_static_block_weight_quantizers(
+    nn::Module& model, const std::map<std::string, at::Tensor>& shared_global_amax) {
   int converted = 0;
   for (auto& [name, m] : model.named_modules()) {
     if (m->quant_key().empty()) continue;
@@ -293,12 +302,14 @@ void max_calibrate(nn::Module& model, const config::AlgorithmConfig& cfg, const 
                    const CalibrateOptions& opts) {
   at::NoGradGuard no_grad;
   const auto patterns = resolve_shared_weight_patterns(cfg);
-  const auto groups = find_shared_weight_groups(model, patterns);  // step 1: structural, before calibration
-  enable_stats_collection(model);                                  // step 2
-  weight_only_quantize(model);                                     // step 3
-  if (loop) {                                                      // step 4
+  const auto groups =
+      find_shared_weight_groups(model, patterns);  // step 1: structural, before calibration
+  enable_stats_collection(model);                  // step 2
+  weight_only_quantize(model);                     // step 3
+  if (loop) {                                      // step 4
     if (cfg.skip_forward_without_activation_calib && !needs_activation_forward(model)) {
-      std::cerr << "max_calibrate: all enabled activation quantizers use constant/dynamic amax; skipping the "
+      std::cerr << "max_calibrate: all enabled activation quantizers use constant/dynamic amax; "
+                   "skipping the "
                    "calibration forward pass (weight-only calibration).\n";
     } else {
       loop(model);
@@ -319,7 +330,8 @@ void max_calibrate(nn::Module& model, const config::AlgorithmConfig& cfg, const 
     std::vector<at::Tensor> maxes;
     for (const auto& member : g) {
       nn::QuantizerModule* wq = model.get_submodule(member).quantizer("weight_quantizer");
-      // ModelOpt reads `_amax` off the member's weight_quantizer attribute: absent on a SequentialQuantizer.
+      // ModelOpt reads `_amax` off the member's weight_quantizer attribute: absent on a
+      // SequentialQuantizer.
       if (wq == nullptr || wq->is_sequential() || !wq->tensor().has_amax_buffer()) continue;
       maxes.push_back(quant::reduce_amax(wq->tensor().amax_buffer(), std::nullopt));
     }
@@ -365,8 +377,8 @@ std::vector<std::string> calibrate(nn::Module& model, const config::AlgorithmCon
     if (!f) {
       std::string names;
       for (const auto& n : algorithm_names()) names += (names.empty() ? "" : ", ") + n;
-      MQ_THROW(ConfigError, "calibration algorithm '", *algorithm.method, "' is not registered (available: ", names,
-               ")");
+      MQ_THROW(ConfigError, "calibration algorithm '", *algorithm.method,
+               "' is not registered (available: ", names, ")");
     }
     algo = f();
   }
@@ -397,23 +409,29 @@ void check_weight_quantization_took_effect(nn::Module& model, const config::Quan
   }
   std::set<std::string> weight_patterns;
   for (const auto& p : order)
-    if (last[p]->is_enabled() && (p.find("weight_quantizer") != std::string::npos || nn::fnmatch("weight_quantizer", p)))
+    if (last[p]->is_enabled() &&
+        (p.find("weight_quantizer") != std::string::npos || nn::fnmatch("weight_quantizer", p)))
       weight_patterns.insert(p);
   if (weight_patterns.empty()) return;
   for (const auto& l : nn::named_tensor_quantizers(model))
     if (l.name.find("weight_quantizer") != std::string::npos && l.quantizer->is_enabled()) return;
   std::string pats;
   for (const auto& p : weight_patterns) pats += "\n  " + p;
-  MQ_THROW(Error, "The quantization config asks for weight quantization but no weight quantizer is enabled, so "
-                  "nothing would be quantized. These patterns asked for it:", pats,
-           "\nEither the patterns do not match this architecture's module names, or the modules holding the "
-           "weights were never converted to quantized modules. Set MODELOPT_SKIP_WEIGHT_QUANT_CHECK=1 to bypass.");
+  MQ_THROW(
+      Error,
+      "The quantization config asks for weight quantization but no weight quantizer is enabled, so "
+      "nothing would be quantized. These patterns asked for it:",
+      pats,
+      "\nEither the patterns do not match this architecture's module names, or the modules holding "
+      "the "
+      "weights were never converted to quantized modules. Set MODELOPT_SKIP_WEIGHT_QUANT_CHECK=1 "
+      "to bypass.");
 }
 
 }  // namespace
 
-std::vector<std::string> quantize(nn::Module& model, const config::QuantizeConfig& cfg, const ForwardLoop& loop,
-                                  const CalibrateOptions& opts) {
+std::vector<std::string> quantize(nn::Module& model, const config::QuantizeConfig& cfg,
+                                  const ForwardLoop& loop, const CalibrateOptions& opts) {
   if (!nn::is_quantized(model)) nn::replace_quant_module(model);
   nn::set_quantizer_by_cfg(model, cfg.quant_cfg);
   check_weight_quantization_took_effect(model, cfg);
@@ -455,16 +473,18 @@ void reset_moe_token_counts(nn::Module& model) {
 
 // ---- capture ----
 
-LayerIoCapture::LayerIoCapture(nn::Module& model, const std::vector<std::string>& module_names, bool keep_outputs)
+LayerIoCapture::LayerIoCapture(nn::Module& model, const std::vector<std::string>& module_names,
+                               bool keep_outputs)
     : keep_outputs_(keep_outputs) {
   for (const auto& n : module_names) {
     nn::Module& m = model.get_submodule(n);
     Entry& e = entries_[n];
     e.module = &m;
-    e.handle = m.register_forward_hook([&e, this](nn::Module&, const at::Tensor& in, const at::Tensor& out) {
-      e.in.push_back(in.detach());
-      if (keep_outputs_) e.out.push_back(out.detach());
-    });
+    e.handle = m.register_forward_hook(
+        [&e, this](nn::Module&, const at::Tensor& in, const at::Tensor& out) {
+          e.in.push_back(in.detach());
+          if (keep_outputs_) e.out.push_back(out.detach());
+        });
   }
 }
 

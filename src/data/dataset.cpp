@@ -1,14 +1,14 @@
 #include "mq/data/dataset.hpp"
 
+#include <ATen/ATen.h>
+
 #include <algorithm>
 #include <cmath>
 #include <fstream>
 #include <limits>
+#include <nlohmann/json.hpp>
 #include <random>
 #include <sstream>
-
-#include <ATen/ATen.h>
-#include <nlohmann/json.hpp>
 
 #include "mq/core/error.hpp"
 #include "mq/io/safetensors_torch.hpp"
@@ -22,7 +22,8 @@ using Ids = std::vector<std::int64_t>;
 enum class Format { kTxt, kJsonl, kSafetensors };
 
 bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+  return s.size() >= suffix.size() &&
+         s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
 Format format_of(const std::string& path) {
@@ -47,8 +48,9 @@ const Tokenizer& need_tokenizer(const Tokenizer* tok, const std::string& where) 
 
 void check_ids(const Ids& ids, std::int64_t vocab_size, const std::string& where) {
   for (std::size_t i = 0; i < ids.size(); ++i)
-    MQ_CHECK_T(IoError, ids[i] >= 0 && (vocab_size <= 0 || ids[i] < vocab_size), where, ": input_ids[", i,
-               "] = ", ids[i], " is outside [0, ", vocab_size > 0 ? std::to_string(vocab_size) : "inf", ")");
+    MQ_CHECK_T(IoError, ids[i] >= 0 && (vocab_size <= 0 || ids[i] < vocab_size), where,
+               ": input_ids[", i, "] = ", ids[i], " is outside [0, ",
+               vocab_size > 0 ? std::to_string(vocab_size) : "inf", ")");
 }
 
 // One .jsonl record: pre-tokenized ids, or a document's text.
@@ -59,13 +61,16 @@ struct Record {
   std::string text;
 };
 
-std::vector<Record> read_jsonl(const std::string& path, const std::string& text_field, std::int64_t vocab_size) {
+std::vector<Record> read_jsonl(const std::string& path, const std::string& text_field,
+                               std::int64_t vocab_size) {
   std::ifstream f(path, std::ios::binary);
   MQ_CHECK_T(IoError, f.good(), path, ": cannot open data file");
   std::vector<Record> out;
   std::string line;
   for (std::size_t no = 1; std::getline(f, line); ++no) {
-    if (std::all_of(line.begin(), line.end(), [](char c) { return c == ' ' || c == '\t' || c == '\r'; })) continue;
+    if (std::all_of(line.begin(), line.end(),
+                    [](char c) { return c == ' ' || c == '\t' || c == '\r'; }))
+      continue;
     std::string where = path + ":" + std::to_string(no);
     json j;
     try {
@@ -79,7 +84,8 @@ std::vector<Record> read_jsonl(const std::string& path, const std::string& text_
     if (auto it = j.find("input_ids"); it != j.end()) {
       MQ_CHECK_T(IoError, it->is_array(), where, ": input_ids must be an array of integers");
       for (std::size_t i = 0; i < it->size(); ++i) {
-        MQ_CHECK_T(IoError, (*it)[i].is_number_integer(), where, ": input_ids[", i, "] is not an integer");
+        MQ_CHECK_T(IoError, (*it)[i].is_number_integer(), where, ": input_ids[", i,
+                   "] is not an integer");
         r.ids.push_back((*it)[i].get<std::int64_t>());
       }
       check_ids(r.ids, vocab_size, where);
@@ -99,8 +105,9 @@ std::vector<Record> read_jsonl(const std::string& path, const std::string& text_
 
 std::vector<Ids> read_safetensors_rows(const std::string& path, std::int64_t vocab_size) {
   at::Tensor t = io::load_safetensor(path, "input_ids");
-  MQ_CHECK_T(IoError, t.dim() == 2 && !at::isFloatingType(t.scalar_type()) && t.scalar_type() != at::kBool, path,
-             ": input_ids must be a 2-D integer tensor, got ", t.sizes(), " ", t.scalar_type());
+  MQ_CHECK_T(
+      IoError, t.dim() == 2 && !at::isFloatingType(t.scalar_type()) && t.scalar_type() != at::kBool,
+      path, ": input_ids must be a 2-D integer tensor, got ", t.sizes(), " ", t.scalar_type());
   t = t.to(at::kLong).contiguous();
   std::vector<Ids> rows;
   const std::int64_t* p = t.data_ptr<std::int64_t>();
@@ -111,7 +118,8 @@ std::vector<Ids> read_safetensors_rows(const std::string& path, std::int64_t voc
   return rows;
 }
 
-Ids encode_checked(const Tokenizer& tok, const std::string& text, bool add_special, const std::string& where) {
+Ids encode_checked(const Tokenizer& tok, const std::string& text, bool add_special,
+                   const std::string& where) {
   try {
     return tok.encode(text, add_special);
   } catch (const IoError&) {
@@ -132,9 +140,11 @@ std::vector<std::int64_t> select_indices(std::int64_t n, std::int64_t k, std::ui
   std::mt19937_64 rng(seed);
   for (std::int64_t i = 0; i < k; ++i) {
     auto m = static_cast<std::uint64_t>(n - i);
-    // Rejection keeps u(m) exactly uniform; the bound is 2^64 - (2^64 mod m), computed without overflow.
+    // Rejection keeps u(m) exactly uniform; the bound is 2^64 - (2^64 mod m), computed without
+    // overflow.
     const std::uint64_t rem = (std::numeric_limits<std::uint64_t>::max() % m + 1) % m;
-    const std::uint64_t limit = std::numeric_limits<std::uint64_t>::max() - rem;  // accept x <= limit
+    const std::uint64_t limit =
+        std::numeric_limits<std::uint64_t>::max() - rem;  // accept x <= limit
     std::uint64_t x;
     do x = rng();
     while (x > limit);
@@ -146,10 +156,11 @@ std::vector<std::int64_t> select_indices(std::int64_t n, std::int64_t k, std::ui
 
 std::vector<Ids> load_samples(const DatasetOptions& o, const Tokenizer* tok) {
   MQ_CHECK_T(ConfigError, o.seq_len >= 1, o.path, ": seq_len = ", o.seq_len, " must be >= 1");
-  MQ_CHECK_T(ConfigError, o.num_samples >= 0, o.path, ": num_samples = ", o.num_samples, " must be >= 0");
+  MQ_CHECK_T(ConfigError, o.num_samples >= 0, o.path, ": num_samples = ", o.num_samples,
+             " must be >= 0");
   auto select = [&](std::int64_t n, const char* what) {
-    MQ_CHECK_T(IoError, o.num_samples <= n, o.path, ": num_samples = ", o.num_samples, " but the file has only ", n,
-               " ", what);
+    MQ_CHECK_T(IoError, o.num_samples <= n, o.path, ": num_samples = ", o.num_samples,
+               " but the file has only ", n, " ", what);
     return select_indices(n, o.num_samples, o.seed);
   };
   std::vector<Ids> out;
@@ -158,8 +169,8 @@ std::vector<Ids> load_samples(const DatasetOptions& o, const Tokenizer* tok) {
       const Tokenizer& t = need_tokenizer(tok, o.path);
       const Ids& prefix = t.prefix_ids();
       auto body = o.seq_len - static_cast<std::int64_t>(prefix.size());
-      MQ_CHECK_T(ConfigError, body >= 1, o.path, ": seq_len = ", o.seq_len, " leaves no room after the ",
-                 prefix.size(), " prefix ids");
+      MQ_CHECK_T(ConfigError, body >= 1, o.path, ": seq_len = ", o.seq_len,
+                 " leaves no room after the ", prefix.size(), " prefix ids");
       Ids ids = encode_checked(t, read_file(o.path), false, o.path);
       std::int64_t n = static_cast<std::int64_t>(ids.size()) / body;
       for (std::int64_t w : select(n, "full windows")) {
@@ -194,7 +205,8 @@ std::vector<Ids> load_samples(const DatasetOptions& o, const Tokenizer* tok) {
   return out;
 }
 
-std::vector<Batch> make_batches(const std::vector<Ids>& samples, std::int64_t batch_size, std::int64_t pad_id) {
+std::vector<Batch> make_batches(const std::vector<Ids>& samples, std::int64_t batch_size,
+                                std::int64_t pad_id) {
   MQ_CHECK(batch_size >= 1, "make_batches: batch_size = ", batch_size, " must be >= 1");
   std::vector<Batch> out;
   for (std::size_t b = 0; b < samples.size(); b += batch_size) {
@@ -217,7 +229,8 @@ std::vector<Batch> make_batches(const std::vector<Ids>& samples, std::int64_t ba
 }
 
 std::vector<Batch> load_calibration_batches(const DatasetOptions& o, const Tokenizer* tok) {
-  MQ_CHECK_T(ConfigError, o.batch_size >= 1, o.path, ": batch_size = ", o.batch_size, " must be >= 1");
+  MQ_CHECK_T(ConfigError, o.batch_size >= 1, o.path, ": batch_size = ", o.batch_size,
+             " must be >= 1");
   return make_batches(load_samples(o, tok), o.batch_size, o.pad_id);
 }
 
@@ -270,7 +283,8 @@ PerplexityResult perplexity(const std::vector<std::int64_t>& tokens, const Logit
     std::int64_t len = std::min(o.seq_len, n - s);
     if (len >= 2) windows.emplace_back(s, len);
   }
-  if (o.max_windows > 0 && static_cast<std::int64_t>(windows.size()) > o.max_windows) windows.resize(o.max_windows);
+  if (o.max_windows > 0 && static_cast<std::int64_t>(windows.size()) > o.max_windows)
+    windows.resize(o.max_windows);
   MQ_CHECK(!windows.empty(), "perplexity: ", n, " tokens give no window of at least 2 tokens");
 
   PerplexityResult res;
@@ -278,7 +292,9 @@ PerplexityResult perplexity(const std::vector<std::int64_t>& tokens, const Logit
     // Windows of equal length share a call; only the last one can be shorter.
     std::int64_t len = windows[w].second;
     std::size_t e = w;
-    while (e < windows.size() && e - w < static_cast<std::size_t>(o.batch_size) && windows[e].second == len) ++e;
+    while (e < windows.size() && e - w < static_cast<std::size_t>(o.batch_size) &&
+           windows[e].second == len)
+      ++e;
     auto rows = static_cast<std::int64_t>(e - w);
     at::Tensor ids = at::empty({rows, len}, at::kLong);
     auto* p = ids.data_ptr<std::int64_t>();
@@ -286,15 +302,17 @@ PerplexityResult perplexity(const std::vector<std::int64_t>& tokens, const Logit
       std::copy(tokens.begin() + windows[i].first, tokens.begin() + windows[i].first + len,
                 p + static_cast<std::int64_t>(i - w) * len);
     at::Tensor logits = logits_fn(ids);
-    MQ_CHECK(logits.dim() == 3 && logits.size(0) == rows && logits.size(1) == len, "perplexity: logits of shape ",
-             logits.sizes(), " for input_ids of shape ", ids.sizes(), " (expected (B, S, V))");
+    MQ_CHECK(logits.dim() == 3 && logits.size(0) == rows && logits.size(1) == len,
+             "perplexity: logits of shape ", logits.sizes(), " for input_ids of shape ",
+             ids.sizes(), " (expected (B, S, V))");
     const std::int64_t vocab = logits.size(2);
     const std::int64_t max_id = ids.max().item<std::int64_t>();
     MQ_CHECK(ids.min().item<std::int64_t>() >= 0 && max_id < vocab, "perplexity: token id ", max_id,
              " is outside the logits' vocabulary of ", vocab);
-    at::Tensor logp = at::log_softmax(logits.slice(1, 0, len - 1).to(at::kFloat), -1);  // (B, S-1, V)
-    at::Tensor target = ids.slice(1, 1, len).to(logits.device()).unsqueeze(-1);       // (B, S-1, 1)
-    at::Tensor picked = logp.gather(-1, target);                                      // (B, S-1, 1)
+    at::Tensor logp =
+        at::log_softmax(logits.slice(1, 0, len - 1).to(at::kFloat), -1);         // (B, S-1, V)
+    at::Tensor target = ids.slice(1, 1, len).to(logits.device()).unsqueeze(-1);  // (B, S-1, 1)
+    at::Tensor picked = logp.gather(-1, target);                                 // (B, S-1, 1)
     res.nll_sum -= picked.to(at::kDouble).sum().item<double>();
     res.num_tokens += rows * (len - 1);
     res.num_windows += rows;

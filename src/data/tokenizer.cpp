@@ -4,11 +4,10 @@
 #include <array>
 #include <fstream>
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <queue>
 #include <sstream>
 #include <unordered_map>
-
-#include <nlohmann/json.hpp>
 
 #include "data/unicode_impl.hpp"
 #include "mq/core/error.hpp"
@@ -19,16 +18,18 @@ namespace {
 using json = nlohmann::json;
 using unicode::SplitPattern;
 
-// GPT-2's reversible byte <-> character map: printable Latin-1 bytes stand for themselves, the others
-// are shifted to U+0100.. in byte order.
+// GPT-2's reversible byte <-> character map: printable Latin-1 bytes stand for themselves, the
+// others are shifted to U+0100.. in byte order.
 struct ByteLevelAlphabet {
   std::array<char32_t, 256> byte_to_char{};
-  std::array<int, 512> char_to_byte{};  // indexed by code point (all < 512); -1: not in the alphabet
+  std::array<int, 512>
+      char_to_byte{};  // indexed by code point (all < 512); -1: not in the alphabet
   ByteLevelAlphabet() {
     char_to_byte.fill(-1);
     char32_t next = 256;
     for (int b = 0; b < 256; ++b) {
-      bool printable = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
+      bool printable =
+          (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
       byte_to_char[b] = printable ? static_cast<char32_t>(b) : next++;
       char_to_byte[byte_to_char[b]] = b;
     }
@@ -94,12 +95,14 @@ struct Tokenizer::Impl {
   std::string source;
   bool nfc = false;
   std::vector<PreStep> pre;
-  std::unordered_map<std::string, std::int32_t> vocab;      // byte-level string -> id
-  std::unordered_map<std::string, std::int32_t> raw_vocab;  // raw bytes -> id (ignore_merges lookups)
-  std::vector<std::string> id_str;                          // vocab string / added content by id
+  std::unordered_map<std::string, std::int32_t> vocab;  // byte-level string -> id
+  std::unordered_map<std::string, std::int32_t>
+      raw_vocab;                    // raw bytes -> id (ignore_merges lookups)
+  std::vector<std::string> id_str;  // vocab string / added content by id
   std::vector<Kind> id_kind;
   std::array<std::int32_t, 256> byte_id{};
-  std::unordered_map<std::uint64_t, std::pair<std::int32_t, std::int32_t>> merges;  // (a,b) -> (rank, ab)
+  std::unordered_map<std::uint64_t, std::pair<std::int32_t, std::int32_t>>
+      merges;  // (a,b) -> (rank, ab)
   bool ignore_merges = false;
   std::int32_t unk = -1;
   AddedMatcher added_raw, added_norm;
@@ -167,11 +170,15 @@ void Tokenizer::Impl::parse_model(const json& m) {
   if (!m.is_object()) fail("model", "expected an object");
   if (auto t = m.find("type"); t != m.end() && str(*t, "model.type") != "BPE")
     fail("model.type", "'" + t->get<std::string>() + "' is not supported (byte-level BPE only)");
-  if (auto d = m.find("dropout"); d != m.end() && !d->is_null() && !(d->is_number() && d->get<double>() == 0.0))
-    fail("model.dropout", show(*d) + ": BPE dropout is not supported (encoding must be deterministic)");
-  if (flag(m, "byte_fallback", "model", false)) fail("model.byte_fallback", "true is not supported");
+  if (auto d = m.find("dropout");
+      d != m.end() && !d->is_null() && !(d->is_number() && d->get<double>() == 0.0))
+    fail("model.dropout",
+         show(*d) + ": BPE dropout is not supported (encoding must be deterministic)");
+  if (flag(m, "byte_fallback", "model", false))
+    fail("model.byte_fallback", "true is not supported");
   for (const char* k : {"continuing_subword_prefix", "end_of_word_suffix"})
-    if (auto it = m.find(k); it != m.end() && !it->is_null() && !(it->is_string() && it->get<std::string>().empty()))
+    if (auto it = m.find(k);
+        it != m.end() && !it->is_null() && !(it->is_string() && it->get<std::string>().empty()))
       fail(std::string("model.") + k, show(*it) + " is not supported");
   ignore_merges = flag(m, "ignore_merges", "model", false);
 
@@ -181,7 +188,8 @@ void Tokenizer::Impl::parse_model(const json& m) {
   for (auto it = v.begin(); it != v.end(); ++it) {
     if (!it.value().is_number_integer() || it.value().get<std::int64_t>() < 0 ||
         it.value().get<std::int64_t>() > INT32_MAX)
-      fail("model.vocab[\"" + it.key() + "\"]", "expected a non-negative integer id, got " + show(it.value()));
+      fail("model.vocab[\"" + it.key() + "\"]",
+           "expected a non-negative integer id, got " + show(it.value()));
     max_id = std::max(max_id, it.value().get<std::int64_t>());
   }
   id_str.assign(static_cast<std::size_t>(max_id + 1), std::string());
@@ -190,7 +198,8 @@ void Tokenizer::Impl::parse_model(const json& m) {
   for (auto it = v.begin(); it != v.end(); ++it) {
     auto id = static_cast<std::int32_t>(it.value().get<std::int64_t>());
     if (id_kind[id] != Kind::kNone)
-      fail("model.vocab", "id " + std::to_string(id) + " is used by '" + id_str[id] + "' and '" + it.key() + "'");
+      fail("model.vocab",
+           "id " + std::to_string(id) + " is used by '" + id_str[id] + "' and '" + it.key() + "'");
     id_kind[id] = Kind::kModel;
     id_str[id] = it.key();
     vocab.emplace(it.key(), id);
@@ -221,7 +230,8 @@ void Tokenizer::Impl::parse_model(const json& m) {
   }
   if (auto u = m.find("unk_token"); u != m.end() && !u->is_null()) {
     auto it = vocab.find(str(*u, "model.unk_token"));
-    if (it == vocab.end()) fail("model.unk_token", "'" + u->get<std::string>() + "' is not in model.vocab");
+    if (it == vocab.end())
+      fail("model.unk_token", "'" + u->get<std::string>() + "' is not in model.vocab");
     unk = it->second;
   }
 
@@ -246,8 +256,10 @@ void Tokenizer::Impl::parse_model(const json& m) {
     if (ia == vocab.end()) fail(field, "token '" + a + "' is not in model.vocab");
     if (ib == vocab.end()) fail(field, "token '" + b + "' is not in model.vocab");
     if (iab == vocab.end()) fail(field, "merged token '" + a + b + "' is not in model.vocab");
-    std::uint64_t key = (static_cast<std::uint64_t>(ia->second) << 32) | static_cast<std::uint32_t>(ib->second);
-    merges[key] = {static_cast<std::int32_t>(i), iab->second};  // a repeated pair keeps the last rank, as HF
+    std::uint64_t key =
+        (static_cast<std::uint64_t>(ia->second) << 32) | static_cast<std::uint32_t>(ib->second);
+    merges[key] = {static_cast<std::int32_t>(i),
+                   iab->second};  // a repeated pair keeps the last rank, as HF
   }
 }
 
@@ -261,7 +273,8 @@ void Tokenizer::Impl::parse_added(const json& a) {
     tok.content = str(need(t, "content", field), field + ".content");
     if (tok.content.empty()) fail(field + ".content", "empty");
     const json& idj = need(t, "id", field);
-    if (!idj.is_number_integer() || idj.get<std::int64_t>() < 0 || idj.get<std::int64_t>() > INT32_MAX)
+    if (!idj.is_number_integer() || idj.get<std::int64_t>() < 0 ||
+        idj.get<std::int64_t>() > INT32_MAX)
       fail(field + ".id", "expected a non-negative integer, got " + show(idj));
     tok.id = static_cast<std::int32_t>(idj.get<std::int64_t>());
     tok.special = flag(t, "special", field, false);
@@ -273,8 +286,10 @@ void Tokenizer::Impl::parse_added(const json& a) {
       id_str.resize(tok.id + 1);
       id_kind.resize(tok.id + 1, Kind::kNone);
     }
-    if (id_kind[tok.id] == Kind::kModel && id_str[tok.id] != tok.content && vocab.count(tok.content) == 0)
-      fail(field + ".id", std::to_string(tok.id) + " is already model.vocab's '" + id_str[tok.id] + "'");
+    if (id_kind[tok.id] == Kind::kModel && id_str[tok.id] != tok.content &&
+        vocab.count(tok.content) == 0)
+      fail(field + ".id",
+           std::to_string(tok.id) + " is already model.vocab's '" + id_str[tok.id] + "'");
     id_kind[tok.id] = tok.special ? Kind::kAddedSpecial : Kind::kAdded;
     id_str[tok.id] = tok.content;
     (normalized && nfc ? added_norm : added_raw).tokens.push_back(tok);
@@ -359,7 +374,8 @@ void Tokenizer::Impl::parse_post(const json& p, const std::string& field, bool& 
     return;
   }
   if (type != "TemplateProcessing")
-    fail(field + ".type", "'" + type + "' is not supported (ByteLevel, TemplateProcessing, Sequence)");
+    fail(field + ".type",
+         "'" + type + "' is not supported (ByteLevel, TemplateProcessing, Sequence)");
   if (have_template) fail(field, "more than one TemplateProcessing");
   have_template = true;
   const json& single = need(p, "single", field);
@@ -374,14 +390,16 @@ void Tokenizer::Impl::parse_post(const json& p, const std::string& field, bool& 
       if (id != "A" || seen_a) fail(f, "expected exactly one {\"Sequence\": {\"id\": \"A\"}}");
       seen_a = true;
     } else if (item.contains("SpecialToken")) {
-      std::string name = str(need(item["SpecialToken"], "id", f + ".SpecialToken"), f + ".SpecialToken.id");
+      std::string name =
+          str(need(item["SpecialToken"], "id", f + ".SpecialToken"), f + ".SpecialToken.id");
       auto st = specials.find(name);
       if (st == specials.end()) fail(field + ".special_tokens", "no entry for '" + name + "'");
       const json& ids = need(*st, "ids", field + ".special_tokens." + name);
       if (!ids.is_array()) fail(field + ".special_tokens." + name + ".ids", "expected an array");
       for (const auto& id : ids) {
         if (!id.is_number_integer() || id.get<std::int64_t>() < 0)
-          fail(field + ".special_tokens." + name + ".ids", "expected non-negative integers, got " + show(id));
+          fail(field + ".special_tokens." + name + ".ids",
+               "expected non-negative integers, got " + show(id));
         (seen_a ? suffix : prefix).push_back(id.get<std::int64_t>());
       }
     } else {
@@ -397,14 +415,16 @@ void Tokenizer::Impl::parse_decoder(const json& d, const std::string& field) {
   if (type == "ByteLevel") return;
   if (type == "Sequence") {
     const json& list = need(d, "decoders", field);
-    if (!list.is_array() || list.size() != 1) fail(field + ".decoders", "expected exactly one ByteLevel decoder");
+    if (!list.is_array() || list.size() != 1)
+      fail(field + ".decoders", "expected exactly one ByteLevel decoder");
     parse_decoder(list[0], field + ".decoders[0]");
     return;
   }
   fail(field + ".type", "'" + type + "' is not supported (ByteLevel)");
 }
 
-std::vector<Segment> Tokenizer::Impl::split_added(std::string_view text, const AddedMatcher& m) const {
+std::vector<Segment> Tokenizer::Impl::split_added(std::string_view text,
+                                                  const AddedMatcher& m) const {
   std::vector<Segment> segs;
   if (m.empty()) {
     if (!text.empty()) segs.push_back({0, text.size(), -1});
@@ -427,7 +447,8 @@ std::vector<Segment> Tokenizer::Impl::split_added(std::string_view text, const A
     const AddedToken* best = nullptr;
     for (std::size_t c : cands) {
       const auto& t = m.tokens[c];
-      if (text.compare(i, t.content.size(), t.content) == 0 && (!best || t.content.size() > best->content.size()))
+      if (text.compare(i, t.content.size(), t.content) == 0 &&
+          (!best || t.content.size() > best->content.size()))
         best = &t;
     }
     if (!best) continue;
@@ -488,13 +509,15 @@ std::vector<std::string> Tokenizer::Impl::pre_tokenize_raw(std::string_view text
 }
 
 std::vector<std::int32_t> Tokenizer::Impl::merge_word(const std::string& piece) const {
-  // Symbols form a linked list over the bytes; the heap holds candidate pairs ordered by (rank, left
-  // position), and stale entries are skipped when popped. Ties in rank merge leftmost first, as HF does.
+  // Symbols form a linked list over the bytes; the heap holds candidate pairs ordered by (rank,
+  // left position), and stale entries are skipped when popped. Ties in rank merge leftmost first,
+  // as HF does.
   std::vector<std::int32_t> id;
   id.reserve(piece.size());
   for (unsigned char b : piece) {
     std::int32_t t = byte_id[b] >= 0 ? byte_id[b] : unk;
-    if (t >= 0) id.push_back(t);  // HF drops a character with no vocab entry when there is no unk_token
+    if (t >= 0)
+      id.push_back(t);  // HF drops a character with no vocab entry when there is no unk_token
   }
   const std::size_t n = id.size();
   if (n < 2) return id;
@@ -512,7 +535,8 @@ std::vector<std::int32_t> Tokenizer::Impl::merge_word(const std::string& piece) 
     if (pos < 0) return;
     std::int32_t r = next[pos];
     if (r < 0) return;
-    auto it = merges.find((static_cast<std::uint64_t>(id[pos]) << 32) | static_cast<std::uint32_t>(id[r]));
+    auto it = merges.find((static_cast<std::uint64_t>(id[pos]) << 32) |
+                          static_cast<std::uint32_t>(id[r]));
     if (it != merges.end()) heap.push({it->second.first, pos, id[pos], id[r]});
   };
   for (std::size_t i = 0; i + 1 < n; ++i) push(static_cast<std::int32_t>(i));
@@ -522,7 +546,9 @@ std::vector<std::int32_t> Tokenizer::Impl::merge_word(const std::string& piece) 
     heap.pop();
     std::int32_t r = next[c.pos];
     if (dead[c.pos] || r < 0 || id[c.pos] != c.left || id[r] != c.right) continue;
-    id[c.pos] = merges.at((static_cast<std::uint64_t>(c.left) << 32) | static_cast<std::uint32_t>(c.right)).second;
+    id[c.pos] =
+        merges.at((static_cast<std::uint64_t>(c.left) << 32) | static_cast<std::uint32_t>(c.right))
+            .second;
     dead[r] = true;
     next[c.pos] = next[r];
     if (next[r] >= 0) prev[next[r]] = c.pos;
@@ -555,7 +581,8 @@ void Tokenizer::Impl::bpe(const std::string& piece, std::vector<std::int64_t>& o
   cache.emplace(piece, std::move(ids));
 }
 
-// ---- public API ----------------------------------------------------------------------------------
+// ---- public API
+// ----------------------------------------------------------------------------------
 
 Tokenizer Tokenizer::from_file(const std::string& path) {
   std::ifstream f(path, std::ios::binary);
@@ -596,7 +623,8 @@ std::vector<std::int64_t> Tokenizer::encode(std::string_view text, bool add_spec
         out.push_back(t.id);
         continue;
       }
-      for (const std::string& piece : m.pre_tokenize_raw(std::string_view(norm).substr(t.begin, t.end - t.begin)))
+      for (const std::string& piece :
+           m.pre_tokenize_raw(std::string_view(norm).substr(t.begin, t.end - t.begin)))
         m.bpe(piece, out);
     }
   }
@@ -604,12 +632,14 @@ std::vector<std::int64_t> Tokenizer::encode(std::string_view text, bool add_spec
   return out;
 }
 
-std::string Tokenizer::decode(const std::vector<std::int64_t>& ids, bool skip_special_tokens) const {
+std::string Tokenizer::decode(const std::vector<std::int64_t>& ids,
+                              bool skip_special_tokens) const {
   const Impl& m = *impl_;
   std::string bytes;
   for (std::int64_t id : ids) {
-    MQ_CHECK(id >= 0 && id < static_cast<std::int64_t>(m.id_kind.size()) && m.id_kind[id] != Kind::kNone,
-             m.source, ": decode: id ", id, " is not in the vocabulary (size ", m.id_kind.size(), ")");
+    MQ_CHECK(
+        id >= 0 && id < static_cast<std::int64_t>(m.id_kind.size()) && m.id_kind[id] != Kind::kNone,
+        m.source, ": decode: id ", id, " is not in the vocabulary (size ", m.id_kind.size(), ")");
     Kind k = m.id_kind[id];
     if (k == Kind::kAddedSpecial && skip_special_tokens) continue;
     // HF runs added tokens through the ByteLevel decoder too, so non-ASCII content such as "é" (an
@@ -636,7 +666,9 @@ std::vector<std::string> Tokenizer::pre_tokenize(std::string_view text) const {
   return out;
 }
 
-std::int64_t Tokenizer::vocab_size() const { return static_cast<std::int64_t>(impl_->id_kind.size()); }
+std::int64_t Tokenizer::vocab_size() const {
+  return static_cast<std::int64_t>(impl_->id_kind.size());
+}
 
 std::optional<std::int64_t> Tokenizer::token_to_id(std::string_view token) const {
   for (const auto* m : {&impl_->added_raw, &impl_->added_norm})
@@ -647,8 +679,8 @@ std::optional<std::int64_t> Tokenizer::token_to_id(std::string_view token) const
 }
 
 std::string Tokenizer::id_to_token(std::int64_t id) const {
-  MQ_CHECK(id >= 0 && id < vocab_size() && impl_->id_kind[id] != Kind::kNone, impl_->source, ": id ", id,
-           " is not in the vocabulary");
+  MQ_CHECK(id >= 0 && id < vocab_size() && impl_->id_kind[id] != Kind::kNone, impl_->source,
+           ": id ", id, " is not in the vocabulary");
   return impl_->id_str[id];
 }
 

@@ -1,9 +1,8 @@
-#include "data/unicode_impl.hpp"
-
 #include <algorithm>
 #include <array>
 #include <iterator>
 
+#include "data/unicode_impl.hpp"
 #include "data/unicode_tables_impl.hpp"
 #include "mq/core/error.hpp"
 
@@ -33,9 +32,15 @@ constexpr auto kAscii = make_ascii();
 
 }  // namespace
 
-bool is_letter(char32_t c) { return c < 128 ? (kAscii[c] & kLetter) != 0 : in_ranges(kLetterRanges, c); }
-bool is_number(char32_t c) { return c < 128 ? (kAscii[c] & kNumber) != 0 : in_ranges(kNumberRanges, c); }
-bool is_space(char32_t c) { return c < 128 ? (kAscii[c] & kSpace) != 0 : in_ranges(kSpaceRanges, c); }
+bool is_letter(char32_t c) {
+  return c < 128 ? (kAscii[c] & kLetter) != 0 : in_ranges(kLetterRanges, c);
+}
+bool is_number(char32_t c) {
+  return c < 128 ? (kAscii[c] & kNumber) != 0 : in_ranges(kNumberRanges, c);
+}
+bool is_space(char32_t c) {
+  return c < 128 ? (kAscii[c] & kSpace) != 0 : in_ranges(kSpaceRanges, c);
+}
 
 std::u32string decode_utf8(std::string_view s, std::vector<std::size_t>* offsets) {
   std::u32string out;
@@ -150,7 +155,8 @@ std::string utf8_lossy(std::string_view s) {
   return out;
 }
 
-// ---- NFC -------------------------------------------------------------------------------------------
+// ---- NFC
+// -------------------------------------------------------------------------------------------
 
 namespace {
 
@@ -160,8 +166,9 @@ constexpr char32_t kLCount = 19, kVCount = 21, kTCount = 28, kNCount = kVCount *
 
 std::uint8_t ccc(char32_t c) {
   if (c < 0x300) return 0;
-  auto it = std::upper_bound(std::begin(kCccRanges), std::end(kCccRanges), static_cast<std::uint32_t>(c),
-                             [](std::uint32_t v, const CccRange& r) { return v < r.lo; });
+  auto it =
+      std::upper_bound(std::begin(kCccRanges), std::end(kCccRanges), static_cast<std::uint32_t>(c),
+                       [](std::uint32_t v, const CccRange& r) { return v < r.lo; });
   if (it == std::begin(kCccRanges)) return 0;
   --it;
   return static_cast<std::uint32_t>(c) <= it->hi ? it->ccc : 0;
@@ -176,8 +183,9 @@ void decompose(char32_t c, std::u32string& out) {
     return;
   }
   if (c >= 0xC0) {
-    auto it = std::lower_bound(std::begin(kDecomp), std::end(kDecomp), static_cast<std::uint32_t>(c),
-                               [](const Decomp& d, std::uint32_t v) { return d.cp < v; });
+    auto it =
+        std::lower_bound(std::begin(kDecomp), std::end(kDecomp), static_cast<std::uint32_t>(c),
+                         [](const Decomp& d, std::uint32_t v) { return d.cp < v; });
     if (it != std::end(kDecomp) && it->cp == c) {
       decompose(it->first, out);
       if (it->second) decompose(it->second, out);
@@ -190,9 +198,12 @@ void decompose(char32_t c, std::u32string& out) {
 char32_t compose(char32_t a, char32_t b) {
   if (a >= kLBase && a < kLBase + kLCount && b >= kVBase && b < kVBase + kVCount)
     return kSBase + ((a - kLBase) * kVCount + (b - kVBase)) * kTCount;
-  if (a >= kSBase && a < kSBase + kSCount && (a - kSBase) % kTCount == 0 && b > kTBase && b < kTBase + kTCount)
+  if (a >= kSBase && a < kSBase + kSCount && (a - kSBase) % kTCount == 0 && b > kTBase &&
+      b < kTBase + kTCount)
     return a + (b - kTBase);
-  auto key = [](const Compose& x) { return (static_cast<std::uint64_t>(x.first) << 32) | x.second; };
+  auto key = [](const Compose& x) {
+    return (static_cast<std::uint64_t>(x.first) << 32) | x.second;
+  };
   std::uint64_t k = (static_cast<std::uint64_t>(a) << 32) | b;
   auto it = std::lower_bound(std::begin(kCompose), std::end(kCompose), k,
                              [&](const Compose& x, std::uint64_t v) { return key(x) < v; });
@@ -202,7 +213,8 @@ char32_t compose(char32_t a, char32_t b) {
 }  // namespace
 
 std::string nfc(std::string_view text) {
-  if (std::all_of(text.begin(), text.end(), [](char ch) { return static_cast<unsigned char>(ch) < 0x80; }))
+  if (std::all_of(text.begin(), text.end(),
+                  [](char ch) { return static_cast<unsigned char>(ch) < 0x80; }))
     return std::string(text);
   std::u32string cps = decode_utf8(text);
   std::u32string d;
@@ -216,7 +228,8 @@ std::string nfc(std::string_view text) {
     }
     std::size_t j = i;
     while (j < d.size() && ccc(d[j]) != 0) ++j;
-    std::stable_sort(d.begin() + i, d.begin() + j, [](char32_t a, char32_t b) { return ccc(a) < ccc(b); });
+    std::stable_sort(d.begin() + i, d.begin() + j,
+                     [](char32_t a, char32_t b) { return ccc(a) < ccc(b); });
     i = j;
   }
   std::u32string out;
@@ -248,7 +261,8 @@ std::string nfc(std::string_view text) {
   return s;
 }
 
-// ---- pre-tokenizer scanners ----------------------------------------------------------------------
+// ---- pre-tokenizer scanners
+// ----------------------------------------------------------------------
 
 std::string_view pattern_source(SplitPattern p) {
   switch (p) {
@@ -267,8 +281,8 @@ namespace {
 bool is_other(char32_t c) { return !is_letter(c) && !is_number(c) && !is_space(c); }
 bool is_newline(char32_t c) { return c == '\r' || c == '\n'; }
 
-// 's 't 're 've 'm 'll 'd; returns the match length or 0. Case-insensitive matching follows Unicode simple
-// case folding as Oniguruma does: only U+017F (long s) folds onto one of these letters.
+// 's 't 're 've 'm 'll 'd; returns the match length or 0. Case-insensitive matching follows Unicode
+// simple case folding as Oniguruma does: only U+017F (long s) folds onto one of these letters.
 std::size_t contraction(const char32_t* c, std::size_t n, std::size_t i, bool icase) {
   if (c[i] != '\'' || i + 1 >= n) return 0;
   auto eq = [&](char32_t x, char ch) {
@@ -281,7 +295,8 @@ std::size_t contraction(const char32_t* c, std::size_t n, std::size_t i, bool ic
   if (eq(d, 's') || eq(d, 't') || eq(d, 'm') || eq(d, 'd')) return 2;
   if (i + 2 < n) {
     char32_t e = c[i + 2];
-    if ((eq(d, 'r') && eq(e, 'e')) || (eq(d, 'v') && eq(e, 'e')) || (eq(d, 'l') && eq(e, 'l'))) return 3;
+    if ((eq(d, 'r') && eq(e, 'e')) || (eq(d, 'v') && eq(e, 'e')) || (eq(d, 'l') && eq(e, 'l')))
+      return 3;
   }
   return 0;
 }
@@ -292,8 +307,8 @@ std::size_t run(const char32_t* c, std::size_t n, std::size_t j, Pred pred) {
   return j;
 }
 
-// \s+(?!\S)|\s+ at a whitespace position: the run, less its last character when a non-space follows and
-// the run is longer than one (that character then starts the next match, e.g. " word").
+// \s+(?!\S)|\s+ at a whitespace position: the run, less its last character when a non-space follows
+// and the run is longer than one (that character then starts the next match, e.g. " word").
 std::size_t space_run(const char32_t* c, std::size_t n, std::size_t i) {
   std::size_t j = run(c, n, i, is_space);
   if (j == n || j - i == 1) return j - i;

@@ -8,10 +8,11 @@ namespace {
 
 std::string describe(const Signature& s) {
   std::ostringstream os;
-  os << static_cast<at::ScalarType>(s[1]) << " on " << (s[2] == static_cast<int64_t>(at::kCPU) ? "cpu" : "device")
-     << " [";
+  os << static_cast<at::ScalarType>(s[1]) << " on "
+     << (s[2] == static_cast<int64_t>(at::kCPU) ? "cpu" : "device") << " [";
   const int64_t dim = s[3];
-  for (int64_t d = 0; d < dim && d < kSigDims; ++d) os << (d ? ", " : "") << (s[7 + d] < 0 ? "*" : std::to_string(s[7 + d]));
+  for (int64_t d = 0; d < dim && d < kSigDims; ++d)
+    os << (d ? ", " : "") << (s[7 + d] < 0 ? "*" : std::to_string(s[7 + d]));
   if (dim > kSigDims) os << ", ...";
   os << "]";
   if (s[5] >= 0) os << " op " << reduce_op_name(static_cast<ReduceOp>(s[5]));
@@ -39,10 +40,12 @@ Signature make_signature(const at::Tensor* t, int op, int root, bool free_dim0) 
   return s;
 }
 
-void agree_on_signature(const MpiComm& comm, const char* what, const std::string& local_error, const Signature& sig) {
+void agree_on_signature(const MpiComm& comm, const char* what, const std::string& local_error,
+                        const Signature& sig) {
   const int n = static_cast<int>(sig.size());
   std::vector<int64_t> all(static_cast<size_t>(n) * comm.size());
-  MQ_MPI_CHECK(MPI_Allgather(sig.data(), n, MPI_INT64_T, all.data(), n, MPI_INT64_T, comm.native()));
+  MQ_MPI_CHECK(
+      MPI_Allgather(sig.data(), n, MPI_INT64_T, all.data(), n, MPI_INT64_T, comm.native()));
   auto row = [&](int r) {
     Signature s{};
     for (int i = 0; i < n; ++i) s[i] = all[static_cast<size_t>(r) * n + i];
@@ -51,13 +54,14 @@ void agree_on_signature(const MpiComm& comm, const char* what, const std::string
   for (int r = 0; r < comm.size(); ++r) {
     if (row(r)[0] == 0) continue;
     if (r == comm.rank()) throw Error(local_error);
-    MQ_THROW(Error, what, ": rank ", r, " of the group passed invalid arguments (its own error names them)");
+    MQ_THROW(Error, what, ": rank ", r,
+             " of the group passed invalid arguments (its own error names them)");
   }
   const Signature s0 = row(0);
   for (int r = 1; r < comm.size(); ++r) {
     if (row(r) != s0)
-      MQ_THROW(Error, what, ": ranks disagree on the arguments: rank 0 passed ", describe(s0), ", rank ", r,
-               " passed ", describe(row(r)));
+      MQ_THROW(Error, what, ": ranks disagree on the arguments: rank 0 passed ", describe(s0),
+               ", rank ", r, " passed ", describe(row(r)));
   }
 }
 

@@ -1,5 +1,8 @@
 #include "mq/dist/mpi_comm.hpp"
 
+#include <ATen/Functions.h>
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -11,20 +14,20 @@
 #include <cstdlib>
 #include <sstream>
 
-#include <ATen/Functions.h>
-#include <c10/util/BFloat16.h>
-#include <c10/util/Half.h>
-
 #include "collective_check_impl.hpp"
 
 namespace mq::dist {
 
 const char* reduce_op_name(ReduceOp op) {
   switch (op) {
-    case ReduceOp::kSum: return "sum";
-    case ReduceOp::kAvg: return "avg";
-    case ReduceOp::kMax: return "max";
-    case ReduceOp::kMin: return "min";
+    case ReduceOp::kSum:
+      return "sum";
+    case ReduceOp::kAvg:
+      return "avg";
+    case ReduceOp::kMax:
+      return "max";
+    case ReduceOp::kMin:
+      return "min";
   }
   return "?";
 }
@@ -33,8 +36,8 @@ void throw_mpi_error(int code, const char* call, const char* file, int line) {
   char text[MPI_MAX_ERROR_STRING] = {0};
   int len = 0;
   if (MPI_Error_string(code, text, &len) != MPI_SUCCESS) len = 0;
-  MQ_THROW(MpiError, "MPI error ", code, " (", std::string(text, static_cast<size_t>(len)), ") in ", call, " at ",
-           file, ":", line);
+  MQ_THROW(MpiError, "MPI error ", code, " (", std::string(text, static_cast<size_t>(len)), ") in ",
+           call, " at ", file, ":", line);
 }
 
 namespace {
@@ -46,23 +49,32 @@ bool mpi_live() {
   return init && !fin;
 }
 
-// Elements per round of a chunked collective: keeps every MPI count and displacement far below INT_MAX
-// and bounds the temporary buffers.
+// Elements per round of a chunked collective: keeps every MPI count and displacement far below
+// INT_MAX and bounds the temporary buffers.
 constexpr int64_t kChunk = int64_t{1} << 24;
 
 MPI_Datatype mpi_type(at::ScalarType st) {
   switch (st) {
-    case at::kFloat: return MPI_FLOAT;
-    case at::kDouble: return MPI_DOUBLE;
+    case at::kFloat:
+      return MPI_FLOAT;
+    case at::kDouble:
+      return MPI_DOUBLE;
     case at::kBFloat16:
-    case at::kHalf: return MPI_UINT16_T;  // moved as bits; reduced by fold_reduce in fp32
-    case at::kLong: return MPI_INT64_T;
-    case at::kInt: return MPI_INT32_T;
-    case at::kShort: return MPI_INT16_T;
-    case at::kChar: return MPI_INT8_T;
+    case at::kHalf:
+      return MPI_UINT16_T;  // moved as bits; reduced by fold_reduce in fp32
+    case at::kLong:
+      return MPI_INT64_T;
+    case at::kInt:
+      return MPI_INT32_T;
+    case at::kShort:
+      return MPI_INT16_T;
+    case at::kChar:
+      return MPI_INT8_T;
     case at::kByte:
-    case at::kBool: return MPI_UINT8_T;
-    default: MQ_THROW(Error, "mq::dist: unsupported dtype ", st);
+    case at::kBool:
+      return MPI_UINT8_T;
+    default:
+      MQ_THROW(Error, "mq::dist: unsupported dtype ", st);
   }
 }
 
@@ -72,10 +84,14 @@ bool is_floating(at::ScalarType st) {
 
 MPI_Op mpi_int_op(ReduceOp op) {
   switch (op) {
-    case ReduceOp::kSum: return MPI_SUM;
-    case ReduceOp::kMax: return MPI_MAX;
-    case ReduceOp::kMin: return MPI_MIN;
-    case ReduceOp::kAvg: break;
+    case ReduceOp::kSum:
+      return MPI_SUM;
+    case ReduceOp::kMax:
+      return MPI_MAX;
+    case ReduceOp::kMin:
+      return MPI_MIN;
+    case ReduceOp::kAvg:
+      break;
   }
   MQ_ASSERT(false);
   return MPI_SUM;
@@ -90,7 +106,8 @@ template <typename A>
 A combine(A a, A b, ReduceOp op) {
   switch (op) {
     case ReduceOp::kSum:
-    case ReduceOp::kAvg: return a + b;
+    case ReduceOp::kAvg:
+      return a + b;
     case ReduceOp::kMax:
       if (std::isnan(a)) return a;
       if (std::isnan(b)) return b;
@@ -116,20 +133,26 @@ void fold(const void* in_v, void* out_v, int64_t n, int w, int64_t stride, Reduc
   }
 }
 
-void fold_dispatch(at::ScalarType st, const void* in, void* out, int64_t n, int w, int64_t stride, ReduceOp op) {
+void fold_dispatch(at::ScalarType st, const void* in, void* out, int64_t n, int w, int64_t stride,
+                   ReduceOp op) {
   switch (st) {
-    case at::kFloat: return fold<float, float>(in, out, n, w, stride, op);
-    case at::kDouble: return fold<double, double>(in, out, n, w, stride, op);
-    case at::kBFloat16: return fold<c10::BFloat16, float>(in, out, n, w, stride, op);
-    case at::kHalf: return fold<c10::Half, float>(in, out, n, w, stride, op);
-    default: MQ_ASSERT(false);
+    case at::kFloat:
+      return fold<float, float>(in, out, n, w, stride, op);
+    case at::kDouble:
+      return fold<double, double>(in, out, n, w, stride, op);
+    case at::kBFloat16:
+      return fold<c10::BFloat16, float>(in, out, n, w, stride, op);
+    case at::kHalf:
+      return fold<c10::Half, float>(in, out, n, w, stride, op);
+    default:
+      MQ_ASSERT(false);
   }
 }
 
 void check_reduce_dtype(at::ScalarType st, ReduceOp op, const char* what) {
   if (st == at::kBool)
-    MQ_CHECK(op == ReduceOp::kMax || op == ReduceOp::kMin, what, ": bool tensors support max (any) and min (all), not ",
-             reduce_op_name(op));
+    MQ_CHECK(op == ReduceOp::kMax || op == ReduceOp::kMin, what,
+             ": bool tensors support max (any) and min (all), not ", reduce_op_name(op));
   else if (!is_floating(st))
     MQ_CHECK(op != ReduceOp::kAvg, what, ": avg needs a floating dtype, got ", st);
 }
@@ -184,7 +207,8 @@ std::string rank_prefix() {
 void abort_all(std::string_view message, int code) {
   static std::atomic<bool> printed{false};
   if (!printed.exchange(true)) {
-    std::fprintf(stderr, "%s: %.*s\n", rank_prefix().c_str(), static_cast<int>(message.size()), message.data());
+    std::fprintf(stderr, "%s: %.*s\n", rank_prefix().c_str(), static_cast<int>(message.size()),
+                 message.data());
     std::fflush(stderr);
   }
   if (mpi_live()) MPI_Abort(MPI_COMM_WORLD, code);
@@ -202,14 +226,16 @@ MpiComm::MpiComm(MPI_Comm comm, bool owned) : comm_(comm), owned_(owned) {
 }
 
 MpiComm MpiComm::world() {
-  MQ_CHECK(mpi_live(), "MpiComm::world: MPI is not initialised (create mq::dist::MpiRuntime in main first)");
+  MQ_CHECK(mpi_live(),
+           "MpiComm::world: MPI is not initialised (create mq::dist::MpiRuntime in main first)");
   MPI_Comm c = MPI_COMM_NULL;
   MQ_MPI_CHECK(MPI_Comm_dup(MPI_COMM_WORLD, &c));
   return MpiComm(c, true);
 }
 
 MpiComm MpiComm::self() {
-  MQ_CHECK(mpi_live(), "MpiComm::self: MPI is not initialised (create mq::dist::MpiRuntime in main first)");
+  MQ_CHECK(mpi_live(),
+           "MpiComm::self: MPI is not initialised (create mq::dist::MpiRuntime in main first)");
   MPI_Comm c = MPI_COMM_NULL;
   MQ_MPI_CHECK(MPI_Comm_dup(MPI_COMM_SELF, &c));
   return MpiComm(c, true);
@@ -224,7 +250,8 @@ void MpiComm::reset() noexcept {
 
 MpiComm::~MpiComm() { reset(); }
 
-MpiComm::MpiComm(MpiComm&& o) noexcept : comm_(o.comm_), owned_(o.owned_), rank_(o.rank_), size_(o.size_) {
+MpiComm::MpiComm(MpiComm&& o) noexcept
+    : comm_(o.comm_), owned_(o.owned_), rank_(o.rank_), size_(o.size_) {
   o.comm_ = MPI_COMM_NULL;
   o.owned_ = false;
   o.rank_ = o.size_ = -1;
@@ -320,7 +347,8 @@ void MpiComm::all_reduce(at::Tensor& t, ReduceOp op) const {
       err = e.what();
     }
   }
-  agree_on_signature(*this, what, err, make_signature(err.empty() ? &t : nullptr, static_cast<int>(op), -1, false));
+  agree_on_signature(*this, what, err,
+                     make_signature(err.empty() ? &t : nullptr, static_cast<int>(op), -1, false));
 
   const at::ScalarType st = t.scalar_type();
   const MPI_Datatype dt = mpi_type(st);
@@ -334,8 +362,8 @@ void MpiComm::all_reduce(at::Tensor& t, ReduceOp op) const {
     }
     return;
   }
-  // Slice j of each chunk goes to rank j, which folds the size_ copies in rank order; the folded slices
-  // are then gathered back in place.
+  // Slice j of each chunk goes to rank j, which folds the size_ copies in rank order; the folded
+  // slices are then gathered back in place.
   const int w = size_;
   std::vector<int> cnt(w), displ(w), rcnt(w), rdispl(w);
   std::vector<char> recv;
@@ -353,9 +381,12 @@ void MpiComm::all_reduce(at::Tensor& t, ReduceOp op) const {
     }
     recv.resize(static_cast<size_t>(mine) * w * es);
     char* chunk = base + off * es;
-    MQ_MPI_CHECK(MPI_Alltoallv(chunk, cnt.data(), displ.data(), dt, recv.data(), rcnt.data(), rdispl.data(), dt, comm_));
-    fold_dispatch(st, recv.data(), chunk + static_cast<size_t>(displ[rank_]) * es, mine, w, mine, op);
-    MQ_MPI_CHECK(MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, chunk, cnt.data(), displ.data(), dt, comm_));
+    MQ_MPI_CHECK(MPI_Alltoallv(chunk, cnt.data(), displ.data(), dt, recv.data(), rcnt.data(),
+                               rdispl.data(), dt, comm_));
+    fold_dispatch(st, recv.data(), chunk + static_cast<size_t>(displ[rank_]) * es, mine, w, mine,
+                  op);
+    MQ_MPI_CHECK(MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, chunk, cnt.data(), displ.data(),
+                                dt, comm_));
   }
 }
 
@@ -371,7 +402,8 @@ void MpiComm::reduce(at::Tensor& t, ReduceOp op, int root) const {
       err = e.what();
     }
   }
-  agree_on_signature(*this, what, err, make_signature(err.empty() ? &t : nullptr, static_cast<int>(op), root, false));
+  agree_on_signature(*this, what, err,
+                     make_signature(err.empty() ? &t : nullptr, static_cast<int>(op), root, false));
 
   const at::ScalarType st = t.scalar_type();
   const MPI_Datatype dt = mpi_type(st);
@@ -382,7 +414,8 @@ void MpiComm::reduce(at::Tensor& t, ReduceOp op, int root) const {
     for (int64_t off = 0; off < n; off += kChunk) {
       const int m = static_cast<int>(std::min(kChunk, n - off));
       void* p = base + off * es;
-      MQ_MPI_CHECK(MPI_Reduce(rank_ == root ? MPI_IN_PLACE : p, p, m, dt, mpi_int_op(op), root, comm_));
+      MQ_MPI_CHECK(
+          MPI_Reduce(rank_ == root ? MPI_IN_PLACE : p, p, m, dt, mpi_int_op(op), root, comm_));
     }
     return;
   }
@@ -449,9 +482,11 @@ std::vector<at::Tensor> MpiComm::all_gather_v(const at::Tensor& t) const {
   shape[0] = total;
   at::Tensor out = at::empty(shape, t.options());
   const MPI_Datatype dt = mpi_type(t.scalar_type());
-  MQ_MPI_CHECK(MPI_Allgatherv(t.data_ptr(), cnt[rank_], dt, out.data_ptr(), cnt.data(), displ.data(), dt, comm_));
+  MQ_MPI_CHECK(MPI_Allgatherv(t.data_ptr(), cnt[rank_], dt, out.data_ptr(), cnt.data(),
+                              displ.data(), dt, comm_));
   std::vector<at::Tensor> parts;
-  for (int i = 0, r0 = 0; i < size_; r0 += static_cast<int>(rows[i]), ++i) parts.push_back(out.narrow(0, r0, rows[i]));
+  for (int i = 0, r0 = 0; i < size_; r0 += static_cast<int>(rows[i]), ++i)
+    parts.push_back(out.narrow(0, r0, rows[i]));
   return parts;
 }
 
@@ -460,9 +495,11 @@ at::Tensor MpiComm::all_to_all(const at::Tensor& t) const {
   const char* what = "MpiComm::all_to_all";
   std::string err = validate_host(t, what);
   if (err.empty() && (t.dim() == 0 || t.size(0) % size_ != 0))
-    err = detail::cat(what, ": dim 0 must be a multiple of the group size ", size_, ", got shape ", t.sizes());
+    err = detail::cat(what, ": dim 0 must be a multiple of the group size ", size_, ", got shape ",
+                      t.sizes());
   if (err.empty() && t.numel() / size_ > INT_MAX)
-    err = detail::cat(what, ": ", t.numel() / size_, " elements per rank exceed the MPI count limit");
+    err =
+        detail::cat(what, ": ", t.numel() / size_, " elements per rank exceed the MPI count limit");
   agree_on_signature(*this, what, err, make_signature(err.empty() ? &t : nullptr, -1, -1, false));
   at::Tensor out = at::empty_like(t);
   const MPI_Datatype dt = mpi_type(t.scalar_type());
@@ -479,13 +516,17 @@ std::vector<at::Tensor> MpiComm::all_to_all_v(const std::vector<at::Tensor>& sen
     err = detail::cat(what, ": expected one tensor per rank (", size_, "), got ", send.size());
   for (size_t j = 0; err.empty() && j < send.size(); ++j) {
     err = validate_host(send[j], what);
-    if (err.empty() && send[j].dim() == 0) err = detail::cat(what, ": tensors need at least one dimension");
-    if (err.empty() && (send[j].scalar_type() != send[0].scalar_type() || send[j].dim() != send[0].dim() ||
-                        send[j].sizes().slice(1) != send[0].sizes().slice(1)))
-      err = detail::cat(what, ": send[", j, "] is ", send[j].scalar_type(), " ", send[j].sizes(), " but send[0] is ",
-                        send[0].scalar_type(), " ", send[0].sizes(), " (only dim 0 may differ)");
+    if (err.empty() && send[j].dim() == 0)
+      err = detail::cat(what, ": tensors need at least one dimension");
+    if (err.empty() &&
+        (send[j].scalar_type() != send[0].scalar_type() || send[j].dim() != send[0].dim() ||
+         send[j].sizes().slice(1) != send[0].sizes().slice(1)))
+      err = detail::cat(what, ": send[", j, "] is ", send[j].scalar_type(), " ", send[j].sizes(),
+                        " but send[0] is ", send[0].scalar_type(), " ", send[0].sizes(),
+                        " (only dim 0 may differ)");
   }
-  agree_on_signature(*this, what, err, make_signature(err.empty() ? &send[0] : nullptr, -1, -1, true));
+  agree_on_signature(*this, what, err,
+                     make_signature(err.empty() ? &send[0] : nullptr, -1, -1, true));
 
   std::vector<int64_t> srows(size_), rrows(size_);
   for (int j = 0; j < size_; ++j) srows[j] = send[j].size(0);
@@ -506,10 +547,11 @@ std::vector<at::Tensor> MpiComm::all_to_all_v(const std::vector<at::Tensor>& sen
   shape[0] = rtotal;
   at::Tensor out = at::empty(shape, send[0].options());
   const MPI_Datatype dt = mpi_type(send[0].scalar_type());
-  MQ_MPI_CHECK(MPI_Alltoallv(packed.data_ptr(), scnt.data(), sdispl.data(), dt, out.data_ptr(), rcnt.data(),
-                             rdispl.data(), dt, comm_));
+  MQ_MPI_CHECK(MPI_Alltoallv(packed.data_ptr(), scnt.data(), sdispl.data(), dt, out.data_ptr(),
+                             rcnt.data(), rdispl.data(), dt, comm_));
   std::vector<at::Tensor> parts;
-  for (int i = 0, r0 = 0; i < size_; r0 += static_cast<int>(rrows[i]), ++i) parts.push_back(out.narrow(0, r0, rrows[i]));
+  for (int i = 0, r0 = 0; i < size_; r0 += static_cast<int>(rrows[i]), ++i)
+    parts.push_back(out.narrow(0, r0, rrows[i]));
   return parts;
 }
 

@@ -4,10 +4,9 @@
 #include <utility>
 
 #if defined(MQ_HAVE_NCCL)
+#include <ATen/Functions.h>
 #include <cuda_runtime_api.h>
 #include <nccl.h>
-
-#include <ATen/Functions.h>
 #if defined(MQ_TORCH_CUDA)
 #include <ATen/cuda/CUDAContext.h>
 #endif
@@ -21,39 +20,52 @@ namespace {
 ncclComm_t as_nccl(ncclComm* c) { return c; }
 
 [[noreturn]] void throw_nccl(ncclResult_t rc, const char* call, const char* file, int line) {
-  MQ_THROW(NcclError, "NCCL error ", static_cast<int>(rc), " (", ncclGetErrorString(rc), ") in ", call, " at ", file,
-           ":", line);
+  MQ_THROW(NcclError, "NCCL error ", static_cast<int>(rc), " (", ncclGetErrorString(rc), ") in ",
+           call, " at ", file, ":", line);
 }
 
 [[noreturn]] void throw_cuda(cudaError_t rc, const char* call, const char* file, int line) {
-  MQ_THROW(NcclError, "CUDA error ", static_cast<int>(rc), " (", cudaGetErrorString(rc), ") in ", call, " at ", file,
-           ":", line);
+  MQ_THROW(NcclError, "CUDA error ", static_cast<int>(rc), " (", cudaGetErrorString(rc), ") in ",
+           call, " at ", file, ":", line);
 }
 
 ncclDataType_t nccl_type(at::ScalarType st) {
   switch (st) {
-    case at::kFloat: return ncclFloat32;
-    case at::kDouble: return ncclFloat64;
-    case at::kBFloat16: return ncclBfloat16;
-    case at::kHalf: return ncclFloat16;
-    case at::kLong: return ncclInt64;
-    case at::kInt: return ncclInt32;
-    case at::kChar: return ncclInt8;
+    case at::kFloat:
+      return ncclFloat32;
+    case at::kDouble:
+      return ncclFloat64;
+    case at::kBFloat16:
+      return ncclBfloat16;
+    case at::kHalf:
+      return ncclFloat16;
+    case at::kLong:
+      return ncclInt64;
+    case at::kInt:
+      return ncclInt32;
+    case at::kChar:
+      return ncclInt8;
     case at::kByte:
-    case at::kBool: return ncclUint8;
-    default: MQ_THROW(NcclError, "NcclComm: unsupported dtype ", st);
+    case at::kBool:
+      return ncclUint8;
+    default:
+      MQ_THROW(NcclError, "NcclComm: unsupported dtype ", st);
   }
 }
 
 ncclRedOp_t nccl_op(at::ScalarType st, ReduceOp op, const char* what) {
-  const bool floating = st == at::kFloat || st == at::kDouble || st == at::kBFloat16 || st == at::kHalf;
+  const bool floating =
+      st == at::kFloat || st == at::kDouble || st == at::kBFloat16 || st == at::kHalf;
   if (st == at::kBool)
-    MQ_CHECK(op == ReduceOp::kMax || op == ReduceOp::kMin, what, ": bool tensors support max and min, not ",
-             reduce_op_name(op));
+    MQ_CHECK(op == ReduceOp::kMax || op == ReduceOp::kMin, what,
+             ": bool tensors support max and min, not ", reduce_op_name(op));
   switch (op) {
-    case ReduceOp::kSum: return ncclSum;
-    case ReduceOp::kMax: return ncclMax;
-    case ReduceOp::kMin: return ncclMin;
+    case ReduceOp::kSum:
+      return ncclSum;
+    case ReduceOp::kMax:
+      return ncclMax;
+    case ReduceOp::kMin:
+      return ncclMin;
     case ReduceOp::kAvg:
       MQ_CHECK(floating, what, ": avg needs a floating dtype, got ", st);
       return ncclAvg;
@@ -65,7 +77,8 @@ cudaStream_t current_stream(int device) {
 #if defined(MQ_TORCH_CUDA)
   return at::cuda::getCurrentCUDAStream(device).stream();
 #else
-  MQ_THROW(NcclError, "NcclComm: device tensors need LibTorch's CUDA backend (build with MQ_TORCH_CUDA=ON)");
+  MQ_THROW(NcclError,
+           "NcclComm: device tensors need LibTorch's CUDA backend (build with MQ_TORCH_CUDA=ON)");
 #endif
 }
 
@@ -78,17 +91,17 @@ int64_t rows_numel(const at::Tensor& t) {
 }  // namespace
 
 // On failure the communicator is aborted first, so that peers blocked in it return with an error.
-#define MQ_NCCL_CHECK(call)                                           \
-  do {                                                                \
-    const ncclResult_t mq_nccl_rc_ = (call);                          \
+#define MQ_NCCL_CHECK(call)                                            \
+  do {                                                                 \
+    const ncclResult_t mq_nccl_rc_ = (call);                           \
     if (mq_nccl_rc_ != ncclSuccess && mq_nccl_rc_ != ncclInProgress) { \
-      abort();                                                        \
-      throw_nccl(mq_nccl_rc_, #call, __FILE__, __LINE__);             \
-    }                                                                 \
+      abort();                                                         \
+      throw_nccl(mq_nccl_rc_, #call, __FILE__, __LINE__);              \
+    }                                                                  \
   } while (0)
-#define MQ_NCCL_CUDA_CHECK(call)                                      \
-  do {                                                                \
-    const cudaError_t mq_cuda_rc_ = (call);                           \
+#define MQ_NCCL_CUDA_CHECK(call)                                                        \
+  do {                                                                                  \
+    const cudaError_t mq_cuda_rc_ = (call);                                             \
     if (mq_cuda_rc_ != cudaSuccess) throw_cuda(mq_cuda_rc_, #call, __FILE__, __LINE__); \
   } while (0)
 
@@ -111,8 +124,8 @@ int NcclComm::select_device(const MpiComm& world) {
   const std::vector<bool> oks = world.all_gather_bool(ok);
   for (int r = 0; r < world.size(); ++r)
     MQ_CHECK_T(NcclError, oks[r], "NcclComm::select_device: rank ", r,
-               " has no device for its local rank (this rank sees ", n, " devices and ", node.size(),
-               " ranks on its node; one GPU per local rank is needed)");
+               " has no device for its local rank (this rank sees ", n, " devices and ",
+               node.size(), " ranks on its node; one GPU per local rank is needed)");
   return n == 1 ? 0 : node.rank();
 }
 
@@ -169,13 +182,15 @@ void NcclComm::abort() noexcept {
 NcclComm NcclComm::split(int color, int key) const {
   MQ_CHECK(valid(), "NcclComm::split: null communicator");
   ncclComm_t c = nullptr;
-  const ncclResult_t rc = ncclCommSplit(as_nccl(comm_), color < 0 ? NCCL_SPLIT_NOCOLOR : color, key, &c, nullptr);
+  const ncclResult_t rc =
+      ncclCommSplit(as_nccl(comm_), color < 0 ? NCCL_SPLIT_NOCOLOR : color, key, &c, nullptr);
   if (rc != ncclSuccess) throw_nccl(rc, "ncclCommSplit", __FILE__, __LINE__);
   NcclComm out;
   if (c == nullptr) return out;
   out.comm_ = c;
   out.device_ = device_;
-  if (ncclCommUserRank(c, &out.rank_) != ncclSuccess || ncclCommCount(c, &out.size_) != ncclSuccess) {
+  if (ncclCommUserRank(c, &out.rank_) != ncclSuccess ||
+      ncclCommCount(c, &out.size_) != ncclSuccess) {
     out.abort();
     MQ_THROW(NcclError, "NcclComm::split: cannot query the new communicator");
   }
@@ -193,8 +208,8 @@ void NcclComm::synchronize() {
 void NcclComm::check(const at::Tensor& t, const char* what) const {
   MQ_CHECK(valid(), what, ": null communicator");
   MQ_CHECK(t.defined(), what, ": tensor is undefined");
-  MQ_CHECK(t.is_cuda() && t.device().index() == device_, what, ": tensor must be on cuda:", device_, ", got ",
-           t.device());
+  MQ_CHECK(t.is_cuda() && t.device().index() == device_, what, ": tensor must be on cuda:", device_,
+           ", got ", t.device());
   MQ_CHECK(t.is_contiguous(), what, ": tensor must be contiguous");
   nccl_type(t.scalar_type());
 }
@@ -202,23 +217,25 @@ void NcclComm::check(const at::Tensor& t, const char* what) const {
 void NcclComm::all_reduce(at::Tensor& t, ReduceOp op) {
   check(t, "NcclComm::all_reduce");
   const ncclRedOp_t o = nccl_op(t.scalar_type(), op, "NcclComm::all_reduce");
-  MQ_NCCL_CHECK(ncclAllReduce(t.data_ptr(), t.data_ptr(), t.numel(), nccl_type(t.scalar_type()), o, as_nccl(comm_),
-                              current_stream(device_)));
+  MQ_NCCL_CHECK(ncclAllReduce(t.data_ptr(), t.data_ptr(), t.numel(), nccl_type(t.scalar_type()), o,
+                              as_nccl(comm_), current_stream(device_)));
 }
 
 void NcclComm::broadcast(at::Tensor& t, int root) {
   check(t, "NcclComm::broadcast");
-  MQ_CHECK(root >= 0 && root < size_, "NcclComm::broadcast: root ", root, " is outside [0, ", size_, ")");
-  MQ_NCCL_CHECK(ncclBroadcast(t.data_ptr(), t.data_ptr(), t.numel(), nccl_type(t.scalar_type()), root, as_nccl(comm_),
-                              current_stream(device_)));
+  MQ_CHECK(root >= 0 && root < size_, "NcclComm::broadcast: root ", root, " is outside [0, ", size_,
+           ")");
+  MQ_NCCL_CHECK(ncclBroadcast(t.data_ptr(), t.data_ptr(), t.numel(), nccl_type(t.scalar_type()),
+                              root, as_nccl(comm_), current_stream(device_)));
 }
 
 void NcclComm::reduce(at::Tensor& t, ReduceOp op, int root) {
   check(t, "NcclComm::reduce");
-  MQ_CHECK(root >= 0 && root < size_, "NcclComm::reduce: root ", root, " is outside [0, ", size_, ")");
+  MQ_CHECK(root >= 0 && root < size_, "NcclComm::reduce: root ", root, " is outside [0, ", size_,
+           ")");
   const ncclRedOp_t o = nccl_op(t.scalar_type(), op, "NcclComm::reduce");
-  MQ_NCCL_CHECK(ncclReduce(t.data_ptr(), t.data_ptr(), t.numel(), nccl_type(t.scalar_type()), o, root, as_nccl(comm_),
-                           current_stream(device_)));
+  MQ_NCCL_CHECK(ncclReduce(t.data_ptr(), t.data_ptr(), t.numel(), nccl_type(t.scalar_type()), o,
+                           root, as_nccl(comm_), current_stream(device_)));
 }
 
 at::Tensor NcclComm::all_gather(const at::Tensor& t) {
@@ -226,15 +243,17 @@ at::Tensor NcclComm::all_gather(const at::Tensor& t) {
   std::vector<int64_t> shape{size_};
   shape.insert(shape.end(), t.sizes().begin(), t.sizes().end());
   at::Tensor out = at::empty(shape, t.options());
-  MQ_NCCL_CHECK(ncclAllGather(t.data_ptr(), out.data_ptr(), t.numel(), nccl_type(t.scalar_type()), as_nccl(comm_),
-                              current_stream(device_)));
+  MQ_NCCL_CHECK(ncclAllGather(t.data_ptr(), out.data_ptr(), t.numel(), nccl_type(t.scalar_type()),
+                              as_nccl(comm_), current_stream(device_)));
   return out;
 }
 
-std::vector<at::Tensor> NcclComm::all_gather_v(const at::Tensor& t, const std::vector<int64_t>& rows) {
+std::vector<at::Tensor> NcclComm::all_gather_v(const at::Tensor& t,
+                                               const std::vector<int64_t>& rows) {
   check(t, "NcclComm::all_gather_v");
   MQ_CHECK(t.dim() >= 1 && static_cast<int>(rows.size()) == size_ && rows[rank_] == t.size(0),
-           "NcclComm::all_gather_v: rows must list every rank's dim 0 (this rank's is ", t.dim() ? t.size(0) : -1, ")");
+           "NcclComm::all_gather_v: rows must list every rank's dim 0 (this rank's is ",
+           t.dim() ? t.size(0) : -1, ")");
   const int64_t re = rows_numel(t);
   int64_t total = 0;
   for (int64_t r : rows) total += r;
@@ -248,8 +267,8 @@ std::vector<at::Tensor> NcclComm::all_gather_v(const at::Tensor& t, const std::v
   int64_t off = 0;
   for (int i = 0; i < size_; ++i) {
     if (rows[i] > 0)
-      MQ_NCCL_CHECK(ncclBroadcast(t.data_ptr(), static_cast<char*>(out.data_ptr()) + off * re * es, rows[i] * re, dt, i,
-                                  as_nccl(comm_), s));
+      MQ_NCCL_CHECK(ncclBroadcast(t.data_ptr(), static_cast<char*>(out.data_ptr()) + off * re * es,
+                                  rows[i] * re, dt, i, as_nccl(comm_), s));
     off += rows[i];
   }
   MQ_NCCL_CHECK(ncclGroupEnd());
@@ -261,8 +280,8 @@ std::vector<at::Tensor> NcclComm::all_gather_v(const at::Tensor& t, const std::v
 
 at::Tensor NcclComm::all_to_all(const at::Tensor& t) {
   check(t, "NcclComm::all_to_all");
-  MQ_CHECK(t.dim() >= 1 && t.size(0) % size_ == 0, "NcclComm::all_to_all: dim 0 must be a multiple of ", size_,
-           ", got ", t.sizes());
+  MQ_CHECK(t.dim() >= 1 && t.size(0) % size_ == 0,
+           "NcclComm::all_to_all: dim 0 must be a multiple of ", size_, ", got ", t.sizes());
   at::Tensor out = at::empty_like(t);
   const int64_t c = t.numel() / size_;
   const size_t bytes = static_cast<size_t>(c) * t.element_size();
@@ -270,16 +289,20 @@ at::Tensor NcclComm::all_to_all(const at::Tensor& t) {
   const cudaStream_t s = current_stream(device_);
   MQ_NCCL_CHECK(ncclGroupStart());
   for (int j = 0; j < size_; ++j) {
-    MQ_NCCL_CHECK(ncclSend(static_cast<const char*>(t.data_ptr()) + j * bytes, c, dt, j, as_nccl(comm_), s));
-    MQ_NCCL_CHECK(ncclRecv(static_cast<char*>(out.data_ptr()) + j * bytes, c, dt, j, as_nccl(comm_), s));
+    MQ_NCCL_CHECK(
+        ncclSend(static_cast<const char*>(t.data_ptr()) + j * bytes, c, dt, j, as_nccl(comm_), s));
+    MQ_NCCL_CHECK(
+        ncclRecv(static_cast<char*>(out.data_ptr()) + j * bytes, c, dt, j, as_nccl(comm_), s));
   }
   MQ_NCCL_CHECK(ncclGroupEnd());
   return out;
 }
 
-std::vector<at::Tensor> NcclComm::all_to_all_v(const std::vector<at::Tensor>& send, const std::vector<int64_t>& recv_rows) {
+std::vector<at::Tensor> NcclComm::all_to_all_v(const std::vector<at::Tensor>& send,
+                                               const std::vector<int64_t>& recv_rows) {
   MQ_CHECK(static_cast<int>(send.size()) == size_ && static_cast<int>(recv_rows.size()) == size_,
-           "NcclComm::all_to_all_v: need one send tensor and one receive count per rank (", size_, ")");
+           "NcclComm::all_to_all_v: need one send tensor and one receive count per rank (", size_,
+           ")");
   for (const auto& t : send) check(t, "NcclComm::all_to_all_v");
   const int64_t re = rows_numel(send[0]);
   int64_t total = 0;
@@ -293,24 +316,28 @@ std::vector<at::Tensor> NcclComm::all_to_all_v(const std::vector<at::Tensor>& se
   MQ_NCCL_CHECK(ncclGroupStart());
   int64_t off = 0;
   for (int j = 0; j < size_; ++j) {
-    if (send[j].numel() > 0) MQ_NCCL_CHECK(ncclSend(send[j].data_ptr(), send[j].numel(), dt, j, as_nccl(comm_), s));
+    if (send[j].numel() > 0)
+      MQ_NCCL_CHECK(ncclSend(send[j].data_ptr(), send[j].numel(), dt, j, as_nccl(comm_), s));
     if (recv_rows[j] > 0)
-      MQ_NCCL_CHECK(ncclRecv(static_cast<char*>(out.data_ptr()) + off * re * es, recv_rows[j] * re, dt, j,
-                             as_nccl(comm_), s));
+      MQ_NCCL_CHECK(ncclRecv(static_cast<char*>(out.data_ptr()) + off * re * es, recv_rows[j] * re,
+                             dt, j, as_nccl(comm_), s));
     off += recv_rows[j];
   }
   MQ_NCCL_CHECK(ncclGroupEnd());
   std::vector<at::Tensor> parts;
   off = 0;
-  for (int i = 0; i < size_; off += recv_rows[i], ++i) parts.push_back(out.narrow(0, off, recv_rows[i]));
+  for (int i = 0; i < size_; off += recv_rows[i], ++i)
+    parts.push_back(out.narrow(0, off, recv_rows[i]));
   return parts;
 }
 
-#else  // no NCCL in this build: the class exists so that callers need no #if, and says why it cannot work.
+#else  // no NCCL in this build: the class exists so that callers need no #if, and says why it
+       // cannot work.
 
 namespace {
 [[noreturn]] void no_nccl(const char* what) {
-  MQ_THROW(NcclError, what, ": this build has no NCCL (configure with MQ_CUDA=ON where nccl.h is installed)");
+  MQ_THROW(NcclError, what,
+           ": this build has no NCCL (configure with MQ_CUDA=ON where nccl.h is installed)");
 }
 }  // namespace
 
@@ -333,7 +360,8 @@ std::vector<at::Tensor> NcclComm::all_gather_v(const at::Tensor&, const std::vec
   no_nccl("NcclComm::all_gather_v");
 }
 at::Tensor NcclComm::all_to_all(const at::Tensor&) { no_nccl("NcclComm::all_to_all"); }
-std::vector<at::Tensor> NcclComm::all_to_all_v(const std::vector<at::Tensor>&, const std::vector<int64_t>&) {
+std::vector<at::Tensor> NcclComm::all_to_all_v(const std::vector<at::Tensor>&,
+                                               const std::vector<int64_t>&) {
   no_nccl("NcclComm::all_to_all_v");
 }
 

@@ -1,23 +1,28 @@
 #include "mq/dist/parallel_state.hpp"
 
+#include <ATen/Functions.h>
+
 #include <algorithm>
 #include <limits>
 #include <memory>
 #include <sstream>
 #include <vector>
 
-#include <ATen/Functions.h>
-
 namespace mq::dist {
 
 const ProcessGroup& ParallelState::group(GroupKind kind) const {
   switch (kind) {
-    case GroupKind::kData: return data_parallel_group;
-    case GroupKind::kTensor: return tensor_parallel_group;
-    case GroupKind::kExpert: return expert_model_parallel_group;
-    default: break;
+    case GroupKind::kData:
+      return data_parallel_group;
+    case GroupKind::kTensor:
+      return tensor_parallel_group;
+    case GroupKind::kExpert:
+      return expert_model_parallel_group;
+    default:
+      break;
   }
-  MQ_THROW(Error, "ParallelState::group: a ParallelState has dp, tp and ep groups, not ", group_kind_name(kind));
+  MQ_THROW(Error, "ParallelState::group: a ParallelState has dp, tp and ep groups, not ",
+           group_kind_name(kind));
 }
 
 std::string ParallelState::to_string() const {
@@ -28,22 +33,29 @@ std::string ParallelState::to_string() const {
 
 const ProcessGroup& ParallelGroups::group(GroupKind kind) const {
   switch (kind) {
-    case GroupKind::kTensor: return tp;
-    case GroupKind::kData: return dp;
-    case GroupKind::kPipeline: return pp;
-    case GroupKind::kExpert: return ep;
-    case GroupKind::kExpertTensor: return expert_tp;
-    case GroupKind::kExpertData: return expert_dp;
+    case GroupKind::kTensor:
+      return tp;
+    case GroupKind::kData:
+      return dp;
+    case GroupKind::kPipeline:
+      return pp;
+    case GroupKind::kExpert:
+      return ep;
+    case GroupKind::kExpertTensor:
+      return expert_tp;
+    case GroupKind::kExpertData:
+      return expert_dp;
   }
   MQ_ASSERT(false);
   return tp;
 }
 
-ParallelGroups make_parallel_groups(const MpiComm& world, ParallelLayout layout, const GroupOptions& options) {
+ParallelGroups make_parallel_groups(const MpiComm& world, ParallelLayout layout,
+                                    const GroupOptions& options) {
   MQ_CHECK(world.valid(), "make_parallel_groups: null world communicator");
   if (layout.world_size == 0) layout.world_size = world.size();
-  MQ_CHECK_T(ConfigError, layout.world_size == world.size(), "parallel layout: world_size ", layout.world_size,
-             " but the job runs ", world.size(), " ranks");
+  MQ_CHECK_T(ConfigError, layout.world_size == world.size(), "parallel layout: world_size ",
+             layout.world_size, " but the job runs ", world.size(), " ranks");
   ParallelGroups g;
   g.layout = resolve_layout(layout);
   g.ranks = rank_groups(g.layout, world.rank());
@@ -54,7 +66,8 @@ ParallelGroups make_parallel_groups(const MpiComm& world, ParallelLayout layout,
     if (device < 0) device = NcclComm::select_device(world);
     world_nccl = std::make_shared<NcclComm>(NcclComm::bootstrap(world, device));
   }
-  g.world = ProcessGroup("world", std::make_shared<MpiComm>(world.split(0, world.rank())), world_nccl);
+  g.world =
+      ProcessGroup("world", std::make_shared<MpiComm>(world.split(0, world.rank())), world_nccl);
   for (GroupKind kind : kAllGroupKinds) {
     const std::vector<int>& members = g.ranks.members(kind);
     const int color = members.front();
@@ -65,12 +78,24 @@ ParallelGroups make_parallel_groups(const MpiComm& world, ParallelLayout layout,
     ProcessGroup pg(group_kind_name(kind), std::move(mpi), std::move(nccl));
     MQ_ASSERT(pg.world_ranks() == members);
     switch (kind) {
-      case GroupKind::kTensor: g.tp = std::move(pg); break;
-      case GroupKind::kData: g.dp = std::move(pg); break;
-      case GroupKind::kPipeline: g.pp = std::move(pg); break;
-      case GroupKind::kExpert: g.ep = std::move(pg); break;
-      case GroupKind::kExpertTensor: g.expert_tp = std::move(pg); break;
-      case GroupKind::kExpertData: g.expert_dp = std::move(pg); break;
+      case GroupKind::kTensor:
+        g.tp = std::move(pg);
+        break;
+      case GroupKind::kData:
+        g.dp = std::move(pg);
+        break;
+      case GroupKind::kPipeline:
+        g.pp = std::move(pg);
+        break;
+      case GroupKind::kExpert:
+        g.ep = std::move(pg);
+        break;
+      case GroupKind::kExpertTensor:
+        g.expert_tp = std::move(pg);
+        break;
+      case GroupKind::kExpertData:
+        g.expert_dp = std::move(pg);
+        break;
     }
   }
   return g;
@@ -99,7 +124,8 @@ Header header_of(const std::optional<at::Tensor>& amax) {
 }
 }  // namespace
 
-OptionalSyncResult sync_optional_amax_max(std::optional<at::Tensor>& amax, const ProcessGroup& group) {
+OptionalSyncResult sync_optional_amax_max(std::optional<at::Tensor>& amax,
+                                          const ProcessGroup& group) {
   const bool has = amax && amax->defined();
   if (!group.is_initialized()) return {has ? 1 : 0, 1};
   const MpiComm& m = group.mpi();
@@ -111,8 +137,8 @@ OptionalSyncResult sync_optional_amax_max(std::optional<at::Tensor>& amax, const
   int first = -1, count = 0;
   for (int r = 0; r < m.size(); ++r) {
     const int64_t* h = &all[static_cast<size_t>(r) * n];
-    MQ_CHECK(h[0] != 2, "sync_optional_amax_max over ", group.name(), ": rank ", r, " has an amax of more than ",
-             kMaxDims, " dims");
+    MQ_CHECK(h[0] != 2, "sync_optional_amax_max over ", group.name(), ": rank ", r,
+             " has an amax of more than ", kMaxDims, " dims");
     if (h[0] == 0) continue;
     ++count;
     if (first < 0) {
@@ -120,9 +146,10 @@ OptionalSyncResult sync_optional_amax_max(std::optional<at::Tensor>& amax, const
       continue;
     }
     const int64_t* f = &all[static_cast<size_t>(first) * n];
-    MQ_CHECK(std::equal(h, h + n, f), "sync_optional_amax_max over ", group.name(), ": rank ", first, " has a ",
-             static_cast<at::ScalarType>(f[1]), " amax of ", f[3], " dims but rank ", r, " a ",
-             static_cast<at::ScalarType>(h[1]), " amax of ", h[3], " dims (or another shape/device)");
+    MQ_CHECK(std::equal(h, h + n, f), "sync_optional_amax_max over ", group.name(), ": rank ",
+             first, " has a ", static_cast<at::ScalarType>(f[1]), " amax of ", f[3],
+             " dims but rank ", r, " a ", static_cast<at::ScalarType>(h[1]), " amax of ", h[3],
+             " dims (or another shape/device)");
   }
   if (count == 0) return {0, m.size()};
   const auto ref_dtype = static_cast<at::ScalarType>(all[static_cast<size_t>(first) * n + 1]);
@@ -133,14 +160,16 @@ OptionalSyncResult sync_optional_amax_max(std::optional<at::Tensor>& amax, const
     std::vector<int64_t> shape(f + 4, f + 4 + f[3]);
     const auto st = static_cast<at::ScalarType>(f[1]);
     at::TensorOptions opts = at::TensorOptions().dtype(st);
-    if (static_cast<at::DeviceType>(f[2]) != at::kCPU) opts = opts.device(at::kCUDA, group.nccl().device());
+    if (static_cast<at::DeviceType>(f[2]) != at::kCPU)
+      opts = opts.device(at::kCUDA, group.nccl().device());
     amax = at::full(shape, -std::numeric_limits<double>::infinity(), opts);
   }
   group.all_reduce(*amax, ReduceOp::kMax);
   return {count, m.size()};
 }
 
-OptionalSyncResult sync_optional_amax_max(std::optional<at::Tensor>& amax, const ParallelState& state,
+OptionalSyncResult sync_optional_amax_max(std::optional<at::Tensor>& amax,
+                                          const ParallelState& state,
                                           std::initializer_list<GroupKind> kinds) {
   OptionalSyncResult last{amax && amax->defined() ? 1 : 0, 1};
   for (GroupKind k : kinds) {

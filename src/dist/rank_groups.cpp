@@ -9,8 +9,8 @@
 namespace mq::dist {
 namespace {
 
-// Coordinates of a rank along the six dimensions. Both layouts share pp_rank: the expert layout only
-// re-partitions the ranks of one pipeline stage.
+// Coordinates of a rank along the six dimensions. Both layouts share pp_rank: the expert layout
+// only re-partitions the ranks of one pipeline stage.
 struct Coords {
   int tp, dp, pp, ep, etp, edp;
 };
@@ -28,7 +28,9 @@ Coords coords_of(const ParallelLayout& L, int rank) {
   return c;
 }
 
-int dense_rank(const ParallelLayout& L, int tp, int dp, int pp) { return tp + L.tp * (dp + L.dp * pp); }
+int dense_rank(const ParallelLayout& L, int tp, int dp, int pp) {
+  return tp + L.tp * (dp + L.dp * pp);
+}
 
 int expert_rank(const ParallelLayout& L, int etp, int ep, int edp, int pp) {
   return etp + L.expert_tp * (ep + L.ep * edp) + L.tp * L.dp * pp;
@@ -65,12 +67,18 @@ std::vector<int> members_through(const ParallelLayout& L, const Coords& c, Group
 
 const char* group_kind_name(GroupKind kind) {
   switch (kind) {
-    case GroupKind::kTensor: return "tp";
-    case GroupKind::kData: return "dp";
-    case GroupKind::kPipeline: return "pp";
-    case GroupKind::kExpert: return "ep";
-    case GroupKind::kExpertTensor: return "expert_tp";
-    case GroupKind::kExpertData: return "expert_dp";
+    case GroupKind::kTensor:
+      return "tp";
+    case GroupKind::kData:
+      return "dp";
+    case GroupKind::kPipeline:
+      return "pp";
+    case GroupKind::kExpert:
+      return "ep";
+    case GroupKind::kExpertTensor:
+      return "expert_tp";
+    case GroupKind::kExpertData:
+      return "expert_dp";
   }
   return "?";
 }
@@ -83,14 +91,18 @@ ParallelLayout resolve_layout(ParallelLayout L) {
   positive(L.tp, "tp");
   positive(L.pp, "pp");
   positive(L.ep, "ep");
-  MQ_CHECK_T(ConfigError, L.dp >= 0, "parallel layout: dp must be >= 1 (or 0 to derive it), got ", L.dp);
+  MQ_CHECK_T(ConfigError, L.dp >= 0, "parallel layout: dp must be >= 1 (or 0 to derive it), got ",
+             L.dp);
   MQ_CHECK_T(ConfigError, L.expert_tp >= 0,
-             "parallel layout: expert_tp must be >= 1 (or 0 for expert_tp = tp), got ", L.expert_tp);
-  MQ_CHECK_T(ConfigError, L.world_size % (int64_t{L.tp} * L.pp) == 0, "parallel layout: world_size ",
-             L.world_size, " is not divisible by tp * pp = ", L.tp, " * ", L.pp);
+             "parallel layout: expert_tp must be >= 1 (or 0 for expert_tp = tp), got ",
+             L.expert_tp);
+  MQ_CHECK_T(ConfigError, L.world_size % (int64_t{L.tp} * L.pp) == 0,
+             "parallel layout: world_size ", L.world_size, " is not divisible by tp * pp = ", L.tp,
+             " * ", L.pp);
   if (L.dp == 0) L.dp = L.world_size / (L.tp * L.pp);
-  MQ_CHECK_T(ConfigError, int64_t{L.tp} * L.dp * L.pp == L.world_size, "parallel layout: tp * dp * pp = ",
-             L.tp, " * ", L.dp, " * ", L.pp, " != world_size ", L.world_size);
+  MQ_CHECK_T(ConfigError, int64_t{L.tp} * L.dp * L.pp == L.world_size,
+             "parallel layout: tp * dp * pp = ", L.tp, " * ", L.dp, " * ", L.pp, " != world_size ",
+             L.world_size);
   if (L.expert_tp == 0) L.expert_tp = L.tp;
   MQ_CHECK_T(ConfigError, (int64_t{L.tp} * L.dp) % (int64_t{L.expert_tp} * L.ep) == 0,
              "parallel layout: expert_tp * ep = ", L.expert_tp, " * ", L.ep,
@@ -100,12 +112,18 @@ ParallelLayout resolve_layout(ParallelLayout L) {
 
 const std::vector<int>& RankGroups::members(GroupKind kind) const {
   switch (kind) {
-    case GroupKind::kTensor: return tp_group;
-    case GroupKind::kData: return dp_group;
-    case GroupKind::kPipeline: return pp_group;
-    case GroupKind::kExpert: return ep_group;
-    case GroupKind::kExpertTensor: return expert_tp_group;
-    case GroupKind::kExpertData: return expert_dp_group;
+    case GroupKind::kTensor:
+      return tp_group;
+    case GroupKind::kData:
+      return dp_group;
+    case GroupKind::kPipeline:
+      return pp_group;
+    case GroupKind::kExpert:
+      return ep_group;
+    case GroupKind::kExpertTensor:
+      return expert_tp_group;
+    case GroupKind::kExpertData:
+      return expert_dp_group;
   }
   MQ_ASSERT(false);
   return tp_group;
@@ -113,12 +131,18 @@ const std::vector<int>& RankGroups::members(GroupKind kind) const {
 
 int RankGroups::rank_in(GroupKind kind) const {
   switch (kind) {
-    case GroupKind::kTensor: return tp_rank;
-    case GroupKind::kData: return dp_rank;
-    case GroupKind::kPipeline: return pp_rank;
-    case GroupKind::kExpert: return ep_rank;
-    case GroupKind::kExpertTensor: return expert_tp_rank;
-    case GroupKind::kExpertData: return expert_dp_rank;
+    case GroupKind::kTensor:
+      return tp_rank;
+    case GroupKind::kData:
+      return dp_rank;
+    case GroupKind::kPipeline:
+      return pp_rank;
+    case GroupKind::kExpert:
+      return ep_rank;
+    case GroupKind::kExpertTensor:
+      return expert_tp_rank;
+    case GroupKind::kExpertData:
+      return expert_dp_rank;
   }
   MQ_ASSERT(false);
   return 0;
@@ -162,8 +186,8 @@ std::vector<std::vector<int>> all_groups(const ParallelLayout& layout, GroupKind
 std::string to_string(const ParallelLayout& layout) {
   const ParallelLayout L = resolve_layout(layout);
   std::ostringstream os;
-  os << "world " << L.world_size << " = tp " << L.tp << " x dp " << L.dp << " x pp " << L.pp << "; ep " << L.ep
-     << " x expert_tp " << L.expert_tp << " x expert_dp " << L.expert_dp();
+  os << "world " << L.world_size << " = tp " << L.tp << " x dp " << L.dp << " x pp " << L.pp
+     << "; ep " << L.ep << " x expert_tp " << L.expert_tp << " x expert_dp " << L.expert_dp();
   return os.str();
 }
 

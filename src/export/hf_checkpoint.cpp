@@ -1,5 +1,6 @@
 #include "mq/export/hf_checkpoint.hpp"
 
+#include <ATen/ATen.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -9,8 +10,6 @@
 #include <fstream>
 #include <set>
 #include <sstream>
-
-#include <ATen/ATen.h>
 
 #include "mq/core/error.hpp"
 #include "mq/io/safetensors_torch.hpp"
@@ -22,11 +21,15 @@ namespace fs = std::filesystem;
 
 namespace {
 
-constexpr double kKvMaxBound = 448.0;  // ModelOpt: kv scale = amax / 448 for FP8 and NVFP4 KV caches
+constexpr double kKvMaxBound =
+    448.0;  // ModelOpt: kv scale = amax / 448 for FP8 and NVFP4 KV caches
 
-// ---- quantizer access ---------------------------------------------------------------------------------
+// ---- quantizer access
+// ---------------------------------------------------------------------------------
 
-nn::QuantizerModule* quantizer_of(const nn::Module& m, const char* name) { return m.quantizer(name); }
+nn::QuantizerModule* quantizer_of(const nn::Module& m, const char* name) {
+  return m.quantizer(name);
+}
 
 const quant::TensorQuantizer* input_tq(const nn::Module& m) {
   nn::QuantizerModule* q = quantizer_of(m, "input_quantizer");
@@ -63,7 +66,8 @@ std::string parent_of(const std::string& name) {
   return dot == std::string::npos ? std::string() : name.substr(0, dot);
 }
 
-// ---- step 1: MoE experts that never received a token ---------------------------------------------------
+// ---- step 1: MoE experts that never received a token
+// ---------------------------------------------------
 
 void prepare_moe_inputs(nn::Module& model) {
   for (auto& [name, m] : model.named_modules()) {
@@ -81,17 +85,21 @@ void prepare_moe_inputs(nn::Module& model) {
     for (auto& [pname, qs] : by_proj) {
       at::Tensor best;
       for (auto* q : qs)
-        if (q->has_amax_buffer()) best = best.defined() ? at::maximum(best, q->amax_buffer()) : q->amax_buffer();
+        if (q->has_amax_buffer())
+          best = best.defined() ? at::maximum(best, q->amax_buffer()) : q->amax_buffer();
       for (auto* q : qs) {
         if (q->has_amax_buffer()) continue;
-        if (best.defined()) q->set_amax(best.clone());
-        else q->set_amax(0.5);
+        if (best.defined())
+          q->set_amax(best.clone());
+        else
+          q->set_amax(0.5);
       }
     }
   }
 }
 
-// ---- step 2: fusion of sibling linears that read one tensor -------------------------------------------
+// ---- step 2: fusion of sibling linears that read one tensor
+// -------------------------------------------
 
 const std::vector<std::vector<std::string>>& fusion_sets() {
   static const std::vector<std::vector<std::string>> sets = {
@@ -103,9 +111,9 @@ const std::vector<std::vector<std::string>>& fusion_sets() {
 nn::Module* norm_before(nn::Module& model, const std::string& container) {
   const std::string layer = parent_of(container);
   const std::string leaf = container.substr(layer.empty() ? 0 : layer.size() + 1);
-  const char* norm = leaf == "self_attn" ? "input_layernorm"
+  const char* norm = leaf == "self_attn"                             ? "input_layernorm"
                      : (leaf == "mlp" || leaf == "block_sparse_moe") ? "post_attention_layernorm"
-                                                                      : nullptr;
+                                                                     : nullptr;
   if (norm == nullptr) return nullptr;
   nn::Module& l = layer.empty() ? model : model.get_submodule(layer);
   return l.child(norm);
@@ -122,7 +130,8 @@ using Members = std::vector<std::pair<std::string, nn::Module*>>;
 // One input amax (the max) for linears that read the same tensor.
 void unify_input_amax(const Members& members) {
   const quant::TensorQuantizer* iq0 = input_tq(*members[0].second);
-  if (iq0 == nullptr || !iq0->is_enabled() || !iq0->has_amax_buffer() || iq0->is_mx_format()) return;
+  if (iq0 == nullptr || !iq0->is_enabled() || !iq0->has_amax_buffer() || iq0->is_mx_format())
+    return;
   MQ_CHECK(iq0->amax_buffer().numel() == 1, members[0].first,
            ".input_quantizer: only a scalar input amax can be fused (ModelOpt asserts)");
   std::vector<at::Tensor> a;
@@ -135,8 +144,8 @@ void unify_input_amax(const Members& members) {
   for (const auto& [n, m] : members) m->quantizer("input_quantizer")->tensor().set_amax(mx);
 }
 
-// One scalar weight amax (the max): the FP8 stage of a SequentialQuantizer, the global amax of a static
-// NVFP4 quantizer, or a per-tensor amax. Per-channel and per-block amaxes are left alone.
+// One scalar weight amax (the max): the FP8 stage of a SequentialQuantizer, the global amax of a
+// static NVFP4 quantizer, or a per-tensor amax. Per-channel and per-block amaxes are left alone.
 void unify_weight_amax(const Members& members) {
   nn::QuantizerModule* wq0 = members[0].second->quantizer("weight_quantizer");
   if (wq0->is_sequential()) {
@@ -148,7 +157,8 @@ void unify_weight_amax(const Members& members) {
         a.push_back(s[1].amax_buffer());
       }
       const at::Tensor mx = stack_max(a);
-      for (const auto& [n, m] : members) m->quantizer("weight_quantizer")->sequential()[1].set_amax(mx);
+      for (const auto& [n, m] : members)
+        m->quantizer("weight_quantizer")->sequential()[1].set_amax(mx);
     }
   } else if (wq0->tensor().is_static_block_scale_quantizer()) {
     std::vector<at::Tensor> a;
@@ -156,7 +166,8 @@ void unify_weight_amax(const Members& members) {
       if (auto g = m->quantizer("weight_quantizer")->tensor().global_amax()) a.push_back(*g);
     if (!a.empty()) {
       const at::Tensor mx = stack_max(a);
-      for (const auto& [n, m] : members) m->quantizer("weight_quantizer")->tensor().set_global_amax(mx);
+      for (const auto& [n, m] : members)
+        m->quantizer("weight_quantizer")->tensor().set_global_amax(mx);
     }
   } else if (wq0->tensor().is_enabled() && wq0->tensor().has_amax_buffer() &&
              wq0->tensor().amax_buffer().numel() == 1) {
@@ -178,11 +189,13 @@ void fuse_group(nn::Module& model, const std::string& container,
   for (const auto& [n, m] : members)
     MQ_CHECK(module_format(*m, false) == f, n, ": fused with ", members[0].first,
              " (same input) but quantized as ", quant_format_name(module_format(*m, false)), " vs ",
-             quant_format_name(f), " (ModelOpt asserts: modules have different quantization formats)");
+             quant_format_name(f),
+             " (ModelOpt asserts: modules have different quantization formats)");
   if (f == QuantFormat::kNone || f == QuantFormat::kFp8) return;
 
-  // Pre-quant scales (§6.6 step 1): every member gets the mean scale; a member whose scale differs has its
-  // weight re-scaled in fp32 (W * old / avg, back to the weight dtype) and its weight amax recalibrated.
+  // Pre-quant scales (§6.6 step 1): every member gets the mean scale; a member whose scale differs
+  // has its weight re-scaled in fp32 (W * old / avg, back to the weight dtype) and its weight amax
+  // recalibrated.
   const quant::TensorQuantizer* iq0 = input_tq(*members[0].second);
   std::optional<at::Tensor> pqs = iq0 ? iq0->pre_quant_scale() : std::nullopt;
   if (pqs) {
@@ -200,7 +213,9 @@ void fuse_group(nn::Module& model, const std::string& container,
       nn::Module& m = *members[i].second;
       at::Tensor& w = m.parameter("weight");
       const auto wdt = w.scalar_type();
-      w = (w.to(at::kFloat) * all[i].to(at::kFloat).to(w.device()) / avg.to(at::kFloat).to(w.device())).to(wdt);
+      w = (w.to(at::kFloat) * all[i].to(at::kFloat).to(w.device()) /
+           avg.to(at::kFloat).to(w.device()))
+              .to(wdt);
       m.quantizer("input_quantizer")->tensor().set_pre_quant_scale(avg.to(all[i].scalar_type()));
       nn::QuantizerModule* wq = m.quantizer("weight_quantizer");
       for (quant::TensorQuantizer* q : wq->leaves()) {
@@ -241,12 +256,13 @@ bool is_quant_linear(const nn::Module& m) {
   return wq != nullptr && (enabled(wq) || enabled(iq));
 }
 
-// transformers 5 keeps MoE experts fused in memory (gate_up_proj (E, 2I, H), down_proj (E, H, I)) and
-// ModelOpt quantizes that layout: one input quantizer per projection type for all experts, and one
-// weight quantizer per expert over the concatenated gate/up rows. Our experts are separate linears, so
-// the export makes the equivalent choice: input amax = max over all experts (gate and up together;
-// down separately), and per expert one gate/up weight amax (the max of the two) for every format with
-// a scalar weight amax, FP8 included. The max over experts equals the amax over all routed tokens.
+// transformers 5 keeps MoE experts fused in memory (gate_up_proj (E, 2I, H), down_proj (E, H, I))
+// and ModelOpt quantizes that layout: one input quantizer per projection type for all experts, and
+// one weight quantizer per expert over the concatenated gate/up rows. Our experts are separate
+// linears, so the export makes the equivalent choice: input amax = max over all experts (gate and
+// up together; down separately), and per expert one gate/up weight amax (the max of the two) for
+// every format with a scalar weight amax, FP8 included. The max over experts equals the amax over
+// all routed tokens.
 void unify_moe_experts(nn::Module& model) {
   static const std::vector<std::pair<std::vector<std::string>, std::vector<std::string>>> kinds = {
       {{"gate_proj", "up_proj"}, {"down_proj"}}, {{"w1", "w3"}, {"w2"}}};
@@ -265,11 +281,13 @@ void unify_moe_experts(nn::Module& model) {
         for (const auto& c : second)
           if (nn::Module* l = experts[e].child(c); l != nullptr && is_quant_linear(*l))
             seconds.emplace_back(join(join(ex, std::to_string(e)), c), l);
-        if (pair.size() > 1 && module_format(*pair[0].second, false) != QuantFormat::kNone) unify_weight_amax(pair);
+        if (pair.size() > 1 && module_format(*pair[0].second, false) != QuantFormat::kNone)
+          unify_weight_amax(pair);
         firsts.insert(firsts.end(), pair.begin(), pair.end());
       }
       for (const Members* g : {&firsts, &seconds})
-        if (g->size() > 1 && module_format(*(*g)[0].second, false) != QuantFormat::kNone) unify_input_amax(*g);
+        if (g->size() > 1 && module_format(*(*g)[0].second, false) != QuantFormat::kNone)
+          unify_input_amax(*g);
     }
   }
 }
@@ -287,13 +305,15 @@ void fuse_linears(nn::Module& model, std::set<std::string>& fused_with_prequant)
   }
 }
 
-// ---- hf_quant_config ----------------------------------------------------------------------------------
+// ---- hf_quant_config
+// ----------------------------------------------------------------------------------
 
 std::string kv_format_of(const std::vector<config::NumBits>& bits, bool affine) {
   auto has = [&](auto pred) { return std::any_of(bits.begin(), bits.end(), pred); };
   if (has([](const config::NumBits& b) { return b.is_float(4, 3); })) return "FP8";
   if (has([](const config::NumBits& b) { return b.is_int() && b.bits == 8; })) return "INT8";
-  if (has([](const config::NumBits& b) { return b.is_float(2, 1); })) return affine ? "NVFP4_AFFINE" : "NVFP4";
+  if (has([](const config::NumBits& b) { return b.is_float(2, 1); }))
+    return affine ? "NVFP4_AFFINE" : "NVFP4";
   return "";
 }
 
@@ -325,23 +345,53 @@ nlohmann::ordered_json layer_quant_config(QuantFormat f, int64_t block_size) {
     j["group_size"] = block_size;
   };
   switch (f) {
-    case QuantFormat::kNone: j["quant_algo"] = nullptr; break;
-    case QuantFormat::kFp8: j["quant_algo"] = "FP8"; break;
-    case QuantFormat::kFp8PcPt: j["quant_algo"] = "FP8_PER_CHANNEL_PER_TOKEN"; break;
-    case QuantFormat::kInt4Awq: awq_like("W4A16_AWQ"); break;
-    case QuantFormat::kW4A8Awq: awq_like("W4A8_AWQ"); break;
-    case QuantFormat::kInt8Wo: j["quant_algo"] = "W8A16"; break;
-    case QuantFormat::kInt8Sq: j["quant_algo"] = "W8A8_SQ_PER_CHANNEL"; break;
-    case QuantFormat::kNvfp4: grouped("NVFP4"); break;
-    case QuantFormat::kW4A16Nvfp4: grouped("W4A16_NVFP4"); break;
-    case QuantFormat::kNvfp4Awq: awq_like("NVFP4_AWQ"); break;
-    case QuantFormat::kW4A8Nvfp4Fp8: grouped("W4A8_NVFP4_FP8"); break;
-    case QuantFormat::kW4A8Mxfp4Fp8: grouped("W4A8_MXFP4_FP8"); break;
-    case QuantFormat::kNvfp4Svdquant: awq_like("NVFP4_SVD"); break;
-    case QuantFormat::kMxfp8: grouped("MXFP8"); break;
+    case QuantFormat::kNone:
+      j["quant_algo"] = nullptr;
+      break;
+    case QuantFormat::kFp8:
+      j["quant_algo"] = "FP8";
+      break;
+    case QuantFormat::kFp8PcPt:
+      j["quant_algo"] = "FP8_PER_CHANNEL_PER_TOKEN";
+      break;
+    case QuantFormat::kInt4Awq:
+      awq_like("W4A16_AWQ");
+      break;
+    case QuantFormat::kW4A8Awq:
+      awq_like("W4A8_AWQ");
+      break;
+    case QuantFormat::kInt8Wo:
+      j["quant_algo"] = "W8A16";
+      break;
+    case QuantFormat::kInt8Sq:
+      j["quant_algo"] = "W8A8_SQ_PER_CHANNEL";
+      break;
+    case QuantFormat::kNvfp4:
+      grouped("NVFP4");
+      break;
+    case QuantFormat::kW4A16Nvfp4:
+      grouped("W4A16_NVFP4");
+      break;
+    case QuantFormat::kNvfp4Awq:
+      awq_like("NVFP4_AWQ");
+      break;
+    case QuantFormat::kW4A8Nvfp4Fp8:
+      grouped("W4A8_NVFP4_FP8");
+      break;
+    case QuantFormat::kW4A8Mxfp4Fp8:
+      grouped("W4A8_MXFP4_FP8");
+      break;
+    case QuantFormat::kNvfp4Svdquant:
+      awq_like("NVFP4_SVD");
+      break;
+    case QuantFormat::kMxfp8:
+      grouped("MXFP8");
+      break;
     // Other internal names pass through unchanged (ModelOpt: {"quant_algo": v}).
     case QuantFormat::kFp8PbWo:
-    case QuantFormat::kMxfp4: j["quant_algo"] = std::string(quant_format_name(f)); break;
+    case QuantFormat::kMxfp4:
+      j["quant_algo"] = std::string(quant_format_name(f));
+      break;
   }
   return j;
 }
@@ -364,9 +414,11 @@ std::vector<std::string> summarize_exclude_modules(const std::vector<std::string
     cands.push_back({u});
     std::vector<std::string> pick;
     for (const auto& c : cands) {
-      if (std::any_of(c.begin(), c.end(), [&](const std::string& w) { return negative.count(w) != 0; }))
+      if (std::any_of(c.begin(), c.end(),
+                      [&](const std::string& w) { return negative.count(w) != 0; }))
         continue;
-      if (std::all_of(c.begin(), c.end(), [&](const std::string& w) { return res.count(w) != 0; })) {
+      if (std::all_of(c.begin(), c.end(),
+                      [&](const std::string& w) { return res.count(w) != 0; })) {
         pick.clear();
         break;
       }
@@ -374,8 +426,10 @@ std::vector<std::string> summarize_exclude_modules(const std::vector<std::string
       break;
     }
     // A pair {prefix, prefix.*} is recorded as prefix.* only.
-    if (pick.size() == 2) res.insert(pick[1]);
-    else res.insert(pick.begin(), pick.end());
+    if (pick.size() == 2)
+      res.insert(pick[1]);
+    else
+      res.insert(pick.begin(), pick.end());
   }
   return {res.begin(), res.end()};
 }
@@ -393,9 +447,9 @@ nlohmann::ordered_json convert_hf_quant_config_format(const nlohmann::ordered_js
   };
   const std::string a = algo.is_string() ? algo.get<std::string>() : "";
   if (a == "FP8") {
-    out["config_groups"] = {{"group_0", {{"input_activations", fp(8, oj())},
-                                         {"weights", fp(8, oj())},
-                                         {"targets", {"Linear"}}}}};
+    out["config_groups"] = {
+        {"group_0",
+         {{"input_activations", fp(8, oj())}, {"weights", fp(8, oj())}, {"targets", {"Linear"}}}}};
   } else if (a == "NVFP4" || a == "NVFP4_SVD") {
     oj g = {{"input_activations", fp(4, gs(16))}, {"weights", fp(4, gs(16))}};
     if (a == "NVFP4_SVD") {
@@ -403,7 +457,8 @@ nlohmann::ordered_json convert_hf_quant_config_format(const nlohmann::ordered_js
       g["pre_quant_scale"] = true;
     }
     g["targets"] = {"Linear"};
-    if (a == "NVFP4_SVD" && q.contains("lora_rank") && !q["lora_rank"].is_null()) g["lora_rank"] = q["lora_rank"];
+    if (a == "NVFP4_SVD" && q.contains("lora_rank") && !q["lora_rank"].is_null())
+      g["lora_rank"] = q["lora_rank"];
     out["config_groups"] = {{"group_0", g}};
   } else if (a == "W4A16_NVFP4") {
     out["config_groups"] = {{"group_0", {{"weights", fp(4, gs(16))}, {"targets", {"Linear"}}}}};
@@ -414,7 +469,8 @@ nlohmann::ordered_json convert_hf_quant_config_format(const nlohmann::ordered_js
     const oj layers = q.value("quantized_layers", oj::object());
     for (const auto& [lname, lcfg] : layers.items()) {
       const std::string key = nlohmann::json(lcfg).dump();  // std::map keys: sorted items
-      auto it = std::find_if(groups.begin(), groups.end(), [&](const auto& g) { return g.first == key; });
+      auto it =
+          std::find_if(groups.begin(), groups.end(), [&](const auto& g) { return g.first == key; });
       if (it == groups.end()) {
         groups.push_back({key, {}});
         cfg_of[key] = lcfg;
@@ -442,7 +498,8 @@ nlohmann::ordered_json convert_hf_quant_config_format(const nlohmann::ordered_js
           g["pre_quant_scale"] = true;
         }
       } else if (la == "W4A16_AWQ") {
-        g = {{"weights", {{"dynamic", false}, {"num_bits", 4}, {"type", "int"}, {"group_size", gsz(128)}}}};
+        g = {{"weights",
+              {{"dynamic", false}, {"num_bits", 4}, {"type", "int"}, {"group_size", gsz(128)}}}};
       } else if (la == "W4A16_NVFP4") {
         g = {{"weights", fp(4, gsz(16))}};
       } else if (la == "NVFP4_AWQ" || la == "W4A8_AWQ") {
@@ -451,7 +508,8 @@ nlohmann::ordered_json convert_hf_quant_config_format(const nlohmann::ordered_js
         g = {{"weights", {{"dynamic", false}, {"num_bits", 8}, {"type", "int"}}}};
       } else if (la == "W8A8_SQ_PER_CHANNEL") {
         g = {{"input_activations", {{"dynamic", false}, {"num_bits", 8}, {"type", "int"}}},
-             {"weights", {{"dynamic", false}, {"num_bits", 8}, {"type", "int"}, {"strategy", "channel"}}}};
+             {"weights",
+              {{"dynamic", false}, {"num_bits", 8}, {"type", "int"}, {"strategy", "channel"}}}};
       } else if (la == "W4A8_NVFP4_FP8" || la == "W4A8_MXFP4_FP8") {
         g = {{"input_activations", fp(8, oj())}, {"weights", fp(4, gsz(16))}};
       } else if (la == "MXFP8") {
@@ -467,13 +525,16 @@ nlohmann::ordered_json convert_hf_quant_config_format(const nlohmann::ordered_js
     out["config_groups"] = cg;
     out["quantized_layers"] = layers;
   }
-  out["ignore"] = q.contains("exclude_modules") && !q["exclude_modules"].is_null() ? q["exclude_modules"]
-                                                                                     : oj::array();
+  out["ignore"] = q.contains("exclude_modules") && !q["exclude_modules"].is_null()
+                      ? q["exclude_modules"]
+                      : oj::array();
   if (!a.empty()) out["quant_algo"] = a;
   const oj kv = q.value("kv_cache_quant_algo", oj());
   if (kv.is_string() && !kv.get<std::string>().empty()) {
-    if (kv == "FP8") out["kv_cache_scheme"] = {{"dynamic", false}, {"num_bits", 8}, {"type", "float"}};
-    else out["kv_cache_scheme"] = kv;
+    if (kv == "FP8")
+      out["kv_cache_scheme"] = {{"dynamic", false}, {"num_bits", 8}, {"type", "float"}};
+    else
+      out["kv_cache_scheme"] = kv;
   }
   if (in.contains("producer") && !in["producer"].is_null() && !in["producer"].empty())
     out["producer"] = in["producer"];
@@ -481,7 +542,8 @@ nlohmann::ordered_json convert_hf_quant_config_format(const nlohmann::ordered_js
   return out;
 }
 
-// ---- the state dict -----------------------------------------------------------------------------------
+// ---- the state dict
+// -----------------------------------------------------------------------------------
 
 std::vector<std::pair<std::string, at::Tensor>> build_export_state_dict(
     nn::Module& model, c10::ScalarType dtype, const ExportOptions& options,
@@ -500,7 +562,8 @@ std::vector<std::pair<std::string, at::Tensor>> build_export_state_dict(
   std::set<std::string> seen_names;
 
   auto emit = [&](const std::string& name, const at::Tensor& t) {
-    MQ_CHECK(seen_names.insert(name).second, "export_hf_checkpoint: duplicate tensor name '", name, "'");
+    MQ_CHECK(seen_names.insert(name).second, "export_hf_checkpoint: duplicate tensor name '", name,
+             "'");
     out.emplace_back(name, t.cpu().contiguous());
   };
   auto first_use = [&](const at::Tensor& t) {
@@ -520,9 +583,9 @@ std::vector<std::pair<std::string, at::Tensor>> build_export_state_dict(
         const std::string kind = leaf == "k_bmm_quantizer" ? "k" : "v";
         if (t.has_amax_buffer()) {
           const std::string fmt = kv_cache_format(model.get_submodule(attn));
-          MQ_CHECK(fmt == "FP8" || fmt == "NVFP4" || fmt == "NVFP4_AFFINE", "export_hf_checkpoint: ", name,
-                   ": has an amax but the KV cache format is '", fmt,
-                   "' (ModelOpt exports k/v scales for FP8 and NVFP4 KV caches only)");
+          MQ_CHECK(fmt == "FP8" || fmt == "NVFP4" || fmt == "NVFP4_AFFINE",
+                   "export_hf_checkpoint: ", name, ": has an amax but the KV cache format is '",
+                   fmt, "' (ModelOpt exports k/v scales for FP8 and NVFP4 KV caches only)");
           emit(proj + "." + kind + "_scale", t.amax_buffer().to(at::kFloat) / kKvMaxBound);
         }
         if (auto b = t.bias_value()) emit(proj + "." + kind + "_bias", *b);
@@ -534,12 +597,14 @@ std::vector<std::pair<std::string, at::Tensor>> build_export_state_dict(
     if (enabled(m->quantizer("k_bmm_quantizer")) || enabled(m->quantizer("v_bmm_quantizer")) ||
         enabled(m->quantizer("output_quantizer"))) {
       const std::string f = kv_cache_format(*m);
-      MQ_CHECK(kv_format.empty() || kv_format == f, "export_hf_checkpoint: ", name, ": KV cache format ", f,
-               " differs from ", kv_format, " elsewhere (ModelOpt does not support mixed KV formats)");
+      MQ_CHECK(kv_format.empty() || kv_format == f, "export_hf_checkpoint: ", name,
+               ": KV cache format ", f, " differs from ", kv_format,
+               " elsewhere (ModelOpt does not support mixed KV formats)");
       kv_format = f;
     }
 
-    const bool has_quantizers = m->quantizer("weight_quantizer") != nullptr || m->quantizer("input_quantizer") != nullptr;
+    const bool has_quantizers =
+        m->quantizer("weight_quantizer") != nullptr || m->quantizer("input_quantizer") != nullptr;
     QuantFormat f = QuantFormat::kNone;
     if (has_quantizers) {
       try {
@@ -573,8 +638,10 @@ std::vector<std::pair<std::string, at::Tensor>> build_export_state_dict(
       // state_dict order: parameters (weight, bias, ...), then the registered scale buffers.
       for (const auto& [pn, p] : m->parameters()) {
         if (!p.defined()) continue;
-        if (pn == "weight") emit(names.weight, t.at(names.weight));
-        else emit(join(name, pn), p.to(dtype));
+        if (pn == "weight")
+          emit(names.weight, t.at(names.weight));
+        else
+          emit(join(name, pn), p.to(dtype));
       }
       for (const std::string* n : {&names.weight_scale, &names.input_scale, &names.weight_scale_2})
         if (auto it = t.find(*n); it != t.end()) emit(*n, it->second);
@@ -584,8 +651,8 @@ std::vector<std::pair<std::string, at::Tensor>> build_export_state_dict(
         emit(join(name, pn), p.is_floating_point() ? p.to(dtype) : p);
       }
     }
-    // The state_dict rename input_quantizer._pre_quant_scale -> pre_quant_scale applies to every module
-    // holding one, the input quantizer enabled or not (AWQ W4A16 keeps it disabled).
+    // The state_dict rename input_quantizer._pre_quant_scale -> pre_quant_scale applies to every
+    // module holding one, the input quantizer enabled or not (AWQ W4A16 keeps it disabled).
     if (const quant::TensorQuantizer* iq = input_tq(*m))
       if (auto pqs = iq->pre_quant_scale()) emit(join(name, "pre_quant_scale"), *pqs);
   }
@@ -599,7 +666,8 @@ std::vector<std::pair<std::string, at::Tensor>> build_export_state_dict(
       const std::string gname = join(name, r);
       if (g == nullptr || !g->has_parameter("weight")) continue;
       if (std::find(quantized.begin(), quantized.end(), gname) != quantized.end()) continue;
-      if (std::find(unquantized.begin(), unquantized.end(), gname) == unquantized.end()) unquantized.push_back(gname);
+      if (std::find(unquantized.begin(), unquantized.end(), gname) == unquantized.end())
+        unquantized.push_back(gname);
     }
   }
 
@@ -609,7 +677,8 @@ std::vector<std::pair<std::string, at::Tensor>> build_export_state_dict(
     q["kv_cache_quant_algo"] = nullptr;
     std::vector<std::string> distinct;
     for (const auto& [n, c] : layer_cfgs)
-      if (std::find(distinct.begin(), distinct.end(), c.dump()) == distinct.end()) distinct.push_back(c.dump());
+      if (std::find(distinct.begin(), distinct.end(), c.dump()) == distinct.end())
+        distinct.push_back(c.dump());
     if (distinct.size() > 1) {
       q["quant_algo"] = "MIXED_PRECISION";
       oj layers = oj::object();
@@ -622,13 +691,15 @@ std::vector<std::pair<std::string, at::Tensor>> build_export_state_dict(
       q["quantized_layers"] = oj::object();
     }
     if (!kv_format.empty()) q["kv_cache_quant_algo"] = kv_format;
-    *quant_config = oj{{"producer", {{"name", options.producer_name}, {"version", options.producer_version}}},
-                       {"quantization", q}};
+    *quant_config =
+        oj{{"producer", {{"name", options.producer_name}, {"version", options.producer_version}}},
+           {"quantization", q}};
   }
   return out;
 }
 
-// ---- writing ------------------------------------------------------------------------------------------
+// ---- writing
+// ------------------------------------------------------------------------------------------
 
 namespace {
 
@@ -656,16 +727,20 @@ std::string shard_name(size_t i, size_t n) {
 }
 
 bool is_parameter_name(const std::string& n) {
-  for (const char* s : {".weight_scale", ".weight_scale_2", ".input_scale", ".pre_quant_scale", ".k_scale",
-                        ".v_scale", ".k_bias", ".v_bias"})
-    if (n.size() >= std::strlen(s) && n.compare(n.size() - std::strlen(s), std::string::npos, s) == 0) return false;
+  for (const char* s : {".weight_scale", ".weight_scale_2", ".input_scale", ".pre_quant_scale",
+                        ".k_scale", ".v_scale", ".k_bias", ".v_bias"})
+    if (n.size() >= std::strlen(s) &&
+        n.compare(n.size() - std::strlen(s), std::string::npos, s) == 0)
+      return false;
   return true;
 }
 
 void write_export(const fs::path& dir, const std::vector<std::pair<std::string, at::Tensor>>& sd,
-                  const nlohmann::ordered_json& quant_config, const nlohmann::ordered_json& hf_config,
-                  const fs::path& source, const ExportOptions& options, ExportReport& report) {
-  // huggingface_hub's split: greedy in state_dict order, an oversized tensor alone in its own shard.
+                  const nlohmann::ordered_json& quant_config,
+                  const nlohmann::ordered_json& hf_config, const fs::path& source,
+                  const ExportOptions& options, ExportReport& report) {
+  // huggingface_hub's split: greedy in state_dict order, an oversized tensor alone in its own
+  // shard.
   std::vector<std::vector<size_t>> shards;
   std::vector<size_t> cur;
   uint64_t cur_size = 0, total = 0, params = 0;
@@ -689,7 +764,8 @@ void write_export(const fs::path& dir, const std::vector<std::pair<std::string, 
   if (shards.empty()) shards.push_back({});
   nlohmann::ordered_json weight_map = nlohmann::ordered_json::object();
   for (size_t s = 0; s < shards.size(); ++s) {
-    const std::string fname = shards.size() == 1 ? "model.safetensors" : shard_name(s, shards.size());
+    const std::string fname =
+        shards.size() == 1 ? "model.safetensors" : shard_name(s, shards.size());
     std::map<std::string, at::Tensor> tensors;
     for (size_t i : shards[s]) {
       tensors[sd[i].first] = sd[i].second;
@@ -723,12 +799,14 @@ void write_export(const fs::path& dir, const std::vector<std::pair<std::string, 
     if (!fs::is_regular_file(source / f)) continue;
     std::error_code ec;
     fs::copy_file(source / f, dir / f, fs::copy_options::overwrite_existing, ec);
-    MQ_CHECK_T(IoError, !ec, (source / f).string(), ": cannot copy to ", dir.string(), ": ", ec.message());
+    MQ_CHECK_T(IoError, !ec, (source / f).string(), ": cannot copy to ", dir.string(), ": ",
+               ec.message());
     report.files.push_back(f);
   }
   std::sort(report.files.begin(), report.files.end());
   report.quant_algo = q["quant_algo"].is_string() ? q["quant_algo"].get<std::string>() : "";
-  report.kv_cache_quant_algo = q["kv_cache_quant_algo"].is_string() ? q["kv_cache_quant_algo"].get<std::string>() : "";
+  report.kv_cache_quant_algo =
+      q["kv_cache_quant_algo"].is_string() ? q["kv_cache_quant_algo"].get<std::string>() : "";
 }
 
 }  // namespace
@@ -742,7 +820,8 @@ ExportReport export_hf_checkpoint(nn::Module& model, const std::string& source_d
     target = target.parent_path();  // "out/" -> "out"
   const fs::path cfg_path = source / "config.json";
   std::ifstream cf(cfg_path);
-  MQ_CHECK_T(IoError, cf.good(), cfg_path.string(), ": cannot open (export_hf_checkpoint needs the source config)");
+  MQ_CHECK_T(IoError, cf.good(), cfg_path.string(),
+             ": cannot open (export_hf_checkpoint needs the source config)");
   nlohmann::ordered_json hf_config;
   try {
     hf_config = nlohmann::ordered_json::parse(cf);
@@ -754,7 +833,8 @@ ExportReport export_hf_checkpoint(nn::Module& model, const std::string& source_d
   std::error_code ec;
   const bool exists = fs::exists(target, ec);
   if (exists) {
-    MQ_CHECK_T(IoError, fs::is_directory(target), target.string(), ": exists and is not a directory");
+    MQ_CHECK_T(IoError, fs::is_directory(target), target.string(),
+               ": exists and is not a directory");
     MQ_CHECK_T(IoError, options.overwrite || fs::is_empty(target), target.string(),
                ": exists and is not empty (set overwrite to replace it)");
   }
@@ -765,7 +845,8 @@ ExportReport export_hf_checkpoint(nn::Module& model, const std::string& source_d
   } else if (hf_config.contains("dtype") && hf_config["dtype"].is_string()) {
     dtype = parse_dtype(hf_config["dtype"].get<std::string>(), cfg_path.string() + ": dtype");
   } else if (hf_config.contains("torch_dtype") && hf_config["torch_dtype"].is_string()) {
-    dtype = parse_dtype(hf_config["torch_dtype"].get<std::string>(), cfg_path.string() + ": torch_dtype");
+    dtype = parse_dtype(hf_config["torch_dtype"].get<std::string>(),
+                        cfg_path.string() + ": torch_dtype");
   } else {
     auto ps = model.named_parameters();
     MQ_CHECK(!ps.empty(), "export_hf_checkpoint: the model has no parameters");
@@ -785,22 +866,26 @@ ExportReport export_hf_checkpoint(nn::Module& model, const std::string& source_d
   try {
     fs::remove_all(tmp, ec);
     fs::create_directories(tmp, ec);
-    MQ_CHECK_T(IoError, !ec, "export_hf_checkpoint: ", tmp.string(), ": cannot create directory: ", ec.message());
+    MQ_CHECK_T(IoError, !ec, "export_hf_checkpoint: ", tmp.string(),
+               ": cannot create directory: ", ec.message());
     write_export(tmp, sd, quant_config, hf_config, source, options, report);
     if (exists) {
       const fs::path old = target.string() + ".old-" + std::to_string(::getpid());
       fs::rename(target, old, ec);
-      MQ_CHECK_T(IoError, !ec, target.string(), ": cannot move the previous export aside: ", ec.message());
+      MQ_CHECK_T(IoError, !ec, target.string(),
+                 ": cannot move the previous export aside: ", ec.message());
       fs::rename(tmp, target, ec);
       if (ec) {
         std::error_code ec2;
         fs::rename(old, target, ec2);
-        MQ_THROW(IoError, target.string(), ": cannot rename ", tmp.string(), " onto it: ", ec.message());
+        MQ_THROW(IoError, target.string(), ": cannot rename ", tmp.string(),
+                 " onto it: ", ec.message());
       }
       fs::remove_all(old, ec);
     } else {
       fs::rename(tmp, target, ec);
-      MQ_CHECK_T(IoError, !ec, target.string(), ": cannot rename ", tmp.string(), " onto it: ", ec.message());
+      MQ_CHECK_T(IoError, !ec, target.string(), ": cannot rename ", tmp.string(),
+                 " onto it: ", ec.message());
     }
   } catch (const Error&) {
     std::error_code ec2;
@@ -809,7 +894,8 @@ ExportReport export_hf_checkpoint(nn::Module& model, const std::string& source_d
   } catch (const c10::Error& e) {
     std::error_code ec2;
     fs::remove_all(tmp, ec2);
-    MQ_THROW(IoError, "export_hf_checkpoint: ", tmp.string(), ": ", first_line(e.what_without_backtrace()));
+    MQ_THROW(IoError, "export_hf_checkpoint: ", tmp.string(), ": ",
+             first_line(e.what_without_backtrace()));
   } catch (const std::exception& e) {
     std::error_code ec2;
     fs::remove_all(tmp, ec2);

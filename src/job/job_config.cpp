@@ -39,7 +39,8 @@ void apply_override(ojson& doc, const Override& o, std::set<std::string>& overri
   for (size_t i = 0; i + 1 < parts.size(); ++i) {
     ojson& next = (*node)[parts[i]];
     if (next.is_null()) next = ojson::object();
-    MQ_CHECK_T(ConfigError, next.is_object(), "--set ", arg, ": '", parts[i], "' is not an object in the job");
+    MQ_CHECK_T(ConfigError, next.is_object(), "--set ", arg, ": '", parts[i],
+               "' is not an object in the job");
     node = &next;
   }
   ojson value = ojson::parse(o.value, nullptr, /*allow_exceptions=*/false);
@@ -55,8 +56,9 @@ std::string resolve_path(const std::string& p, const std::string& key, const fs:
   return (base_dir / path).lexically_normal().string();
 }
 
-DataSpec parse_data(const ojson& j, const ErrorContext& ctx, bool is_eval, const std::string& prefix,
-                    const fs::path& base_dir, const std::set<std::string>& overridden) {
+DataSpec parse_data(const ojson& j, const ErrorContext& ctx, bool is_eval,
+                    const std::string& prefix, const fs::path& base_dir,
+                    const std::set<std::string>& overridden) {
   cd::get_object(j, ctx, is_eval ? "an eval data spec" : "a calibration data spec");
   std::vector<std::string> allowed = {"path", "format", "text_field", "seq_len", "batch_size"};
   if (is_eval) {
@@ -67,10 +69,12 @@ DataSpec parse_data(const ojson& j, const ErrorContext& ctx, bool is_eval, const
   cd::reject_unknown_keys(j, ctx, allowed, is_eval ? "eval" : "calib");
   DataSpec d;
   MQ_CHECK_T(ConfigError, j.contains("path"), ctx.where(), ": 'path' is required");
-  d.path = resolve_path(cd::get_string(j["path"], ctx.key("path")), prefix + ".path", base_dir, overridden);
+  d.path = resolve_path(cd::get_string(j["path"], ctx.key("path")), prefix + ".path", base_dir,
+                        overridden);
   if (j.contains("format"))
     d.format = cd::get_enum(j["format"], ctx.key("format"), {"auto", "txt", "jsonl", "ids"});
-  if (j.contains("text_field")) d.text_field = cd::get_string(j["text_field"], ctx.key("text_field"));
+  if (j.contains("text_field"))
+    d.text_field = cd::get_string(j["text_field"], ctx.key("text_field"));
   auto positive = [&](const char* k, int64_t& out) {
     if (!j.contains(k)) return;
     out = cd::get_int(j[k], ctx.key(k));
@@ -82,7 +86,8 @@ DataSpec parse_data(const ojson& j, const ErrorContext& ctx, bool is_eval, const
   if (is_eval) {
     if (j.contains("max_windows")) {
       d.max_windows = cd::get_int(j["max_windows"], ctx.key("max_windows"));
-      if (d.max_windows < 0) ctx.key("max_windows").fail(std::to_string(d.max_windows) + " must be >= 0");
+      if (d.max_windows < 0)
+        ctx.key("max_windows").fail(std::to_string(d.max_windows) + " must be >= 0");
     }
   } else {
     positive("num_samples", d.num_samples);
@@ -118,24 +123,27 @@ Override parse_override(const std::string& arg) {
 
 JobConfig parse_job(ojson doc, const std::string& source, const fs::path& base_dir,
                     const std::vector<Override>& overrides) {
-  MQ_CHECK_T(ConfigError, doc.is_object(), source, ": $: a job is a JSON object, got ", cd::show(doc));
+  MQ_CHECK_T(ConfigError, doc.is_object(), source, ": $: a job is a JSON object, got ",
+             cd::show(doc));
   std::set<std::string> overridden;
   for (const auto& o : overrides) apply_override(doc, o, overridden);
 
   const ErrorContext root{source, ""};
   cd::reject_unknown_keys(doc, root,
-                          {"model", "quant", "kv_cache", "algorithm", "calib", "eval", "output", "overwrite",
-                           "dtype", "device", "export", "save_state", "restore_state"},
+                          {"model", "quant", "kv_cache", "algorithm", "calib", "eval", "output",
+                           "overwrite", "dtype", "device", "export", "save_state", "restore_state"},
                           "a job");
   JobConfig job;
   job.source = source;
   for (const char* k : {"model", "quant"})
     if (!doc.contains(k)) root.key(k).fail("is required");
-  job.model = resolve_path(cd::get_string(doc["model"], root.key("model")), "model", base_dir, overridden);
+  job.model =
+      resolve_path(cd::get_string(doc["model"], root.key("model")), "model", base_dir, overridden);
 
   const ojson& quant = doc["quant"];
   if (!quant.is_string() && !quant.is_object())
-    root.key("quant").fail(cd::show(quant) + " is neither a preset name / config path nor a config object");
+    root.key("quant").fail(cd::show(quant) +
+                           " is neither a preset name / config path nor a config object");
   job.quant = quant;
   // A quant config given as a file path (not a preset name) resolves like every other job path.
   if (quant.is_string()) {
@@ -148,7 +156,8 @@ JobConfig parse_job(ojson doc, const std::string& source, const fs::path& base_d
   if (doc.contains("kv_cache") && !doc["kv_cache"].is_null()) {
     const ojson& kv = doc["kv_cache"];
     if (!kv.is_string() && !kv.is_object())
-      root.key("kv_cache").fail(cd::show(kv) + " is neither a preset name / config path nor a config object");
+      root.key("kv_cache")
+          .fail(cd::show(kv) + " is neither a preset name / config path nor a config object");
     job.kv_cache = kv;
   }
   if (doc.contains("algorithm") && !doc["algorithm"].is_null())
@@ -158,17 +167,24 @@ JobConfig parse_job(ojson doc, const std::string& source, const fs::path& base_d
   if (doc.contains("eval") && !doc["eval"].is_null())
     job.eval = parse_data(doc["eval"], root.key("eval"), true, "eval", base_dir, overridden);
   if (doc.contains("output"))
-    job.output = resolve_path(cd::get_string(doc["output"], root.key("output")), "output", base_dir, overridden);
-  if (doc.contains("overwrite")) job.overwrite = cd::get_bool(doc["overwrite"], root.key("overwrite"));
+    job.output = resolve_path(cd::get_string(doc["output"], root.key("output")), "output", base_dir,
+                              overridden);
+  if (doc.contains("overwrite"))
+    job.overwrite = cd::get_bool(doc["overwrite"], root.key("overwrite"));
   if (doc.contains("dtype"))
-    job.dtype = cd::get_enum(doc["dtype"], root.key("dtype"), {"auto", "bfloat16", "float16", "float32"});
-  if (doc.contains("device")) job.device = cd::get_enum(doc["device"], root.key("device"), {"cpu", "cuda"});
+    job.dtype =
+        cd::get_enum(doc["dtype"], root.key("dtype"), {"auto", "bfloat16", "float16", "float32"});
+  if (doc.contains("device"))
+    job.device = cd::get_enum(doc["device"], root.key("device"), {"cpu", "cuda"});
   if (doc.contains("export")) job.do_export = cd::get_bool(doc["export"], root.key("export"));
-  if (doc.contains("save_state")) job.save_state = cd::get_bool(doc["save_state"], root.key("save_state"));
+  if (doc.contains("save_state"))
+    job.save_state = cd::get_bool(doc["save_state"], root.key("save_state"));
   if (doc.contains("restore_state") && !doc["restore_state"].is_null())
-    job.restore_state = resolve_path(cd::get_string(doc["restore_state"], root.key("restore_state")),
-                                     "restore_state", base_dir, overridden);
-  if (job.do_export && job.output.empty()) root.key("output").fail("is required when \"export\" is true");
+    job.restore_state =
+        resolve_path(cd::get_string(doc["restore_state"], root.key("restore_state")),
+                     "restore_state", base_dir, overridden);
+  if (job.do_export && job.output.empty())
+    root.key("output").fail("is required when \"export\" is true");
   return job;
 }
 

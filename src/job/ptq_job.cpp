@@ -1,18 +1,18 @@
 #include "mq/job/ptq_job.hpp"
 
+#include <ATen/ATen.h>
+#include <ATen/Context.h>
+#include <ATen/core/grad_mode.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
-#include <span>
 #include <ostream>
+#include <span>
 #include <sstream>
-#include <unistd.h>
-
-#include <ATen/ATen.h>
-#include <ATen/Context.h>
-#include <ATen/core/grad_mode.h>
 
 #include "config/json_impl.hpp"
 #include "mq/calib/calibrate.hpp"
@@ -60,11 +60,13 @@ config::QuantizeConfig resolve_quant_config(const JobConfig& job, std::string* l
     return config::parse_quantize_config(spec, root.key(key));
   };
   config::QuantizeConfig cfg = load(job.quant, "quant");
-  *label = job.quant.is_string() ? job.quant.get<std::string>() : std::string("<inline quant config>");
+  *label =
+      job.quant.is_string() ? job.quant.get<std::string>() : std::string("<inline quant config>");
   if (job.kv_cache) {
     const config::QuantizeConfig kv = load(*job.kv_cache, "kv_cache");
     cfg = config::update_quant_cfg_with_kv_cache_quant(cfg, kv.quant_cfg);
-    *label += " + " + (job.kv_cache->is_string() ? job.kv_cache->get<std::string>() : std::string("<inline kv>"));
+    *label += " + " + (job.kv_cache->is_string() ? job.kv_cache->get<std::string>()
+                                                 : std::string("<inline kv>"));
   }
   if (job.algorithm) {
     const ojson a = *job.algorithm == "none" ? ojson(nullptr) : ojson(*job.algorithm);
@@ -76,7 +78,8 @@ config::QuantizeConfig resolve_quant_config(const JobConfig& job, std::string* l
     if (!calib::is_registered_algorithm(*a.method))
       root.key(job.algorithm ? "algorithm" : "quant")
           .fail("calibration algorithm '" + *a.method + "' of " + *label +
-                " is not implemented in mqdist yet (available: " + config::detail::join(calib::algorithm_names()) +
+                " is not implemented in mqdist yet (available: " +
+                config::detail::join(calib::algorithm_names()) +
                 "); set \"algorithm\": \"max\" to calibrate with max");
   }
   return cfg;
@@ -84,7 +87,8 @@ config::QuantizeConfig resolve_quant_config(const JobConfig& job, std::string* l
 
 std::string algorithm_label(const config::QuantizeConfig& cfg) {
   std::string s;
-  for (const auto& a : cfg.algorithm) s += (s.empty() ? "" : ", ") + (a.is_none() ? std::string("None") : *a.method);
+  for (const auto& a : cfg.algorithm)
+    s += (s.empty() ? "" : ", ") + (a.is_none() ? std::string("None") : *a.method);
   return s.empty() ? "None" : s;
 }
 
@@ -102,58 +106,76 @@ JobResult run_ptq_job(const JobConfig& job, const RunOptions& options, std::ostr
   JobResult result;
   const config::ErrorContext root{job.source, ""};
 
-  // ---- plan: everything that can be checked without reading weights --------------------------------
+  // ---- plan: everything that can be checked without reading weights
+  // --------------------------------
   std::string quant_label;
   config::QuantizeConfig qcfg = resolve_quant_config(job, &quant_label);
   const models::HfConfig hf = models::load_hf_config(job.model);
   if (job.device == "cuda" && !at::globalContext().hasCUDA())
-    root.key("device").fail("\"cuda\": this mqdist build or machine has no CUDA (build with -DMQ_TORCH_CUDA=ON on a GPU machine)");
-  const c10::Device device = job.device == "cuda" ? c10::Device(c10::kCUDA, 0) : c10::Device(c10::kCPU);
+    root.key("device").fail(
+        "\"cuda\": this mqdist build or machine has no CUDA (build with -DMQ_TORCH_CUDA=ON on a "
+        "GPU machine)");
+  const c10::Device device =
+      job.device == "cuda" ? c10::Device(c10::kCUDA, 0) : c10::Device(c10::kCPU);
   if (job.do_export && fs::exists(job.output) && !fs::is_empty(job.output) && !job.overwrite)
-    root.key("output").fail(job.output + " exists and is not empty (set \"overwrite\": true to replace it)");
+    root.key("output").fail(job.output +
+                            " exists and is not empty (set \"overwrite\": true to replace it)");
   const std::string tokenizer_path = (fs::path(job.model) / "tokenizer.json").string();
   auto is_text = [](const DataSpec& d) {
     const std::string ext = fs::path(d.path).extension().string();
-    return d.format == "txt" || d.format == "jsonl" || (d.format == "auto" && (ext == ".txt" || ext == ".jsonl"));
+    return d.format == "txt" || d.format == "jsonl" ||
+           (d.format == "auto" && (ext == ".txt" || ext == ".jsonl"));
   };
   if (job.calib)
-    MQ_CHECK_T(IoError, fs::exists(job.calib->path), job.source, ": calib.path: ", job.calib->path, ": no such file");
+    MQ_CHECK_T(IoError, fs::exists(job.calib->path), job.source, ": calib.path: ", job.calib->path,
+               ": no such file");
   if (job.eval)
-    MQ_CHECK_T(IoError, fs::exists(job.eval->path), job.source, ": eval.path: ", job.eval->path, ": no such file");
+    MQ_CHECK_T(IoError, fs::exists(job.eval->path), job.source, ": eval.path: ", job.eval->path,
+               ": no such file");
 
   out << "mqdist PTQ job " << job.source << "\n"
-      << "  model     " << job.model << " (" << hf.architecture << ", " << hf.num_hidden_layers << " layers, hidden "
-      << hf.hidden_size << (hf.num_experts > 0 ? ", " + std::to_string(hf.num_experts) + " experts top-" +
-                                                     std::to_string(hf.num_experts_per_tok)
-                                               : std::string())
+      << "  model     " << job.model << " (" << hf.architecture << ", " << hf.num_hidden_layers
+      << " layers, hidden " << hf.hidden_size
+      << (hf.num_experts > 0 ? ", " + std::to_string(hf.num_experts) + " experts top-" +
+                                   std::to_string(hf.num_experts_per_tok)
+                             : std::string())
       << ")\n"
       << "  quant     " << quant_label << " (algorithm " << algorithm_label(qcfg) << ")\n";
   if (job.calib)
-    out << "  calib     " << job.calib->path << " (" << job.calib->num_samples << " samples x " << job.calib->seq_len
-        << " tokens, batch " << job.calib->batch_size << ", seed " << job.calib->seed << ")\n";
+    out << "  calib     " << job.calib->path << " (" << job.calib->num_samples << " samples x "
+        << job.calib->seq_len << " tokens, batch " << job.calib->batch_size << ", seed "
+        << job.calib->seed << ")\n";
   else
     out << "  calib     none (weights only)\n";
   if (job.eval)
-    out << "  eval      " << job.eval->path << " (perplexity, windows of " << job.eval->seq_len << " tokens"
-        << (job.eval->max_windows ? ", first " + std::to_string(job.eval->max_windows) : std::string()) << ")\n";
-  out << "  output    " << (job.do_export ? job.output : std::string("none (export disabled)")) << "\n"
+    out << "  eval      " << job.eval->path << " (perplexity, windows of " << job.eval->seq_len
+        << " tokens"
+        << (job.eval->max_windows ? ", first " + std::to_string(job.eval->max_windows)
+                                  : std::string())
+        << ")\n";
+  out << "  output    " << (job.do_export ? job.output : std::string("none (export disabled)"))
+      << "\n"
       << "  compute   " << job.dtype << " on " << job.device << "\n";
   if (options.dry_run) {
-    out << "resolved job:\n" << to_json(job).dump(2) << "\nquant config:\n" << config::to_json(qcfg).dump(2)
-        << "\ndry run: nothing loaded, nothing written\n";
+    out << "resolved job:\n"
+        << to_json(job).dump(2) << "\nquant config:\n"
+        << config::to_json(qcfg).dump(2) << "\ndry run: nothing loaded, nothing written\n";
     return result;
   }
 
-  // ---- load -------------------------------------------------------------------------------------------
+  // ---- load
+  // -------------------------------------------------------------------------------------------
   at::NoGradGuard no_grad;
   std::optional<data::Tokenizer> tokenizer;
-  // .jsonl may be pre-tokenized: without a tokenizer the data loader rejects a text line, naming it.
+  // .jsonl may be pre-tokenized: without a tokenizer the data loader rejects a text line, naming
+  // it.
   if (fs::exists(tokenizer_path)) {
     tokenizer = data::Tokenizer::from_file(tokenizer_path);
   } else {
     for (const DataSpec* d : {job.calib ? &*job.calib : nullptr, job.eval ? &*job.eval : nullptr})
       if (d && is_text(*d) && fs::path(d->path).extension() != ".jsonl")
-        MQ_THROW(IoError, job.source, ": ", d->path, ": text data needs the checkpoint's tokenizer: ", tokenizer_path,
+        MQ_THROW(IoError, job.source, ": ", d->path,
+                 ": text data needs the checkpoint's tokenizer: ", tokenizer_path,
                  ": no such file");
   }
   auto t0 = Clock::now();
@@ -179,11 +201,13 @@ JobResult run_ptq_job(const JobConfig& job, const RunOptions& options, std::ostr
     const auto r = data::perplexity(eval_tokens, logits_fn, po);
     result.ppl_before = r.perplexity();
     result.eval_tokens = r.num_tokens;
-    out << "perplexity before quantization: " << fmt("%.4f", *result.ppl_before) << " (" << r.num_tokens
-        << " tokens, " << r.num_windows << " windows, " << fmt("%.1f s", seconds_since(t0)) << ")\n";
+    out << "perplexity before quantization: " << fmt("%.4f", *result.ppl_before) << " ("
+        << r.num_tokens << " tokens, " << r.num_windows << " windows, "
+        << fmt("%.1f s", seconds_since(t0)) << ")\n";
   }
 
-  // ---- quantize ---------------------------------------------------------------------------------------
+  // ---- quantize
+  // ---------------------------------------------------------------------------------------
   models::register_hf_quant_modules();
   nn::replace_quant_module(*model);
   nn::set_quantizer_by_cfg(*model, qcfg.quant_cfg);
@@ -202,8 +226,9 @@ JobResult run_ptq_job(const JobConfig& job, const RunOptions& options, std::ostr
     bool calibrates = false;
     for (const auto& a : qcfg.algorithm) calibrates |= !a.is_none();
     if (calibrates)
-      root.key("calib").fail("is required: " + quant_label +
-                             " calibrates activations; give calibration data or use a weight-only config");
+      root.key("calib").fail(
+          "is required: " + quant_label +
+          " calibrates activations; give calibration data or use a weight-only config");
   }
   result.calib_batches = static_cast<int64_t>(batches.size());
   calib::reset_moe_token_counts(*model);
@@ -214,12 +239,14 @@ JobResult run_ptq_job(const JobConfig& job, const RunOptions& options, std::ostr
       for (size_t i = 0; i < batches.size(); ++i) {
         model->forward(batches[i].input_ids.to(device), batches[i].attention_mask.to(device));
         const double el = seconds_since(tl);
-        const double eta = el / static_cast<double>(i + 1) * static_cast<double>(batches.size() - i - 1);
-        // About ten progress lines per pass, whatever the number of batches (logs are files, not ttys).
+        const double eta =
+            el / static_cast<double>(i + 1) * static_cast<double>(batches.size() - i - 1);
+        // About ten progress lines per pass, whatever the number of batches (logs are files, not
+        // ttys).
         const size_t every = std::max<size_t>(1, batches.size() / 10);
         if ((i + 1) % every == 0 || i + 1 == batches.size())
-          out << "calibrating: batch " << (i + 1) << "/" << batches.size() << ", " << fmt("%.1f s", el) << ", ETA "
-              << fmt("%.1f s", eta) << std::endl;
+          out << "calibrating: batch " << (i + 1) << "/" << batches.size() << ", "
+              << fmt("%.1f s", el) << ", ETA " << fmt("%.1f s", eta) << std::endl;
       }
     };
   }
@@ -230,7 +257,8 @@ JobResult run_ptq_job(const JobConfig& job, const RunOptions& options, std::ostr
     out << "restored quantizer state from " << *job.restore_state << " (no calibration)\n";
   } else {
     for (const auto& a : qcfg.algorithm) calib::calibrate(*model, a, loop);
-    out << "calibrated (" << algorithm_label(qcfg) << ") in " << fmt("%.1f s", seconds_since(t0)) << "\n";
+    out << "calibrated (" << algorithm_label(qcfg) << ") in " << fmt("%.1f s", seconds_since(t0))
+        << "\n";
   }
 
   const std::string summary = nn::print_quant_summary(*model, std::nullopt, /*print=*/false);
@@ -244,7 +272,8 @@ JobResult run_ptq_job(const JobConfig& job, const RunOptions& options, std::ostr
     out << "tokens per expert " << block.name << ": [" << line << "]\n";
   }
   for (const auto& w : coverage.warnings)
-    out << "warning: " << w << " (weights still calibrated; inputs take the siblings' max at export)\n";
+    out << "warning: " << w
+        << " (weights still calibrated; inputs take the siblings' max at export)\n";
 
   if (job.eval) {
     t0 = Clock::now();
@@ -252,12 +281,14 @@ JobResult run_ptq_job(const JobConfig& job, const RunOptions& options, std::ostr
     result.ppl_after = r.perplexity();
     out << "perplexity after quantization:  " << fmt("%.4f", *result.ppl_after) << " ("
         << fmt("%.1f s", seconds_since(t0)) << ")\n";
-    out << "quality: perplexity " << fmt("%.4f", *result.ppl_before) << " -> " << fmt("%.4f", *result.ppl_after)
-        << " (" << fmt("%+.2f%%", 100.0 * (*result.ppl_after / *result.ppl_before - 1.0)) << ") with " << quant_label
-        << "\n";
+    out << "quality: perplexity " << fmt("%.4f", *result.ppl_before) << " -> "
+        << fmt("%.4f", *result.ppl_after) << " ("
+        << fmt("%+.2f%%", 100.0 * (*result.ppl_after / *result.ppl_before - 1.0)) << ") with "
+        << quant_label << "\n";
   }
 
-  // ---- export -----------------------------------------------------------------------------------------
+  // ---- export
+  // -----------------------------------------------------------------------------------------
   if (job.do_export) {
     t0 = Clock::now();
     const fs::path state_tmp = job.output + ".state.tmp-" + std::to_string(::getpid());
@@ -270,10 +301,12 @@ JobResult run_ptq_job(const JobConfig& job, const RunOptions& options, std::ostr
       const std::string job_text = to_json(job).dump(2) + "\n";
       io::write_file_atomic((fs::path(job.output) / "mqdist_job.json").string(),
                             std::as_bytes(std::span(job_text.data(), job_text.size())));
-      out << "exported " << rep.num_tensors << " tensors (" << fmt("%.2f MB", static_cast<double>(rep.total_bytes) / 1e6)
-          << ", quant_algo " << (rep.quant_algo.empty() ? "none" : rep.quant_algo)
-          << (rep.kv_cache_quant_algo.empty() ? std::string() : ", kv_cache " + rep.kv_cache_quant_algo) << ") to "
-          << job.output << " in " << fmt("%.1f s", seconds_since(t0)) << "\n";
+      out << "exported " << rep.num_tensors << " tensors ("
+          << fmt("%.2f MB", static_cast<double>(rep.total_bytes) / 1e6) << ", quant_algo "
+          << (rep.quant_algo.empty() ? "none" : rep.quant_algo)
+          << (rep.kv_cache_quant_algo.empty() ? std::string()
+                                              : ", kv_cache " + rep.kv_cache_quant_algo)
+          << ") to " << job.output << " in " << fmt("%.1f s", seconds_since(t0)) << "\n";
       result.export_dir = job.output;
     } catch (...) {
       std::error_code ec;

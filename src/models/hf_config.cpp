@@ -1,11 +1,10 @@
 #include "mq/models/hf_config.hpp"
 
-#include "models/json_file_impl.hpp"
-
 #include <algorithm>
 #include <fstream>
 #include <sstream>
 
+#include "models/json_file_impl.hpp"
 #include "mq/core/error.hpp"
 
 namespace mq::models {
@@ -14,29 +13,148 @@ namespace {
 
 // Defaults are those of the transformers 5.14 config classes (rms_norm_eps, rope theta, head_dim).
 const std::vector<FamilyTraits> kFamilies = {
-    {"LlamaForCausalLM", Family::kLlama, "LlamaModel", "LlamaDecoderLayer", "LlamaAttention", "LlamaMLP",
-     "LlamaRMSNorm", "LlamaRotaryEmbedding", false, false, true, true, true, MoeRouting::kNone, "", "", "", "",
-     "", "", 1e-6, 10000.0, 0},
-    {"MistralForCausalLM", Family::kMistral, "MistralModel", "MistralDecoderLayer", "MistralAttention",
-     "MistralMLP", "MistralRMSNorm", "MistralRotaryEmbedding", false, false, false, false, false,
-     MoeRouting::kNone, "", "", "", "", "", "", 1e-6, 10000.0, 0},
-    {"Qwen2ForCausalLM", Family::kQwen2, "Qwen2Model", "Qwen2DecoderLayer", "Qwen2Attention", "Qwen2MLP",
-     "Qwen2RMSNorm", "Qwen2RotaryEmbedding", false, true, false, false, false, MoeRouting::kNone, "", "", "",
-     "", "", "", 1e-6, 10000.0, 0},
-    {"Qwen3ForCausalLM", Family::kQwen3, "Qwen3Model", "Qwen3DecoderLayer", "Qwen3Attention", "Qwen3MLP",
-     "Qwen3RMSNorm", "Qwen3RotaryEmbedding", true, false, true, true, false, MoeRouting::kNone, "", "", "", "",
-     "", "", 1e-6, 10000.0, 128},
-    {"MixtralForCausalLM", Family::kMixtral, "MixtralModel", "MixtralDecoderLayer", "MixtralAttention",
-     "MixtralMLP", "MixtralRMSNorm", "MixtralRotaryEmbedding", false, false, false, false, false,
-     MoeRouting::kMixtral, "block_sparse_moe", "MixtralSparseMoeBlock", "MixtralBlockSparseTop2MLP", "w1",
-     "w3", "w2", 1e-5, 1000000.0, 0},
-    {"Qwen3MoeForCausalLM", Family::kQwen3Moe, "Qwen3MoeModel", "Qwen3MoeDecoderLayer", "Qwen3MoeAttention",
-     "Qwen3MoeMLP", "Qwen3MoeRMSNorm", "Qwen3MoeRotaryEmbedding", true, false, true, true, false,
-     MoeRouting::kQwen3Moe, "mlp", "Qwen3MoeSparseMoeBlock", "Qwen3MoeMLP", "gate_proj", "up_proj",
-     "down_proj", 1e-6, 10000.0, 0},
+    {"LlamaForCausalLM",
+     Family::kLlama,
+     "LlamaModel",
+     "LlamaDecoderLayer",
+     "LlamaAttention",
+     "LlamaMLP",
+     "LlamaRMSNorm",
+     "LlamaRotaryEmbedding",
+     false,
+     false,
+     true,
+     true,
+     true,
+     MoeRouting::kNone,
+     "",
+     "",
+     "",
+     "",
+     "",
+     "",
+     1e-6,
+     10000.0,
+     0},
+    {"MistralForCausalLM",
+     Family::kMistral,
+     "MistralModel",
+     "MistralDecoderLayer",
+     "MistralAttention",
+     "MistralMLP",
+     "MistralRMSNorm",
+     "MistralRotaryEmbedding",
+     false,
+     false,
+     false,
+     false,
+     false,
+     MoeRouting::kNone,
+     "",
+     "",
+     "",
+     "",
+     "",
+     "",
+     1e-6,
+     10000.0,
+     0},
+    {"Qwen2ForCausalLM",
+     Family::kQwen2,
+     "Qwen2Model",
+     "Qwen2DecoderLayer",
+     "Qwen2Attention",
+     "Qwen2MLP",
+     "Qwen2RMSNorm",
+     "Qwen2RotaryEmbedding",
+     false,
+     true,
+     false,
+     false,
+     false,
+     MoeRouting::kNone,
+     "",
+     "",
+     "",
+     "",
+     "",
+     "",
+     1e-6,
+     10000.0,
+     0},
+    {"Qwen3ForCausalLM",
+     Family::kQwen3,
+     "Qwen3Model",
+     "Qwen3DecoderLayer",
+     "Qwen3Attention",
+     "Qwen3MLP",
+     "Qwen3RMSNorm",
+     "Qwen3RotaryEmbedding",
+     true,
+     false,
+     true,
+     true,
+     false,
+     MoeRouting::kNone,
+     "",
+     "",
+     "",
+     "",
+     "",
+     "",
+     1e-6,
+     10000.0,
+     128},
+    {"MixtralForCausalLM",
+     Family::kMixtral,
+     "MixtralModel",
+     "MixtralDecoderLayer",
+     "MixtralAttention",
+     "MixtralMLP",
+     "MixtralRMSNorm",
+     "MixtralRotaryEmbedding",
+     false,
+     false,
+     false,
+     false,
+     false,
+     MoeRouting::kMixtral,
+     "block_sparse_moe",
+     "MixtralSparseMoeBlock",
+     "MixtralBlockSparseTop2MLP",
+     "w1",
+     "w3",
+     "w2",
+     1e-5,
+     1000000.0,
+     0},
+    {"Qwen3MoeForCausalLM",
+     Family::kQwen3Moe,
+     "Qwen3MoeModel",
+     "Qwen3MoeDecoderLayer",
+     "Qwen3MoeAttention",
+     "Qwen3MoeMLP",
+     "Qwen3MoeRMSNorm",
+     "Qwen3MoeRotaryEmbedding",
+     true,
+     false,
+     true,
+     true,
+     false,
+     MoeRouting::kQwen3Moe,
+     "mlp",
+     "Qwen3MoeSparseMoeBlock",
+     "Qwen3MoeMLP",
+     "gate_proj",
+     "up_proj",
+     "down_proj",
+     1e-6,
+     10000.0,
+     0},
 };
 
-[[noreturn]] void fail(const std::string& source, const std::string& field, const std::string& rule) {
+[[noreturn]] void fail(const std::string& source, const std::string& field,
+                       const std::string& rule) {
   MQ_THROW(ConfigError, source, ": ", field, ": ", rule);
 }
 
@@ -57,7 +175,8 @@ struct Reader {
   int64_t int_at(const nlohmann::json& v, const std::string& k, int64_t min) const {
     if (!v.is_number_integer()) fail(source, k, "must be an integer, got " + v.dump());
     const int64_t x = v.get<int64_t>();
-    if (x < min) fail(source, k, "must be >= " + std::to_string(min) + ", got " + std::to_string(x));
+    if (x < min)
+      fail(source, k, "must be >= " + std::to_string(min) + ", got " + std::to_string(x));
     return x;
   }
   double num_at(const nlohmann::json& v, const std::string& k) const {
@@ -84,7 +203,8 @@ struct Reader {
 
 RopeConfig parse_rope(const Reader& r, int64_t max_pos, double default_theta) {
   RopeConfig rope;
-  // transformers 5 writes rope_parameters; older files write rope_theta and rope_scaling at top level.
+  // transformers 5 writes rope_parameters; older files write rope_theta and rope_scaling at top
+  // level.
   const char* field = r.has("rope_parameters") ? "rope_parameters" : "rope_scaling";
   const nlohmann::json* p = r.has(field) ? &r.j.at(field) : nullptr;
   if (p && !p->is_object()) fail(r.source, field, "must be an object, got " + p->dump());
@@ -99,9 +219,11 @@ RopeConfig parse_rope(const Reader& r, int64_t max_pos, double default_theta) {
     if (!p->at(k).is_string()) fail(r.source, sub(k), "must be a string, got " + p->at(k).dump());
     rope.type = p->at(k).get<std::string>();
   }
-  if (has("partial_rotary_factor") && r.num_at(p->at("partial_rotary_factor"), sub("partial_rotary_factor")) != 1.0)
+  if (has("partial_rotary_factor") &&
+      r.num_at(p->at("partial_rotary_factor"), sub("partial_rotary_factor")) != 1.0)
     fail(r.source, sub("partial_rotary_factor"), "only 1.0 is supported");
-  if (r.has("partial_rotary_factor") && r.num_at(r.j.at("partial_rotary_factor"), "partial_rotary_factor") != 1.0)
+  if (r.has("partial_rotary_factor") &&
+      r.num_at(r.j.at("partial_rotary_factor"), "partial_rotary_factor") != 1.0)
     fail(r.source, "partial_rotary_factor", "only 1.0 is supported");
   auto num_req = [&](const char* k) {
     if (!has(k)) fail(r.source, sub(k), "missing (required by rope type '" + rope.type + "')");
@@ -118,16 +240,18 @@ RopeConfig parse_rope(const Reader& r, int64_t max_pos, double default_theta) {
     rope.high_freq_factor = num_req("high_freq_factor");
     if (rope.high_freq_factor == rope.low_freq_factor)
       fail(r.source, sub("high_freq_factor"), "must differ from low_freq_factor");
-    // HF: a top-level original_max_position_embeddings wins, else the dict's, else max_position_embeddings.
+    // HF: a top-level original_max_position_embeddings wins, else the dict's, else
+    // max_position_embeddings.
     if (r.has("original_max_position_embeddings"))
       rope.original_max_position_embeddings = r.int_req("original_max_position_embeddings");
     else if (has("original_max_position_embeddings"))
-      rope.original_max_position_embeddings =
-          r.int_at(p->at("original_max_position_embeddings"), sub("original_max_position_embeddings"), 1);
+      rope.original_max_position_embeddings = r.int_at(p->at("original_max_position_embeddings"),
+                                                       sub("original_max_position_embeddings"), 1);
     else
       rope.original_max_position_embeddings = max_pos;
     if (rope.original_max_position_embeddings <= 0)
-      fail(r.source, sub("original_max_position_embeddings"), "missing and max_position_embeddings is not set");
+      fail(r.source, sub("original_max_position_embeddings"),
+           "missing and max_position_embeddings is not set");
   } else {
     fail(r.source, sub(has("rope_type") ? "rope_type" : "type"),
          "'" + rope.type + "' is not supported (supported: default, linear, llama3)");
@@ -144,7 +268,8 @@ std::vector<int64_t> parse_sliding(const Reader& r, const FamilyTraits& t, int64
     case Family::kMistral:
     case Family::kMixtral: {
       // Mistral's class default is 4096, Mixtral's None; an explicit null means none.
-      const bool explicit_null = r.j.contains("sliding_window") && r.j.at("sliding_window").is_null();
+      const bool explicit_null =
+          r.j.contains("sliding_window") && r.j.at("sliding_window").is_null();
       const int64_t w = explicit_null ? 0 : window(t.family == Family::kMistral ? 4096 : 0);
       std::fill(out.begin(), out.end(), w);
       return out;
@@ -165,7 +290,9 @@ std::vector<int64_t> parse_sliding(const Reader& r, const FamilyTraits& t, int64
           if (!lt[i].is_string()) fail(r.source, f, "must be a string");
           const std::string s = lt[i].get<std::string>();
           if (s == "sliding_attention") {
-            if (w == 0) fail(r.source, f, "sliding_attention but sliding_window is not set (use_sliding_window false)");
+            if (w == 0)
+              fail(r.source, f,
+                   "sliding_attention but sliding_window is not set (use_sliding_window false)");
             out[i] = w;
           } else if (s != "full_attention") {
             fail(r.source, f, "'" + s + "' is not supported (full_attention, sliding_attention)");
@@ -219,13 +346,17 @@ HfConfig parse_hf_config(const nlohmann::json& j, const std::string& source) {
   Reader r{j, source};
   HfConfig c;
   c.source = source;
-  if (!r.has("architectures")) fail(source, "architectures", "missing (supported: " + supported_architectures() + ")");
+  if (!r.has("architectures"))
+    fail(source, "architectures", "missing (supported: " + supported_architectures() + ")");
   const auto& arch = j.at("architectures");
   if (!arch.is_array() || arch.size() != 1 || !arch[0].is_string())
     fail(source, "architectures", "must be a list of one class name, got " + arch.dump());
   c.architecture = arch[0].get<std::string>();
   const FamilyTraits* t = find_family(c.architecture);
-  if (!t) fail(source, "architectures", "'" + c.architecture + "' is not supported (supported: " + supported_architectures() + ")");
+  if (!t)
+    fail(
+        source, "architectures",
+        "'" + c.architecture + "' is not supported (supported: " + supported_architectures() + ")");
   c.model_type = r.str_or("model_type", "");
 
   c.hidden_size = r.int_req("hidden_size");
@@ -235,8 +366,9 @@ HfConfig parse_hf_config(const nlohmann::json& j, const std::string& source) {
   c.vocab_size = r.int_req("vocab_size");
   c.num_key_value_heads = r.int_or("num_key_value_heads", c.num_attention_heads);
   if (c.num_attention_heads % c.num_key_value_heads != 0)
-    fail(source, "num_key_value_heads", std::to_string(c.num_key_value_heads) + " does not divide num_attention_heads " +
-                                            std::to_string(c.num_attention_heads));
+    fail(source, "num_key_value_heads",
+         std::to_string(c.num_key_value_heads) + " does not divide num_attention_heads " +
+             std::to_string(c.num_attention_heads));
   const int64_t dflt_head_dim = t->default_head_dim > 0 ? t->default_head_dim : 0;
   if (r.has("head_dim")) {
     c.head_dim = r.int_req("head_dim");
@@ -247,7 +379,8 @@ HfConfig parse_hf_config(const nlohmann::json& j, const std::string& source) {
       fail(source, "head_dim", "missing and hidden_size is not a multiple of num_attention_heads");
     c.head_dim = c.hidden_size / c.num_attention_heads;
   }
-  if (c.head_dim % 2 != 0) fail(source, "head_dim", "must be even for RoPE, got " + std::to_string(c.head_dim));
+  if (c.head_dim % 2 != 0)
+    fail(source, "head_dim", "must be even for RoPE, got " + std::to_string(c.head_dim));
   c.max_position_embeddings = r.int_or("max_position_embeddings", 0, 1);
   c.rms_norm_eps = r.pos_num_or("rms_norm_eps", t->default_rms_norm_eps);
   c.rope = parse_rope(r, c.max_position_embeddings, t->default_rope_theta);
@@ -255,7 +388,8 @@ HfConfig parse_hf_config(const nlohmann::json& j, const std::string& source) {
   c.attention_bias = r.bool_or("attention_bias", false);
   c.mlp_bias = r.bool_or("mlp_bias", false);
   c.hidden_act = r.str_or("hidden_act", "silu");
-  if (c.hidden_act != "silu") fail(source, "hidden_act", "'" + c.hidden_act + "' is not supported (silu)");
+  if (c.hidden_act != "silu")
+    fail(source, "hidden_act", "'" + c.hidden_act + "' is not supported (silu)");
   const char* dtype_field = r.has("dtype") ? "dtype" : "torch_dtype";
   c.dtype = r.str_or(dtype_field, "");
   if (!c.dtype.empty() && c.dtype != "float32" && c.dtype != "bfloat16" && c.dtype != "float16")
@@ -269,8 +403,9 @@ HfConfig parse_hf_config(const nlohmann::json& j, const std::string& source) {
     c.num_experts = r.int_req(ek);
     c.num_experts_per_tok = r.int_req("num_experts_per_tok");
     if (c.num_experts_per_tok > c.num_experts)
-      fail(source, "num_experts_per_tok", std::to_string(c.num_experts_per_tok) + " exceeds " + ek + " " +
-                                              std::to_string(c.num_experts));
+      fail(source, "num_experts_per_tok",
+           std::to_string(c.num_experts_per_tok) + " exceeds " + ek + " " +
+               std::to_string(c.num_experts));
     if (t->routing == MoeRouting::kQwen3Moe) {
       c.moe_intermediate_size = r.int_req("moe_intermediate_size");
       c.norm_topk_prob = r.bool_or("norm_topk_prob", false);
@@ -279,7 +414,8 @@ HfConfig parse_hf_config(const nlohmann::json& j, const std::string& source) {
         const auto& m = j.at("mlp_only_layers");
         if (!m.is_array()) fail(source, "mlp_only_layers", "must be a list of layer indices");
         for (size_t i = 0; i < m.size(); ++i)
-          c.mlp_only_layers.push_back(r.int_at(m[i], "mlp_only_layers[" + std::to_string(i) + "]", 0));
+          c.mlp_only_layers.push_back(
+              r.int_at(m[i], "mlp_only_layers[" + std::to_string(i) + "]", 0));
       }
     }
   }

@@ -1,11 +1,10 @@
 #pragma once
-// Reads a whole JSON file: mq::IoError when it cannot be opened, ParseError ("<path>: invalid JSON: ...")
-// when it is not JSON. config.json and the safetensors index share it.
+// Reads a whole JSON file: mq::IoError when it cannot be opened, ParseError ("<path>: invalid JSON:
+// ...") when it is not JSON. config.json and the safetensors index share it.
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
-
-#include <nlohmann/json.hpp>
 
 #include "mq/core/error.hpp"
 

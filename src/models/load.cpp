@@ -1,6 +1,6 @@
-#include <set>
-
 #include <ATen/ATen.h>
+
+#include <set>
 
 #include "mq/core/error.hpp"
 #include "mq/models/causal_lm.hpp"
@@ -13,48 +13,62 @@ namespace {
 /// Builds the tree, asking `src` for every parameter by its checkpoint name.
 class Builder {
  public:
-  Builder(const HfConfig& cfg, const WeightSource& src, const ParallelSpec& par) : cfg_(cfg), t_(cfg.traits()), src_(src), par_(par) {}
+  Builder(const HfConfig& cfg, const WeightSource& src, const ParallelSpec& par)
+      : cfg_(cfg), t_(cfg.traits()), src_(src), par_(par) {}
 
-  at::Tensor whole(const std::string& name, std::vector<int64_t> shape) { return src_(name, shape, -1, 0, 0); }
-  at::Tensor part(const std::string& name, std::vector<int64_t> shape, int64_t dim, std::pair<int64_t, int64_t> r) {
-    if (r.first == 0 && r.second == shape[static_cast<size_t>(dim)]) return whole(name, std::move(shape));
+  at::Tensor whole(const std::string& name, std::vector<int64_t> shape) {
+    return src_(name, shape, -1, 0, 0);
+  }
+  at::Tensor part(const std::string& name, std::vector<int64_t> shape, int64_t dim,
+                  std::pair<int64_t, int64_t> r) {
+    if (r.first == 0 && r.second == shape[static_cast<size_t>(dim)])
+      return whole(name, std::move(shape));
     return src_(name, shape, dim, r.first, r.second);
   }
 
   /// A linear whose output rows [r) are local (column parallel); `bias` as the config says.
-  std::shared_ptr<nn::Linear> column(const std::string& p, int64_t out, int64_t in, std::pair<int64_t, int64_t> r,
-                                     bool bias) {
+  std::shared_ptr<nn::Linear> column(const std::string& p, int64_t out, int64_t in,
+                                     std::pair<int64_t, int64_t> r, bool bias) {
     at::Tensor w = part(p + ".weight", {out, in}, 0, r);
     at::Tensor b = bias ? part(p + ".bias", {out}, 0, r) : at::Tensor();
     return std::make_shared<nn::Linear>(std::move(w), std::move(b));
   }
-  /// A linear whose input columns [r) are local (row parallel); the bias lives on tp_rank 0 only so the
-  /// all-reduce adds it once.
-  std::shared_ptr<nn::Linear> row(const std::string& p, int64_t out, int64_t in, std::pair<int64_t, int64_t> r,
-                                  bool bias) {
+  /// A linear whose input columns [r) are local (row parallel); the bias lives on tp_rank 0 only so
+  /// the all-reduce adds it once.
+  std::shared_ptr<nn::Linear> row(const std::string& p, int64_t out, int64_t in,
+                                  std::pair<int64_t, int64_t> r, bool bias) {
     at::Tensor w = part(p + ".weight", {out, in}, 1, r);
     at::Tensor b;
     if (bias && par_.tp_rank == 0) b = whole(p + ".bias", {out});
     return std::make_shared<nn::Linear>(std::move(w), std::move(b));
   }
   std::shared_ptr<RMSNorm> norm(const std::string& p, int64_t n) {
-    return std::make_shared<RMSNorm>(std::string(t_.norm_class), whole(p + ".weight", {n}), cfg_.rms_norm_eps);
+    return std::make_shared<RMSNorm>(std::string(t_.norm_class), whole(p + ".weight", {n}),
+                                     cfg_.rms_norm_eps);
   }
 
   std::shared_ptr<Attention> attention(const std::string& p, int64_t layer) {
     const int64_t hd = cfg_.head_dim, hid = cfg_.hidden_size;
-    auto heads = ParallelSpec::range(cfg_.num_attention_heads, par_.tp_rank, par_.tp_size, "num_attention_heads");
-    auto kv = ParallelSpec::range(cfg_.num_key_value_heads, par_.tp_rank, par_.tp_size, "num_key_value_heads");
-    auto scale = [&](std::pair<int64_t, int64_t> r) { return std::make_pair(r.first * hd, r.second * hd); };
+    auto heads = ParallelSpec::range(cfg_.num_attention_heads, par_.tp_rank, par_.tp_size,
+                                     "num_attention_heads");
+    auto kv = ParallelSpec::range(cfg_.num_key_value_heads, par_.tp_rank, par_.tp_size,
+                                  "num_key_value_heads");
+    auto scale = [&](std::pair<int64_t, int64_t> r) {
+      return std::make_pair(r.first * hd, r.second * hd);
+    };
     const bool qkv_bias = t_.qkv_bias_always || (t_.qkv_bias_from_config && cfg_.attention_bias);
     const bool o_bias = t_.o_bias_from_config && cfg_.attention_bias;
-    auto a = std::make_shared<Attention>(std::string(t_.attention_class), heads.second - heads.first,
-                                         kv.second - kv.first, hd,
+    auto a = std::make_shared<Attention>(std::string(t_.attention_class),
+                                         heads.second - heads.first, kv.second - kv.first, hd,
                                          cfg_.sliding_window[static_cast<size_t>(layer)] > 0);
-    a->register_module("q_proj", column(p + ".q_proj", cfg_.num_attention_heads * hd, hid, scale(heads), qkv_bias));
-    a->register_module("k_proj", column(p + ".k_proj", cfg_.num_key_value_heads * hd, hid, scale(kv), qkv_bias));
-    a->register_module("v_proj", column(p + ".v_proj", cfg_.num_key_value_heads * hd, hid, scale(kv), qkv_bias));
-    a->register_module("o_proj", row(p + ".o_proj", hid, cfg_.num_attention_heads * hd, scale(heads), o_bias));
+    a->register_module("q_proj", column(p + ".q_proj", cfg_.num_attention_heads * hd, hid,
+                                        scale(heads), qkv_bias));
+    a->register_module(
+        "k_proj", column(p + ".k_proj", cfg_.num_key_value_heads * hd, hid, scale(kv), qkv_bias));
+    a->register_module(
+        "v_proj", column(p + ".v_proj", cfg_.num_key_value_heads * hd, hid, scale(kv), qkv_bias));
+    a->register_module(
+        "o_proj", row(p + ".o_proj", hid, cfg_.num_attention_heads * hd, scale(heads), o_bias));
     if (t_.qk_norm) {
       a->register_module("q_norm", norm(p + ".q_norm", hd));
       a->register_module("k_norm", norm(p + ".k_norm", hd));
@@ -74,19 +88,24 @@ class Builder {
   }
 
   std::shared_ptr<SparseMoe> moe(const std::string& p) {
-    const int64_t hid = cfg_.hidden_size, inter = cfg_.expert_intermediate_size(), e_all = cfg_.num_experts;
+    const int64_t hid = cfg_.hidden_size, inter = cfg_.expert_intermediate_size(),
+                  e_all = cfg_.num_experts;
     auto r = ParallelSpec::range(e_all, par_.ep_rank, par_.ep_size, "num_experts");
-    auto m = std::make_shared<SparseMoe>(std::string(t_.moe_class), t_.routing, e_all, cfg_.num_experts_per_tok,
-                                         cfg_.norm_topk_prob, r.first, r.second - r.first);
-    m->register_module("gate", std::make_shared<nn::Linear>(whole(p + ".gate.weight", {e_all, hid}), at::Tensor()));
+    auto m = std::make_shared<SparseMoe>(std::string(t_.moe_class), t_.routing, e_all,
+                                         cfg_.num_experts_per_tok, cfg_.norm_topk_prob, r.first,
+                                         r.second - r.first);
+    m->register_module("gate", std::make_shared<nn::Linear>(whole(p + ".gate.weight", {e_all, hid}),
+                                                            at::Tensor()));
     auto experts = std::make_shared<nn::ModuleList>();
     const std::string g(t_.expert_gate), u(t_.expert_up), d(t_.expert_down);
     for (int64_t e = r.first; e < r.second; ++e) {
       const std::string q = p + ".experts." + std::to_string(e) + ".";
       auto x = std::make_shared<Mlp>(std::string(t_.expert_class), g, u, d);
-      // HF module order of an expert: w1, w2, w3 (Mixtral) / gate_proj, up_proj, down_proj (Qwen3-MoE).
+      // HF module order of an expert: w1, w2, w3 (Mixtral) / gate_proj, up_proj, down_proj
+      // (Qwen3-MoE).
       auto add = [&](const std::string& n, int64_t out, int64_t in) {
-        x->register_module(n, std::make_shared<nn::Linear>(whole(q + n + ".weight", {out, in}), at::Tensor()));
+        x->register_module(
+            n, std::make_shared<nn::Linear>(whole(q + n + ".weight", {out, in}), at::Tensor()));
       };
       if (t_.routing == MoeRouting::kMixtral) {
         add(g, inter, hid);
@@ -114,20 +133,23 @@ class Builder {
       const std::string p = "model.layers." + std::to_string(i);
       const bool is_moe = cfg_.is_moe_layer(i);
       const std::string mlp_name = is_moe ? std::string(t_.moe_child) : "mlp";
-      auto layer = std::make_shared<DecoderLayer>(std::string(t_.decoder_layer_class), mlp_name, &lm->parallel());
+      auto layer = std::make_shared<DecoderLayer>(std::string(t_.decoder_layer_class), mlp_name,
+                                                  &lm->parallel());
       layer->register_module("self_attn", attention(p + ".self_attn", i));
       if (is_moe)
         layer->register_module(mlp_name, moe(p + "." + mlp_name));
       else
         layer->register_module(mlp_name, dense_mlp(p + ".mlp"));
       layer->register_module("input_layernorm", norm(p + ".input_layernorm", hid));
-      layer->register_module("post_attention_layernorm", norm(p + ".post_attention_layernorm", hid));
+      layer->register_module("post_attention_layernorm",
+                             norm(p + ".post_attention_layernorm", hid));
       layers->push_back(layer);
     }
     model->register_module("layers", layers);
     model->register_module("norm", norm("model.norm", hid));
-    model->register_module("rotary_emb", std::make_shared<RotaryEmbedding>(std::string(t_.rotary_class), cfg_.rope,
-                                                                           cfg_.head_dim, device));
+    model->register_module(
+        "rotary_emb", std::make_shared<RotaryEmbedding>(std::string(t_.rotary_class), cfg_.rope,
+                                                        cfg_.head_dim, device));
     lm->register_module("model", model);
     at::Tensor head = cfg_.tie_word_embeddings ? embed : whole("lm_head.weight", {vocab, hid});
     lm->register_module("lm_head", std::make_shared<nn::Linear>(head, at::Tensor()));
@@ -142,12 +164,14 @@ class Builder {
 };
 
 void check_parallel(const ParallelSpec& p) {
-  MQ_CHECK(p.tp_size >= 1 && p.tp_rank >= 0 && p.tp_rank < p.tp_size, "parallel: tp_rank ", p.tp_rank,
-           " / tp_size ", p.tp_size, " is invalid");
-  MQ_CHECK(p.ep_size >= 1 && p.ep_rank >= 0 && p.ep_rank < p.ep_size, "parallel: ep_rank ", p.ep_rank,
-           " / ep_size ", p.ep_size, " is invalid");
-  MQ_CHECK(p.tp_size == 1 || p.tp_all_reduce, "parallel: tp_size ", p.tp_size, " needs tp_all_reduce");
-  MQ_CHECK(p.ep_size == 1 || p.ep_all_reduce, "parallel: ep_size ", p.ep_size, " needs ep_all_reduce");
+  MQ_CHECK(p.tp_size >= 1 && p.tp_rank >= 0 && p.tp_rank < p.tp_size, "parallel: tp_rank ",
+           p.tp_rank, " / tp_size ", p.tp_size, " is invalid");
+  MQ_CHECK(p.ep_size >= 1 && p.ep_rank >= 0 && p.ep_rank < p.ep_size, "parallel: ep_rank ",
+           p.ep_rank, " / ep_size ", p.ep_size, " is invalid");
+  MQ_CHECK(p.tp_size == 1 || p.tp_all_reduce, "parallel: tp_size ", p.tp_size,
+           " needs tp_all_reduce");
+  MQ_CHECK(p.ep_size == 1 || p.ep_all_reduce, "parallel: ep_size ", p.ep_size,
+           " needs ep_all_reduce");
 }
 
 std::vector<int64_t> sliced(std::vector<int64_t> shape, int64_t dim, int64_t begin, int64_t end) {
@@ -157,8 +181,9 @@ std::vector<int64_t> sliced(std::vector<int64_t> shape, int64_t dim, int64_t beg
 
 }  // namespace
 
-std::unique_ptr<CausalLM> build_causal_lm(const HfConfig& cfg, const WeightSource& source, c10::ScalarType dtype,
-                                          c10::Device device, const ParallelSpec& parallel) {
+std::unique_ptr<CausalLM> build_causal_lm(const HfConfig& cfg, const WeightSource& source,
+                                          c10::ScalarType dtype, c10::Device device,
+                                          const ParallelSpec& parallel) {
   check_parallel(parallel);
   return Builder(cfg, source, parallel).build(dtype, device);
 }
@@ -166,13 +191,14 @@ std::unique_ptr<CausalLM> build_causal_lm(const HfConfig& cfg, const WeightSourc
 namespace {
 
 /// (name, full shape) of every tensor the build asks for, found by a build on the meta device.
-std::vector<std::pair<std::string, std::vector<int64_t>>> planned_tensors(const HfConfig& cfg,
-                                                                          const ParallelSpec& parallel) {
+std::vector<std::pair<std::string, std::vector<int64_t>>> planned_tensors(
+    const HfConfig& cfg, const ParallelSpec& parallel) {
   std::vector<std::pair<std::string, std::vector<int64_t>>> out;
-  WeightSource meta = [&](const std::string& name, const std::vector<int64_t>& shape, int64_t dim, int64_t b,
-                          int64_t e) {
+  WeightSource meta = [&](const std::string& name, const std::vector<int64_t>& shape, int64_t dim,
+                          int64_t b, int64_t e) {
     out.emplace_back(name, shape);
-    return at::empty(sliced(shape, dim, b, e), at::TensorOptions().dtype(at::kFloat).device(c10::kMeta));
+    return at::empty(sliced(shape, dim, b, e),
+                     at::TensorOptions().dtype(at::kFloat).device(c10::kMeta));
   };
   ParallelSpec p = parallel;
   // The dry run never runs forward; placeholders satisfy the callback check.
@@ -202,8 +228,9 @@ std::unique_ptr<CausalLM> load_causal_lm(const std::string& dir, const LoadOptio
   } else if (cfg.dtype == "float16") {
     dtype = at::kHalf;
   }
-  MQ_CHECK(dtype == at::kFloat || dtype == at::kBFloat16 || dtype == at::kHalf, "load_causal_lm: dtype ",
-           c10::toString(dtype), " is not supported (float32, bfloat16, float16)");
+  MQ_CHECK(dtype == at::kFloat || dtype == at::kBFloat16 || dtype == at::kHalf,
+           "load_causal_lm: dtype ", c10::toString(dtype),
+           " is not supported (float32, bfloat16, float16)");
 
   // Validate names and shapes of the whole model before reading any data (the full model, even when
   // this rank holds a shard: a rank must not accept a checkpoint another rank would reject).
@@ -211,7 +238,8 @@ std::unique_ptr<CausalLM> load_causal_lm(const std::string& dir, const LoadOptio
   for (auto& [name, shape] : planned_tensors(cfg, {})) {
     const io::TensorInfo& ti = ck.info(name);  // throws "<dir>: no tensor '<name>' (looked in ...)"
     MQ_CHECK_T(IoError, ti.shape == shape, ck.file_of(name), ": tensor '", name, "' has shape ",
-               at::IntArrayRef(ti.shape), ", expected ", at::IntArrayRef(shape), " (", cfg.source, ")");
+               at::IntArrayRef(ti.shape), ", expected ", at::IntArrayRef(shape), " (", cfg.source,
+               ")");
     needed.insert(name);
   }
   for (const std::string& name : ck.names()) {
@@ -219,10 +247,12 @@ std::unique_ptr<CausalLM> load_causal_lm(const std::string& dir, const LoadOptio
     const bool rotary_buffer = name.ends_with("rotary_emb.inv_freq");
     const bool tied_head = cfg.tie_word_embeddings && name == "lm_head.weight";
     if (rotary_buffer || tied_head) continue;
-    MQ_THROW(IoError, ck.file_of(name), ": unexpected tensor '", name, "' (not a parameter of ", cfg.architecture, ")");
+    MQ_THROW(IoError, ck.file_of(name), ": unexpected tensor '", name, "' (not a parameter of ",
+             cfg.architecture, ")");
   }
 
-  WeightSource src = [&](const std::string& name, const std::vector<int64_t>&, int64_t dim, int64_t b, int64_t e) {
+  WeightSource src = [&](const std::string& name, const std::vector<int64_t>&, int64_t dim,
+                         int64_t b, int64_t e) {
     if (dim < 0) return ck.load(name, dtype, options.device);
     return ck.load_slice(name, dim, b, e, dtype, options.device);
   };

@@ -4,7 +4,8 @@
 namespace mq::models {
 
 void register_hf_quant_modules() {
-  for (const FamilyTraits& t : family_traits()) nn::register_quant_attention(std::string(t.attention_class));
+  for (const FamilyTraits& t : family_traits())
+    nn::register_quant_attention(std::string(t.attention_class));
 }
 
 }  // namespace mq::models

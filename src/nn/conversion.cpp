@@ -1,5 +1,9 @@
 #include "mq/nn/conversion.hpp"
 
+#include <ATen/ATen.h>
+#include <ATen/Functions.h>
+#include <ATen/core/grad_mode.h>
+
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -8,10 +12,6 @@
 #include <set>
 #include <sstream>
 
-#include <ATen/ATen.h>
-#include <ATen/Functions.h>
-#include <ATen/core/grad_mode.h>
-
 #include "mq/core/error.hpp"
 #include "mq/export/tensor_mode.hpp"
 #include "mq/io/safetensors_torch.hpp"
@@ -19,7 +19,8 @@
 
 namespace mq::nn {
 
-// ---- fnmatch --------------------------------------------------------------------------------------------
+// ---- fnmatch
+// --------------------------------------------------------------------------------------------
 
 bool fnmatch(const std::string& s, const std::string& p) {
   // One fnmatch for the whole project: tensor mode's (Python fnmatch.fnmatchcase semantics).
@@ -40,7 +41,8 @@ bool QuantizerMatcher::matches(const std::string& name) const {
   return std::get<std::function<bool(const std::string&)>>(m_)(name);
 }
 
-// ---- walking ---------------------------------------------------------------------------------------------
+// ---- walking
+// ---------------------------------------------------------------------------------------------
 
 namespace {
 
@@ -61,12 +63,16 @@ std::string parent_name(const std::string& name) {
 
 void check_parent_class(const std::optional<std::string>& parent_class) {
   if (parent_class && !parent_class->empty())
-    MQ_CHECK_T(ConfigError, is_registered_quant_module(*parent_class) || is_modelopt_quant_module_key(*parent_class),
-               "parent_class '", *parent_class,
-               "' not found in QuantModuleRegistry. Make sure the class has a registered quantized equivalent.");
+    MQ_CHECK_T(
+        ConfigError,
+        is_registered_quant_module(*parent_class) || is_modelopt_quant_module_key(*parent_class),
+        "parent_class '", *parent_class,
+        "' not found in QuantModuleRegistry. Make sure the class has a registered quantized "
+        "equivalent.");
 }
 
-bool parent_ok(Module& model, const std::string& name, const std::optional<std::string>& parent_class) {
+bool parent_ok(Module& model, const std::string& name,
+               const std::optional<std::string>& parent_class) {
   if (!parent_class || parent_class->empty()) return true;
   // The parent of a stage "x.weight_quantizer.0" is the SequentialQuantizer container, never a
   // registered quant module; get_submodule cannot see stages, so test that case first.
@@ -80,10 +86,10 @@ bool parent_ok(Module& model, const std::string& name, const std::optional<std::
   return parent->quant_key() == *parent_class;
 }
 
-// ModelOpt's named_modules() walk with in-place type switches: `visit` is called for each container, and
-// then for each of its stages only when it was a SequentialQuantizer before and after the visit (a
-// TensorQuantizer turned Sequential is not descended into; a Sequential turned Tensor leaves only detached
-// stages behind, which ModelOpt edits harmlessly and we skip).
+// ModelOpt's named_modules() walk with in-place type switches: `visit` is called for each
+// container, and then for each of its stages only when it was a SequentialQuantizer before and
+// after the visit (a TensorQuantizer turned Sequential is not descended into; a Sequential turned
+// Tensor leaves only detached stages behind, which ModelOpt edits harmlessly and we skip).
 template <typename ContainerFn, typename StageFn>
 void walk_quantizers(Module& model, ContainerFn&& on_container, StageFn&& on_stage) {
   for (auto& [name, qm] : named_quantizer_modules(model)) {
@@ -91,17 +97,20 @@ void walk_quantizers(Module& model, ContainerFn&& on_container, StageFn&& on_sta
     on_container(name, *qm);
     if (was_seq && qm->is_sequential()) {
       auto leaves = qm->leaves();
-      for (size_t i = 0; i < leaves.size(); ++i) on_stage(name + "." + std::to_string(i), *qm, *leaves[i]);
+      for (size_t i = 0; i < leaves.size(); ++i)
+        on_stage(name + "." + std::to_string(i), *qm, *leaves[i]);
     }
   }
 }
 
-void apply_full(quant::TensorQuantizer& tq, const config::QuantizerAttributeConfig& cfg, bool hard_disabled) {
+void apply_full(quant::TensorQuantizer& tq, const config::QuantizerAttributeConfig& cfg,
+                bool hard_disabled) {
   tq.set_from_attribute_config(cfg);
   if (hard_disabled) tq.disable();
 }
 
-void apply_partial(quant::TensorQuantizer& tq, const config::QuantizerAttributeConfig& cfg, bool hard_disabled) {
+void apply_partial(quant::TensorQuantizer& tq, const config::QuantizerAttributeConfig& cfg,
+                   bool hard_disabled) {
   tq.set_from_partial_attribute_config(cfg);
   if (hard_disabled) tq.disable();
 }
@@ -134,7 +143,8 @@ std::vector<QuantizerLeaf> named_tensor_quantizers(Module& model) {
   return out;
 }
 
-// ---- set_quantizer_attributes_* ------------------------------------------------------------------------
+// ---- set_quantizer_attributes_*
+// ------------------------------------------------------------------------
 
 void set_quantizer_attributes_full(Module& model, const QuantizerMatcher& match,
                                    const config::QuantizerAttributeConfig& attributes,
@@ -157,7 +167,8 @@ void set_quantizer_attributes_full(Module& model, const QuantizerMatcher& match,
                                    const std::vector<config::QuantizerAttributeConfig>& attributes,
                                    const std::optional<std::string>& parent_class) {
   check_parent_class(parent_class);
-  MQ_CHECK_T(ConfigError, !attributes.empty(), "set_quantizer_attributes_full: empty attribute list");
+  MQ_CHECK_T(ConfigError, !attributes.empty(),
+             "set_quantizer_attributes_full: empty attribute list");
   walk_quantizers(
       model,
       [&](const std::string& name, QuantizerModule& qm) {
@@ -171,10 +182,12 @@ void set_quantizer_attributes_full(Module& model, const QuantizerMatcher& match,
                std::to_string(qm.leaves().size()) + ") leading to partial assignment.");
         }
         auto leaves = qm.leaves();
-        for (size_t i = 0; i < leaves.size() && i < attributes.size(); ++i) apply_full(*leaves[i], attributes[i], false);
+        for (size_t i = 0; i < leaves.size() && i < attributes.size(); ++i)
+          apply_full(*leaves[i], attributes[i], false);
       },
       [&](const std::string& name, QuantizerModule&, quant::TensorQuantizer&) {
-        // ModelOpt would nest a SequentialQuantizer inside the stage; nothing downstream supports that.
+        // ModelOpt would nest a SequentialQuantizer inside the stage; nothing downstream supports
+        // that.
         MQ_CHECK_T(ConfigError, !(match.matches(name) && parent_ok(model, name, parent_class)),
                    "a list (SequentialQuantizer) cfg matched the stage '", name,
                    "' of a SequentialQuantizer: nested SequentialQuantizers are not supported");
@@ -197,13 +210,14 @@ void set_quantizer_attributes_partial(Module& model, const QuantizerMatcher& mat
       });
 }
 
-void set_quantizer_attributes_partial(Module& model, const QuantizerMatcher& match,
-                                      const std::vector<config::QuantizerAttributeConfig>& attributes,
-                                      const std::optional<std::string>& parent_class) {
+void set_quantizer_attributes_partial(
+    Module& model, const QuantizerMatcher& match,
+    const std::vector<config::QuantizerAttributeConfig>& attributes,
+    const std::optional<std::string>& parent_class) {
   check_parent_class(parent_class);
   auto check_seq = [&](const std::string& name, bool seq) {
-    MQ_CHECK_T(ConfigError, seq, "set_quantizer_attributes_partial: attributes is a list but ", name,
-               " is not a SequentialQuantizer.");
+    MQ_CHECK_T(ConfigError, seq, "set_quantizer_attributes_partial: attributes is a list but ",
+               name, " is not a SequentialQuantizer.");
   };
   walk_quantizers(
       model,
@@ -213,7 +227,8 @@ void set_quantizer_attributes_partial(Module& model, const QuantizerMatcher& mat
         auto leaves = qm.leaves();
         if (leaves.size() != attributes.size())
           warn("The number of attributes (" + std::to_string(attributes.size()) +
-               ") does not match the number of quantizers of " + name + " leading to partial assignment.");
+               ") does not match the number of quantizers of " + name +
+               " leading to partial assignment.");
         for (size_t i = 0; i < leaves.size() && i < attributes.size(); ++i)
           apply_partial(*leaves[i], attributes[i], false);
       },
@@ -243,10 +258,12 @@ void set_quantizer_by_cfg(Module& model, const std::vector<config::QuantizerCfgE
     if (e.parent_class && !e.parent_class->empty()) parent = e.parent_class;
     check_parent_class(parent);
     if (!e.has_cfg()) {
-      set_quantizer_attributes_partial(model, e.quantizer_name, enable_only(e.is_enabled()), parent);
+      set_quantizer_attributes_partial(model, e.quantizer_name, enable_only(e.is_enabled()),
+                                       parent);
     } else if (const auto* list = e.sequential_cfg()) {
       std::vector<config::QuantizerAttributeConfig> items = *list;
-      // The entry-level enable overrides each item's (ModelOpt model_copy(update={"enable": enable})).
+      // The entry-level enable overrides each item's (ModelOpt model_copy(update={"enable":
+      // enable})).
       for (auto& c : items) c.enable = e.is_enabled();
       set_quantizer_attributes_full(model, e.quantizer_name, items, parent);
     } else {
@@ -255,7 +272,8 @@ void set_quantizer_by_cfg(Module& model, const std::vector<config::QuantizerCfgE
   }
 }
 
-// ---- preserve / context ------------------------------------------------------------------------------
+// ---- preserve / context
+// ------------------------------------------------------------------------------
 
 PreservedQuantizerAttributes::PreservedQuantizerAttributes(Module& model) : model_(&model) {
   for (auto& [name, qm] : named_quantizer_modules(model)) {
@@ -265,7 +283,8 @@ PreservedQuantizerAttributes::PreservedQuantizerAttributes(Module& model) : mode
   }
 }
 
-PreservedQuantizerAttributes::PreservedQuantizerAttributes(PreservedQuantizerAttributes&& o) noexcept
+PreservedQuantizerAttributes::PreservedQuantizerAttributes(
+    PreservedQuantizerAttributes&& o) noexcept
     : model_(o.model_), saved_(std::move(o.saved_)) {
   o.model_ = nullptr;
 }
@@ -302,18 +321,19 @@ void PreservedQuantizerAttributes::restore() {
   }
 }
 
-PreservedQuantizerAttributes set_quantizer_by_cfg_context(Module& model,
-                                                          const std::vector<config::QuantizerCfgEntry>& quant_cfg) {
+PreservedQuantizerAttributes set_quantizer_by_cfg_context(
+    Module& model, const std::vector<config::QuantizerCfgEntry>& quant_cfg) {
   for (const auto& e : quant_cfg)
     MQ_CHECK_T(ConfigError, !e.is_sequential(),
-               "Sequential cfg lists are not allowed in set_quantizer_by_cfg_context (entry '", e.quantizer_name,
-               "'). Use only single-dict cfg entries.");
+               "Sequential cfg lists are not allowed in set_quantizer_by_cfg_context (entry '",
+               e.quantizer_name, "'). Use only single-dict cfg entries.");
   PreservedQuantizerAttributes guard(model);
   set_quantizer_by_cfg(model, quant_cfg);
   return guard;
 }
 
-// ---- inspection ----------------------------------------------------------------------------------------
+// ---- inspection
+// ----------------------------------------------------------------------------------------
 
 std::string quantizer_repr(const QuantizerLeaf& leaf) {
   if (leaf.stage < 0 && leaf.owner && leaf.owner->hard_disabled())
@@ -321,7 +341,8 @@ std::string quantizer_repr(const QuantizerLeaf& leaf) {
   return leaf.quantizer->repr();
 }
 
-std::string print_quant_summary(Module& model, const std::optional<std::string>& output_dir, bool print) {
+std::string print_quant_summary(Module& model, const std::optional<std::string>& output_dir,
+                                bool print) {
   std::ostringstream os;
   auto leaves = named_tensor_quantizers(model);
   for (const auto& l : leaves) {
@@ -372,7 +393,8 @@ QuantizerModule* representative_weight_quantizer(const Module& m, const std::str
 
 std::vector<std::string> weight_attr_names(const Module& m) {
   std::vector<std::string> out;
-  if (m.has_parameter("weight") && representative_weight_quantizer(m, "weight")) out.push_back("weight");
+  if (m.has_parameter("weight") && representative_weight_quantizer(m, "weight"))
+    out.push_back("weight");
   for (const auto& [name, t] : m.parameters()) {
     if (name == "weight" || !t.defined()) continue;
     if (representative_weight_quantizer(m, name)) out.push_back(name);
@@ -380,7 +402,8 @@ std::vector<std::string> weight_attr_names(const Module& m) {
   return out;
 }
 
-// ---- fold / postprocess -------------------------------------------------------------------------------
+// ---- fold / postprocess
+// -------------------------------------------------------------------------------
 
 void fold_weight(Module& model, bool keep_attrs) {
   at::NoGradGuard no_grad;
@@ -388,16 +411,19 @@ void fold_weight(Module& model, bool keep_attrs) {
     if (m->quant_key().empty()) continue;
     for (auto& [qname, qm] : m->quantizers()) {
       static const std::string kSuffix = "weight_quantizer";
-      if (qname.size() < kSuffix.size() || qname.compare(qname.size() - kSuffix.size(), kSuffix.size(), kSuffix) != 0)
+      if (qname.size() < kSuffix.size() ||
+          qname.compare(qname.size() - kSuffix.size(), kSuffix.size(), kSuffix) != 0)
         continue;
       if (qm->is_sequential() || qm->hard_disabled()) continue;
       quant::TensorQuantizer& q = qm->tensor();
       if (!q.fake_quant()) continue;
-      // ModelOpt derives the weight as name[:-10] ("X_weight_quantizer" -> "X_weight", which does not exist
-      // and trips its assert); the intended weight of X_weight_quantizer is X (quantizer_attr_names).
-      const std::string wname = qname == kSuffix ? "weight" : qname.substr(0, qname.size() - kSuffix.size() - 1);
-      MQ_CHECK(m->has_parameter(wname), join(mname, qname), " doesn't have a corresponding ", wname, " in ",
-               m->type_name());
+      // ModelOpt derives the weight as name[:-10] ("X_weight_quantizer" -> "X_weight", which does
+      // not exist and trips its assert); the intended weight of X_weight_quantizer is X
+      // (quantizer_attr_names).
+      const std::string wname =
+          qname == kSuffix ? "weight" : qname.substr(0, qname.size() - kSuffix.size() - 1);
+      MQ_CHECK(m->has_parameter(wname), join(mname, qname), " doesn't have a corresponding ", wname,
+               " in ", m->type_name());
       at::Tensor& w = m->parameter(wname);
       at::Tensor folded = q.forward(w.to(at::kFloat).contiguous()).to(w.scalar_type());
       w.copy_(folded);
@@ -420,18 +446,21 @@ void postprocess_amax(Module& model, const std::string& key,
     if (!l.quantizer->has_amax_buffer() || !fnmatch(l.name, key)) continue;
     at::Tensor cur = l.quantizer->amax_buffer();
     at::Tensor next = fn(cur);
-    MQ_CHECK(next.sizes() == cur.sizes(), "postprocess_amax: ", l.name, ": the function changed the amax shape");
+    MQ_CHECK(next.sizes() == cur.sizes(), "postprocess_amax: ", l.name,
+             ": the function changed the amax shape");
     l.quantizer->set_amax(next);
   }
 }
 
-// ---- model-level state -----------------------------------------------------------------------------------
+// ---- model-level state
+// -----------------------------------------------------------------------------------
 
 ModelQuantizerState quantizer_state(Module& model) {
   ModelQuantizerState st;
   for (auto& [name, qm] : named_quantizer_modules(model)) {
     if (qm->is_sequential())
-      st.properties[name] = {{"num_quantizers", qm->leaves().size()}, {"is_sequential_quantizer", true}};
+      st.properties[name] = {{"num_quantizers", qm->leaves().size()},
+                             {"is_sequential_quantizer", true}};
   }
   for (const auto& l : named_tensor_quantizers(model)) {
     quant::TensorQuantizerState s = l.quantizer->get_state();
@@ -473,8 +502,8 @@ void restore_quantizer_state(Module& model, const ModelQuantizerState& state) {
     quant::TensorQuantizerState s;
     s.properties = state.properties[l.name];
     const std::string prefix = l.name + ".";
-    for (auto it = state.buffers.lower_bound(prefix); it != state.buffers.end() && it->first.rfind(prefix, 0) == 0;
-         ++it) {
+    for (auto it = state.buffers.lower_bound(prefix);
+         it != state.buffers.end() && it->first.rfind(prefix, 0) == 0; ++it) {
       const std::string b = it->first.substr(prefix.size());
       if (b.find('.') == std::string::npos) s.buffers[b] = it->second;
     }
@@ -500,7 +529,8 @@ void write_atomically(const std::filesystem::path& path, const std::string& byte
   }
   std::error_code ec;
   std::filesystem::rename(tmp, path, ec);
-  MQ_CHECK_T(IoError, !ec, path.string(), ": rename from ", tmp.string(), " failed: ", ec.message());
+  MQ_CHECK_T(IoError, !ec, path.string(), ": rename from ", tmp.string(),
+             " failed: ", ec.message());
 }
 }  // namespace
 
@@ -509,7 +539,8 @@ void save_quantizer_state(Module& model, const std::string& dir, const nlohmann:
   std::filesystem::create_directories(dir);
   const std::filesystem::path d(dir);
   // Tensors first: a JSON file present means its tensors are complete.
-  io::save_safetensors((d / "quantizer_state.safetensors").string(), st.buffers, {{"format", "pt"}});
+  io::save_safetensors((d / "quantizer_state.safetensors").string(), st.buffers,
+                       {{"format", "pt"}});
   nlohmann::json j = {{"mqdist_format", 1}, {"quantizer_state", st.properties}, {"config", extra}};
   write_atomically(d / "quantizer_state.json", j.dump(1));
 }
@@ -525,9 +556,11 @@ ModelQuantizerState load_quantizer_state(const std::string& dir, nlohmann::json*
   } catch (const nlohmann::json::exception& e) {
     MQ_THROW(IoError, jpath, ": malformed JSON: ", e.what());
   }
-  MQ_CHECK_T(IoError, j.is_object() && j.value("mqdist_format", 0) == 1 && j.contains("quantizer_state") &&
-                          j["quantizer_state"].is_object(),
-             jpath, ": not an mqdist quantizer state (mqdist_format 1 with a quantizer_state object)");
+  MQ_CHECK_T(IoError,
+             j.is_object() && j.value("mqdist_format", 0) == 1 && j.contains("quantizer_state") &&
+                 j["quantizer_state"].is_object(),
+             jpath,
+             ": not an mqdist quantizer state (mqdist_format 1 with a quantizer_state object)");
   ModelQuantizerState st;
   st.properties = j["quantizer_state"];
   st.buffers = io::load_safetensors((d / "quantizer_state.safetensors").string());

@@ -1,29 +1,33 @@
 #include "mq/nn/module.hpp"
 
-#include <algorithm>
-#include <unordered_set>
-
 #include <ATen/ATen.h>
 #include <ATen/Functions.h>
+
+#include <algorithm>
+#include <unordered_set>
 
 #include "mq/core/error.hpp"
 
 namespace mq::nn {
 
-// ---- children ---------------------------------------------------------------------------------------
+// ---- children
+// ---------------------------------------------------------------------------------------
 
 Module& Module::register_module(const std::string& name, std::shared_ptr<Module> child) {
   MQ_CHECK(!name.empty(), "register_module: empty child name in a ", type_name());
   MQ_CHECK(name.find('.') == std::string::npos, "register_module: child name '", name,
            "' contains '.' (", type_name(), ")");
   MQ_CHECK(child != nullptr, "register_module: child '", name, "' is null (", type_name(), ")");
-  MQ_CHECK(this->child(name) == nullptr, "register_module: ", type_name(), " already has a child '", name, "'");
-  MQ_CHECK(!has_parameter(name), "register_module: ", type_name(), " already has a parameter '", name, "'");
+  MQ_CHECK(this->child(name) == nullptr, "register_module: ", type_name(), " already has a child '",
+           name, "'");
+  MQ_CHECK(!has_parameter(name), "register_module: ", type_name(), " already has a parameter '",
+           name, "'");
   children_.emplace_back(name, std::move(child));
   return *children_.back().second;
 }
 
-std::shared_ptr<Module> Module::replace_child(const std::string& name, std::shared_ptr<Module> child) {
+std::shared_ptr<Module> Module::replace_child(const std::string& name,
+                                              std::shared_ptr<Module> child) {
   MQ_CHECK(child != nullptr, "replace_child: new child '", name, "' is null (", type_name(), ")");
   for (auto& [n, c] : children_) {
     if (n == name) {
@@ -56,7 +60,8 @@ std::shared_ptr<Module> Module::child_ptr(const std::string& name) const {
 void Module::throw_bad_child(const std::string& name) const {
   Module* m = child(name);
   if (!m) MQ_THROW(Error, type_name(), " has no child '", name, "'");
-  MQ_THROW(Error, type_name(), ": child '", name, "' is a ", m->type_name(), ", not of the expected type");
+  MQ_THROW(Error, type_name(), ": child '", name, "' is a ", m->type_name(),
+           ", not of the expected type");
 }
 
 Module& Module::get_submodule(const std::string& dotted) {
@@ -68,8 +73,9 @@ Module& Module::get_submodule(const std::string& dotted) {
     size_t dot = dotted.find('.', pos);
     std::string atom = dotted.substr(pos, dot == std::string::npos ? std::string::npos : dot - pos);
     Module* next = cur->child(atom);
-    MQ_CHECK(next != nullptr, "get_submodule('", dotted, "'): ", walked.empty() ? "the root" : walked,
-             " (", cur->type_name(), ") has no attribute `", atom, "`");
+    MQ_CHECK(next != nullptr, "get_submodule('", dotted,
+             "'): ", walked.empty() ? "the root" : walked, " (", cur->type_name(),
+             ") has no attribute `", atom, "`");
     walked += (walked.empty() ? "" : ".") + atom;
     cur = next;
     if (dot == std::string::npos) break;
@@ -83,7 +89,8 @@ void walk(Module* m, const std::string& prefix, std::unordered_set<const Module*
           std::vector<std::pair<std::string, Module*>>& out) {
   if (!seen.insert(m).second) return;
   out.emplace_back(prefix, m);
-  for (const auto& [n, c] : m->children()) walk(c.get(), prefix.empty() ? n : prefix + "." + n, seen, out);
+  for (const auto& [n, c] : m->children())
+    walk(c.get(), prefix.empty() ? n : prefix + "." + n, seen, out);
 }
 }  // namespace
 
@@ -94,12 +101,14 @@ std::vector<std::pair<std::string, Module*>> Module::named_modules(const std::st
   return out;
 }
 
-// ---- parameters ---------------------------------------------------------------------------------------
+// ---- parameters
+// ---------------------------------------------------------------------------------------
 
 void Module::register_parameter(const std::string& name, at::Tensor t) {
-  MQ_CHECK(!name.empty() && name.find('.') == std::string::npos, "register_parameter: bad name '", name,
-           "' (", type_name(), ")");
-  MQ_CHECK(child(name) == nullptr, "register_parameter: ", type_name(), " already has a child '", name, "'");
+  MQ_CHECK(!name.empty() && name.find('.') == std::string::npos, "register_parameter: bad name '",
+           name, "' (", type_name(), ")");
+  MQ_CHECK(child(name) == nullptr, "register_parameter: ", type_name(), " already has a child '",
+           name, "'");
   for (auto& [n, p] : params_) {
     if (n == name) {
       p = std::move(t);
@@ -127,7 +136,8 @@ const at::Tensor& Module::parameter(const std::string& name) const {
   MQ_THROW(Error, type_name(), " has no parameter '", name, "'");
 }
 
-std::vector<std::pair<std::string, at::Tensor>> Module::named_parameters(const std::string& prefix) {
+std::vector<std::pair<std::string, at::Tensor>> Module::named_parameters(
+    const std::string& prefix) {
   std::vector<std::pair<std::string, at::Tensor>> out;
   std::unordered_set<const at::TensorImpl*> seen;  // torch de-duplicates shared (tied) parameters
   for (auto& [mname, m] : named_modules(prefix)) {
@@ -139,9 +149,11 @@ std::vector<std::pair<std::string, at::Tensor>> Module::named_parameters(const s
   return out;
 }
 
-// ---- quantizers --------------------------------------------------------------------------------------
+// ---- quantizers
+// --------------------------------------------------------------------------------------
 
-QuantizerModule& Module::add_quantizer(const std::string& name, const config::QuantizerAttributeConfig& cfg) {
+QuantizerModule& Module::add_quantizer(const std::string& name,
+                                       const config::QuantizerAttributeConfig& cfg) {
   register_module(name, std::make_shared<QuantizerModule>(cfg));
   return *quantizer(name);
 }
@@ -157,7 +169,8 @@ std::vector<std::pair<std::string, QuantizerModule*>> Module::quantizers() const
   return out;
 }
 
-// ---- train / hooks -----------------------------------------------------------------------------------
+// ---- train / hooks
+// -----------------------------------------------------------------------------------
 
 void Module::train(bool on) {
   for (auto& [n, m] : named_modules()) m->training_ = on;
@@ -177,7 +190,8 @@ int64_t Module::register_forward_pre_hook(PreHook h) {
 
 void Module::remove_hook(int64_t handle) {
   auto drop = [handle](auto& v) {
-    v.erase(std::remove_if(v.begin(), v.end(), [&](const auto& p) { return p.first == handle; }), v.end());
+    v.erase(std::remove_if(v.begin(), v.end(), [&](const auto& p) { return p.first == handle; }),
+            v.end());
   };
   drop(hooks_);
   drop(pre_hooks_);
@@ -194,7 +208,8 @@ void Module::run_forward_hooks(const at::Tensor& input, const at::Tensor& output
   for (auto& [id, h] : hooks) h(*this, input, output);
 }
 
-// ---- QuantizerModule ---------------------------------------------------------------------------------
+// ---- QuantizerModule
+// ---------------------------------------------------------------------------------
 
 QuantizerModule::QuantizerModule(const config::QuantizerAttributeConfig& cfg)
     : q_(std::in_place_type<quant::TensorQuantizer>, cfg) {}
@@ -261,14 +276,15 @@ bool QuantizerModule::is_enabled() const {
   return std::get<quant::SequentialQuantizer>(q_).is_enabled();
 }
 
-// ---- Linear / Embedding / ModuleList ----------------------------------------------------------------
+// ---- Linear / Embedding / ModuleList
+// ----------------------------------------------------------------
 
 Linear::Linear(at::Tensor weight, at::Tensor bias) {
   MQ_CHECK(weight.defined() && weight.dim() == 2, "Linear: weight must be 2-D (out, in), got ",
            weight.defined() ? weight.dim() : -1, " dims");
   if (bias.defined())
-    MQ_CHECK(bias.dim() == 1 && bias.size(0) == weight.size(0), "Linear: bias must be (", weight.size(0),
-             "), got ", bias.sizes());
+    MQ_CHECK(bias.dim() == 1 && bias.size(0) == weight.size(0), "Linear: bias must be (",
+             weight.size(0), "), got ", bias.sizes());
   register_parameter("weight", std::move(weight));
   register_parameter("bias", std::move(bias));
 }

@@ -1,12 +1,12 @@
 #include "mq/nn/quant_module.hpp"
 
+#include <ATen/ATen.h>
+#include <ATen/Functions.h>
+
 #include <algorithm>
 #include <map>
 #include <mutex>
 #include <set>
-
-#include <ATen/ATen.h>
-#include <ATen/Functions.h>
 
 #include "mq/core/error.hpp"
 
@@ -56,7 +56,8 @@ void replace_children(Module& parent) {
       const std::string key = cur->type_name();
       if (QuantModuleFactory f = find_factory(key)) {
         std::shared_ptr<Module> q = f(cur);
-        MQ_CHECK(q != nullptr, "replace_quant_module: factory for '", key, "' returned null (child '", name, "')");
+        MQ_CHECK(q != nullptr, "replace_quant_module: factory for '", key,
+                 "' returned null (child '", name, "')");
         q->set_quant_key(key);
         if (q.get() != cur.get()) parent.replace_child(name, q);
         cur = q;
@@ -79,10 +80,13 @@ void register_quant_module(const std::string& type_key, QuantModuleFactory facto
 void unregister_quant_module(const std::string& type_key) {
   Registry& r = registry();
   std::lock_guard<std::mutex> lock(r.mu);
-  MQ_CHECK(r.factories.erase(type_key) == 1, "unregister_quant_module: '", type_key, "' is not registered");
+  MQ_CHECK(r.factories.erase(type_key) == 1, "unregister_quant_module: '", type_key,
+           "' is not registered");
 }
 
-bool is_registered_quant_module(const std::string& type_key) { return static_cast<bool>(find_factory(type_key)); }
+bool is_registered_quant_module(const std::string& type_key) {
+  return static_cast<bool>(find_factory(type_key));
+}
 
 std::vector<std::string> registered_quant_modules() {
   Registry& r = registry();
@@ -93,20 +97,51 @@ std::vector<std::string> registered_quant_modules() {
 }
 
 bool is_modelopt_quant_module_key(const std::string& type_key) {
-  static const std::set<std::string> keys = {
-      "Conv1D", "HFColumnParallelLinear", "HFRowParallelLinear", "hf.DbrxExpertGLU", "hf.DbrxExperts",
-      "hf.DbrxFFN", "hf.FP8Linear", "hf.FalconLinear", "hf.GptOssExperts", "hf.Llama4TextExperts",
-      "nn.AdaptiveAvgPool1d", "nn.AdaptiveAvgPool2d", "nn.AdaptiveAvgPool3d", "nn.AvgPool1d", "nn.AvgPool2d",
-      "nn.AvgPool3d", "nn.BatchNorm1d", "nn.BatchNorm2d", "nn.BatchNorm3d", "nn.Conv1d", "nn.Conv2d", "nn.Conv3d",
-      "nn.ConvTranspose1d", "nn.ConvTranspose2d", "nn.ConvTranspose3d", "nn.Embedding", "nn.GRU",
-      "nn.InstanceNorm1d", "nn.InstanceNorm2d", "nn.InstanceNorm3d", "nn.LSTM", "nn.LayerNorm", "nn.LeakyReLU",
-      "nn.Linear", "nn.MaxPool1d", "nn.MaxPool2d", "nn.MaxPool3d", "nn.RNN"};
+  static const std::set<std::string> keys = {"Conv1D",
+                                             "HFColumnParallelLinear",
+                                             "HFRowParallelLinear",
+                                             "hf.DbrxExpertGLU",
+                                             "hf.DbrxExperts",
+                                             "hf.DbrxFFN",
+                                             "hf.FP8Linear",
+                                             "hf.FalconLinear",
+                                             "hf.GptOssExperts",
+                                             "hf.Llama4TextExperts",
+                                             "nn.AdaptiveAvgPool1d",
+                                             "nn.AdaptiveAvgPool2d",
+                                             "nn.AdaptiveAvgPool3d",
+                                             "nn.AvgPool1d",
+                                             "nn.AvgPool2d",
+                                             "nn.AvgPool3d",
+                                             "nn.BatchNorm1d",
+                                             "nn.BatchNorm2d",
+                                             "nn.BatchNorm3d",
+                                             "nn.Conv1d",
+                                             "nn.Conv2d",
+                                             "nn.Conv3d",
+                                             "nn.ConvTranspose1d",
+                                             "nn.ConvTranspose2d",
+                                             "nn.ConvTranspose3d",
+                                             "nn.Embedding",
+                                             "nn.GRU",
+                                             "nn.InstanceNorm1d",
+                                             "nn.InstanceNorm2d",
+                                             "nn.InstanceNorm3d",
+                                             "nn.LSTM",
+                                             "nn.LayerNorm",
+                                             "nn.LeakyReLU",
+                                             "nn.Linear",
+                                             "nn.MaxPool1d",
+                                             "nn.MaxPool2d",
+                                             "nn.MaxPool3d",
+                                             "nn.RNN"};
   return keys.count(type_key) > 0;
 }
 
 void register_quant_attention(const std::string& type_key) {
   register_quant_module(type_key, [](std::shared_ptr<Module> m) {
-    for (const char* n : {"q_bmm_quantizer", "k_bmm_quantizer", "v_bmm_quantizer", "p_bmm_quantizer"})
+    for (const char* n :
+         {"q_bmm_quantizer", "k_bmm_quantizer", "v_bmm_quantizer", "p_bmm_quantizer"})
       if (m->quantizer(n) == nullptr) m->add_quantizer(n);
     return m;
   });
@@ -117,8 +152,9 @@ size_t replace_quant_module(Module& model) {
   if (model.quant_key().empty()) {
     const std::string key = model.type_name();
     if (QuantModuleFactory f = find_factory(key)) {
-      // The factory takes ownership semantics by shared_ptr; the root is owned by the caller, so only an
-      // in-place factory can convert it. The no-op deleter keeps the caller's ownership intact.
+      // The factory takes ownership semantics by shared_ptr; the root is owned by the caller, so
+      // only an in-place factory can convert it. The no-op deleter keeps the caller's ownership
+      // intact.
       std::shared_ptr<Module> alias(&model, [](Module*) {});
       std::shared_ptr<Module> q = f(alias);
       MQ_CHECK(q.get() == &model, "replace_quant_module: the root module is a registered '", key,
@@ -136,7 +172,8 @@ config::QuantizerAttributeConfig int8_per_channel_weight_desc() {
   return c;
 }
 
-// ---- QuantLinear ---------------------------------------------------------------------------------------
+// ---- QuantLinear
+// ---------------------------------------------------------------------------------------
 
 QuantLinear::QuantLinear(Linear&& base) : Linear(std::move(base)) {
   add_quantizer("input_quantizer");
@@ -158,7 +195,8 @@ at::Tensor QuantLinear::forward(const at::Tensor& x) {
   return y;
 }
 
-// ---- QuantEmbedding ------------------------------------------------------------------------------------
+// ---- QuantEmbedding
+// ------------------------------------------------------------------------------------
 
 QuantEmbedding::QuantEmbedding(Embedding&& base) : Embedding(std::move(base)) {
   add_quantizer("weight_quantizer");

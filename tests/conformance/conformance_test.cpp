@@ -1,21 +1,24 @@
 // Conformance of mq::quant::TensorQuantizer with NVIDIA ModelOpt 0.47.0, bit for bit.
 //
-// Data: tests/conformance/golden/manifest.json (ModelOpt run on CPU) and manifest_cuda.json (ModelOpt
-// run on an H100: NVFP4 Triton path, static NVFP4, MX), written by gen_golden.py next to this file.
-// One parameterised test per manifest case: the case's attribute config goes through the config
-// parser, mqdist's quantizer runs ModelOpt's state machine on the stored input (max calibration when
-// the case says so, a loaded amax, or none), and its output and buffers must equal the stored ones
-// exactly: same dtype, same shape, same bits (NaN only matches NaN; -0 only matches -0).
+// Data: tests/conformance/golden/manifest.json (ModelOpt run on CPU) and manifest_cuda.json
+// (ModelOpt run on an H100: NVFP4 Triton path, static NVFP4, MX), written by gen_golden.py next to
+// this file. One parameterised test per manifest case: the case's attribute config goes through the
+// config parser, mqdist's quantizer runs ModelOpt's state machine on the stored input (max
+// calibration when the case says so, a loaded amax, or none), and its output and buffers must equal
+// the stored ones exactly: same dtype, same shape, same bits (NaN only matches NaN; -0 only matches
+// -0).
 //
 // Which stored tensor the output must equal is data, not code: `expect[device]` of the case. It is
 // ModelOpt's `output` except where ModelOpt's result is not the intended arithmetic (the manifest's
 // `annotation` says why: Triton's approximate division at E2M1 ties, the NVFP4 block-32 Triton bug,
 // ModelOpt's CPU-vs-CUDA FP8 scale rounding).
-#include <cstdlib>
+#include <ATen/ATen.h>
+#include <ATen/Context.h>
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cctype>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -23,14 +26,11 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
 #include <string>
 #include <vector>
-
-#include <ATen/ATen.h>
-#include <ATen/Context.h>
-#include <nlohmann/json.hpp>
 
 #include "mq/config/json.hpp"
 #include "mq/io/safetensors_torch.hpp"
@@ -90,16 +90,19 @@ const std::map<std::string, at::Tensor>& golden_file(const std::string& rel) {
   static std::map<std::string, std::map<std::string, at::Tensor>> cache;
   std::lock_guard<std::mutex> lock(mu);
   auto it = cache.find(rel);
-  if (it == cache.end()) it = cache.emplace(rel, mq::io::load_safetensors((kGoldenDir / rel).string())).first;
+  if (it == cache.end())
+    it = cache.emplace(rel, mq::io::load_safetensors((kGoldenDir / rel).string())).first;
   return it->second;
 }
 
 at::Tensor golden(const Case& c, const std::string& role) {
   const json& keys = c.spec.at("tensors");
-  if (!keys.contains(role)) throw std::runtime_error(c.spec["id"].get<std::string>() + ": no tensor role " + role);
+  if (!keys.contains(role))
+    throw std::runtime_error(c.spec["id"].get<std::string>() + ": no tensor role " + role);
   const auto& file = golden_file(c.spec.at("file").get<std::string>());
   const auto it = file.find(keys[role].get<std::string>());
-  if (it == file.end()) throw std::runtime_error("golden file lacks " + keys[role].get<std::string>());
+  if (it == file.end())
+    throw std::runtime_error("golden file lacks " + keys[role].get<std::string>());
   return it->second;
 }
 
@@ -117,7 +120,8 @@ std::string bits_hex(const at::Tensor& t, int64_t i) {
 
 // Bit-exact comparison (NaN payloads ignored). Returns "" when equal, else a description of the
 // first differences.
-std::string compare_exact(const at::Tensor& got_in, const at::Tensor& want_in, const std::string& what) {
+std::string compare_exact(const at::Tensor& got_in, const at::Tensor& want_in,
+                          const std::string& what) {
   if (!got_in.defined()) return what + ": missing in mqdist";
   const at::Tensor got = got_in.detach().cpu().contiguous();
   const at::Tensor want = want_in.contiguous();
@@ -143,14 +147,15 @@ std::string compare_exact(const at::Tensor& got_in, const at::Tensor& want_in, c
   msg << what << ": " << n << " of " << want.numel() << " elements differ";
   if (at::isFloatingType(want.scalar_type())) {
     const at::Tensor g = got.to(at::kDouble), w = want.to(at::kDouble);
-    if (((g != w) & ~(at::isnan(g) & at::isnan(w))).sum().item<int64_t>() == 0) msg << " (only the sign of zero)";
+    if (((g != w) & ~(at::isnan(g) & at::isnan(w))).sum().item<int64_t>() == 0)
+      msg << " (only the sign of zero)";
   }
   const at::Tensor idx = at::nonzero(bad.reshape({-1})).reshape({-1});
   for (int64_t k = 0; k < std::min<int64_t>(idx.numel(), 5); ++k) {
     const int64_t i = idx[k].item<int64_t>();
-    msg << "\n    [" << i << "] mqdist " << got.reshape({-1})[i].to(at::kDouble).item<double>() << " ("
-        << bits_hex(got, i) << "), ModelOpt " << want.reshape({-1})[i].to(at::kDouble).item<double>()
-        << " (" << bits_hex(want, i) << ")";
+    msg << "\n    [" << i << "] mqdist " << got.reshape({-1})[i].to(at::kDouble).item<double>()
+        << " (" << bits_hex(got, i) << "), ModelOpt "
+        << want.reshape({-1})[i].to(at::kDouble).item<double>() << " (" << bits_hex(want, i) << ")";
   }
   return msg.str();
 }
@@ -160,7 +165,8 @@ std::vector<mq::config::QuantizerAttributeConfig> parse_cfgs(const Case& c) {
   const mq::config::ErrorContext ctx{c.manifest, "cases[" + std::to_string(c.index) + "].cfg"};
   std::vector<mq::config::QuantizerAttributeConfig> out;
   if (cfg.is_array()) {
-    for (size_t i = 0; i < cfg.size(); ++i) out.push_back(mq::config::parse_quantizer_attribute(cfg[i], ctx.index(i)));
+    for (size_t i = 0; i < cfg.size(); ++i)
+      out.push_back(mq::config::parse_quantizer_attribute(cfg[i], ctx.index(i)));
   } else {
     out.push_back(mq::config::parse_quantizer_attribute(cfg, ctx));
   }
@@ -189,20 +195,26 @@ void max_calibrate(std::vector<mq::quant::TensorQuantizer*> stages,
       q->enable_quant();
       continue;
     }
-    if (q->calibrator() != nullptr && !q->is_dynamic() && q->calibrator()->has_data()) q->load_calib_amax();
-    if (q->bias() && q->bias_calibrator() != nullptr && q->bias()->type.value_or("static") == "static") q->load_calib_bias();
+    if (q->calibrator() != nullptr && !q->is_dynamic() && q->calibrator()->has_data())
+      q->load_calib_amax();
+    if (q->bias() && q->bias_calibrator() != nullptr &&
+        q->bias()->type.value_or("static") == "static")
+      q->load_calib_bias();
     q->enable_quant();
     q->disable_calib();
   }
   for (auto* q : stages) {
-    if (q->is_enabled() && q->is_static_block_quant() && q->is_nvfp4_static() && q->has_amax_buffer()) {
+    if (q->is_enabled() && q->is_static_block_quant() && q->is_nvfp4_static() &&
+        q->has_amax_buffer()) {
       q->promote_to_static_block_scale(q->amax_buffer().abs().max().to(at::kFloat));
     }
   }
 }
 
 // gtest prints the parameter of a failed test; the case id is what a reader needs.
-void PrintTo(const Case& c, std::ostream* os) { *os << c.manifest << ":" << c.spec.at("id").get<std::string>(); }
+void PrintTo(const Case& c, std::ostream* os) {
+  *os << c.manifest << ":" << c.spec.at("id").get<std::string>();
+}
 
 class ModelOptConformance : public ::testing::TestWithParam<Case> {};
 
@@ -225,7 +237,9 @@ void run_case(const Case& c, const std::string& device) {
   } else {
     stages.push_back(&owned[0]);
   }
-  auto forward = [&](const at::Tensor& in) { return seq ? seq->forward(in) : stages[0]->forward(in); };
+  auto forward = [&](const at::Tensor& in) {
+    return seq ? seq->forward(in) : stages[0]->forward(in);
+  };
 
   if (mode == "calibrated") {
     max_calibrate(stages, [&] { forward(x); });
@@ -235,7 +249,8 @@ void run_case(const Case& c, const std::string& device) {
   }
   const at::Tensor y = forward(x);
 
-  const std::string expect_role = s.at("expect").at(device == "cuda" ? "cuda" : "cpu").get<std::string>();
+  const std::string expect_role =
+      s.at("expect").at(device == "cuda" ? "cuda" : "cpu").get<std::string>();
   std::vector<std::string> failures;
   auto check = [&](const at::Tensor& got, const std::string& role) {
     std::string m = compare_exact(got, golden(c, role), role);
@@ -254,7 +269,8 @@ void run_case(const Case& c, const std::string& device) {
       // than its CPU path): that names the rounding step that differs.
       for (const auto& [role, key] : s.at("tensors").items()) {
         (void)key;
-        if (role.rfind("output", 0) == 0 && role != expect_role && compare_exact(y, golden(c, role), role).empty()) {
+        if (role.rfind("output", 0) == 0 && role != expect_role &&
+            compare_exact(y, golden(c, role), role).empty()) {
           failures.push_back("mqdist equals the stored " + role + " instead");
         }
       }
@@ -276,12 +292,12 @@ void run_case(const Case& c, const std::string& device) {
     const auto it = buffers.find(name);
     const at::Tensor got = it == buffers.end() ? at::Tensor() : it->second;
     if (name == "_bias_value" && c.manifest == "manifest_cuda.json" && got.defined()) {
-      // Named tolerance (the only one in this suite): ModelOpt's static affine bias of the GPU goldens
-      // is torch's CUDA mean, whose summation order (interleaved partial sums, then a multiply by
-      // fp32(1/n)) mqdist's mean does not reproduce; see README item 8. The difference is rounding
-      // of a sum, so it is bounded relative to the bias tensor's magnitude, not per element (means
-      // near zero come from cancellation): |mqdist - ModelOpt| <= kBiasMeanRel * max|ModelOpt|.
-      // The quantized output of these cases is still compared bit for bit above.
+      // Named tolerance (the only one in this suite): ModelOpt's static affine bias of the GPU
+      // goldens is torch's CUDA mean, whose summation order (interleaved partial sums, then a
+      // multiply by fp32(1/n)) mqdist's mean does not reproduce; see README item 8. The difference
+      // is rounding of a sum, so it is bounded relative to the bias tensor's magnitude, not per
+      // element (means near zero come from cancellation): |mqdist - ModelOpt| <= kBiasMeanRel *
+      // max|ModelOpt|. The quantized output of these cases is still compared bit for bit above.
       constexpr double kBiasMeanRel = 16.0 * 1.1920928955078125e-07;  // 16 fp32 epsilons
       const at::Tensor want = golden(c, role).to(at::kDouble);
       const at::Tensor have = got.to(at::kCPU).to(at::kDouble);
@@ -291,7 +307,8 @@ void run_case(const Case& c, const std::string& device) {
         const double scale = want.abs().max().item<double>();
         const double err = (have - want).abs().max().item<double>();
         if (!(err <= kBiasMeanRel * scale))
-          failures.push_back(role + ": max |diff| " + std::to_string(err) + " exceeds 16 eps x " + std::to_string(scale));
+          failures.push_back(role + ": max |diff| " + std::to_string(err) + " exceeds 16 eps x " +
+                             std::to_string(scale));
       }
       continue;
     }
@@ -301,8 +318,8 @@ void run_case(const Case& c, const std::string& device) {
     std::string all;
     for (const auto& f : failures) all += "\n  " + f;
     const std::string note = s.value("annotation", "");
-    ADD_FAILURE() << "mismatch with ModelOpt (" << s.at("modelopt_path").get<std::string>() << ")" << all
-                  << (note.empty() ? "" : "\n  manifest annotation: " + note);
+    ADD_FAILURE() << "mismatch with ModelOpt (" << s.at("modelopt_path").get<std::string>() << ")"
+                  << all << (note.empty() ? "" : "\n  manifest annotation: " + note);
   }
 }
 
@@ -311,15 +328,18 @@ TEST_P(ModelOptConformance, BitExact) {
   RecordProperty("modelopt_path", c.spec.at("modelopt_path").get<std::string>());
   run_case(c, "cpu");
   // On CUDA tensors only the goldens ModelOpt itself produced on a GPU are a valid reference: a CPU
-  // golden says nothing about ModelOpt's CUDA arithmetic (reciprocal scalar division, kernel vs eager
-  // dispatch). MQ_CONFORMANCE_CUDA_ALL=1 replays the CPU goldens on CUDA as well (exploratory).
+  // golden says nothing about ModelOpt's CUDA arithmetic (reciprocal scalar division, kernel vs
+  // eager dispatch). MQ_CONFORMANCE_CUDA_ALL=1 replays the CPU goldens on CUDA as well
+  // (exploratory).
   const char* all = std::getenv("MQ_CONFORMANCE_CUDA_ALL");
   const bool cuda_golden = c.manifest == "manifest_cuda.json";
   if (at::hasCUDA() && (cuda_golden || (all && std::string(all) == "1"))) run_case(c, "cuda");
 }
 
 INSTANTIATE_TEST_SUITE_P(Golden, ModelOptConformance, ::testing::ValuesIn(all_cases()),
-                         [](const ::testing::TestParamInfo<Case>& info) { return info.param.test_name; });
+                         [](const ::testing::TestParamInfo<Case>& info) {
+                           return info.param.test_name;
+                         });
 
 // The data itself: both manifests present, produced by the pinned reference, and non-trivial.
 TEST(ConformanceManifest, BothManifestsLoadedFromPinnedModelOpt) {
@@ -333,7 +353,8 @@ TEST(ConformanceManifest, BothManifestsLoadedFromPinnedModelOpt) {
     EXPECT_EQ(doc.at("num_cases").get<size_t>(), doc.at("cases").size()) << m;
   }
   std::set<std::string> names;
-  for (const auto& c : all_cases()) EXPECT_TRUE(names.insert(c.test_name).second) << "duplicate " << c.test_name;
+  for (const auto& c : all_cases())
+    EXPECT_TRUE(names.insert(c.test_name).second) << "duplicate " << c.test_name;
 }
 
 // Every distinct preset quantizer config is either covered by a case or listed as skipped with a
@@ -348,11 +369,26 @@ TEST(ConformanceManifest, EveryPresetConfigCoveredOrExplained) {
       if (!sk.contains("case")) skipped.insert(sk.at("cfg_id").get<std::string>());
     }
   }
-  for (const char* id : {"int8_pt", "int8_axis0", "fp8_pt", "fp8_axis0", "fp8_b128x128", "int4_b128",
-                         "seq_int4_b128__fp8_pt", "fp8_pt_bias", "fp8_ball_dyn", "fp8_pt_constamax",
-                         "nvfp4_b16", "nvfp4_b32", "nvfp4_static_b16", "nvfp4_static_b16_4o6",
-                         "nvfp4_b16_bias", "nvfp4_b16_constamax", "mxfp4_b32", "mxfp6_e3m2_b32",
-                         "mxfp8_b32", "mxint8_b32"}) {
+  for (const char* id : {"int8_pt",
+                         "int8_axis0",
+                         "fp8_pt",
+                         "fp8_axis0",
+                         "fp8_b128x128",
+                         "int4_b128",
+                         "seq_int4_b128__fp8_pt",
+                         "fp8_pt_bias",
+                         "fp8_ball_dyn",
+                         "fp8_pt_constamax",
+                         "nvfp4_b16",
+                         "nvfp4_b32",
+                         "nvfp4_static_b16",
+                         "nvfp4_static_b16_4o6",
+                         "nvfp4_b16_bias",
+                         "nvfp4_b16_constamax",
+                         "mxfp4_b32",
+                         "mxfp6_e3m2_b32",
+                         "mxfp8_b32",
+                         "mxint8_b32"}) {
     EXPECT_TRUE(covered.count(id)) << id;
   }
   for (const auto& id : skipped) {

@@ -1,5 +1,6 @@
-// The error path of a multi-rank main: rank 1 fails, prints "rank 1 (host): message" once and aborts
-// every rank, so rank 0, waiting in a barrier, does not hang. ctest checks the line and that the run ends.
+// The error path of a multi-rank main: rank 1 fails, prints "rank 1 (host): message" once and
+// aborts every rank, so rank 0, waiting in a barrier, does not hang. ctest checks the line and that
+// the run ends.
 #include <stdexcept>
 
 #include "mq/dist/mpi_comm.hpp"

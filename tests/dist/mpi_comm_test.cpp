@@ -1,15 +1,15 @@
-// Every MpiComm collective on 1, 2 and 4 ranks: inputs are functions of (rank, index), expected values
-// are closed forms, compared bit for bit.
+// Every MpiComm collective on 1, 2 and 4 ranks: inputs are functions of (rank, index), expected
+// values are closed forms, compared bit for bit.
 #include "mq/dist/mpi_comm.hpp"
+
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
 
 #include <cmath>
 #include <cstring>
 #include <limits>
 #include <string>
 #include <vector>
-
-#include <ATen/ATen.h>
-#include <gtest/gtest.h>
 
 namespace mq::dist {
 namespace {
@@ -120,8 +120,8 @@ TEST(MpiComm, AllReduceFloat32SumAvgMaxMinClosedForm) {
 
 TEST(MpiComm, AllReduceSumIsALeftFoldInRankOrder) {
   Ctx c;
-  // x = [1e8, 1, -1e8, 1, ...]: the left fold ((1e8 + 1) - 1e8) + 1 gives 1 in fp32, a pairwise tree gives
-  // 0 and the exact sum is 2; the fold below reproduces the rank order on any size.
+  // x = [1e8, 1, -1e8, 1, ...]: the left fold ((1e8 + 1) - 1e8) + 1 gives 1 in fp32, a pairwise
+  // tree gives 0 and the exact sum is 2; the fold below reproduces the rank order on any size.
   auto x = [](int r) { return r == 0 ? 1e8f : (r == 2 ? -1e8f : 1.0f); };
   at::Tensor t = at::full({5}, x(c.r), at::kFloat);
   c.world.all_reduce(t, ReduceOp::kSum);
@@ -152,10 +152,14 @@ TEST(MpiComm, AllReduceBf16Fp16AccumulateInFp32RoundOnce) {
         for (int k = 0; k < c.w; ++k) sum += 1.0f + k / 128.0f + (i % 7) / 64.0f;  // exact in fp32
         const at::Tensor want_s = at::full({1}, sum, at::kFloat).to(st);
         const at::Tensor want_a = at::full({1}, sum / static_cast<float>(c.w), at::kFloat).to(st);
-        const at::Tensor want_m = at::full({1}, 1.0f + (c.w - 1) / 128.0f + (i % 7) / 64.0f, at::kFloat).to(st);
-        EXPECT_TRUE(at::equal(s.narrow(0, i, 1).view(at::kShort), want_s.view(at::kShort))) << st << " i=" << i;
-        EXPECT_TRUE(at::equal(a.narrow(0, i, 1).view(at::kShort), want_a.view(at::kShort))) << st << " i=" << i;
-        EXPECT_TRUE(at::equal(mx.narrow(0, i, 1).view(at::kShort), want_m.view(at::kShort))) << st << " i=" << i;
+        const at::Tensor want_m =
+            at::full({1}, 1.0f + (c.w - 1) / 128.0f + (i % 7) / 64.0f, at::kFloat).to(st);
+        EXPECT_TRUE(at::equal(s.narrow(0, i, 1).view(at::kShort), want_s.view(at::kShort)))
+            << st << " i=" << i;
+        EXPECT_TRUE(at::equal(a.narrow(0, i, 1).view(at::kShort), want_a.view(at::kShort)))
+            << st << " i=" << i;
+        EXPECT_TRUE(at::equal(mx.narrow(0, i, 1).view(at::kShort), want_m.view(at::kShort)))
+            << st << " i=" << i;
       }
     }
   }
@@ -200,7 +204,8 @@ TEST(MpiComm, BroadcastFromEveryRoot) {
     for (auto st : {at::kFloat, at::kBFloat16, at::kLong, at::kByte}) {
       at::Tensor t = (at::arange(12, at::kFloat).view({3, 4}) + 100 * c.r).to(st);
       c.world.broadcast(t, root);
-      EXPECT_TRUE(at::equal(t, (at::arange(12, at::kFloat).view({3, 4}) + 100 * root).to(st))) << st << " root " << root;
+      EXPECT_TRUE(at::equal(t, (at::arange(12, at::kFloat).view({3, 4}) + 100 * root).to(st)))
+          << st << " root " << root;
     }
   }
 }
@@ -230,7 +235,9 @@ TEST(MpiComm, AllGatherSameShape) {
     at::Tensor out = c.world.all_gather(t);
     ASSERT_EQ(out.sizes(), (at::IntArrayRef{c.w, 2, 3}));
     for (int i = 0; i < c.w; ++i)
-      EXPECT_TRUE(at::equal(out[i], (at::arange(6, at::kLong).view({2, 3}) * (i + 1)).remainder(7).to(st))) << st;
+      EXPECT_TRUE(
+          at::equal(out[i], (at::arange(6, at::kLong).view({2, 3}) * (i + 1)).remainder(7).to(st)))
+          << st;
   }
 }
 
@@ -238,9 +245,8 @@ TEST(MpiComm, AllGatherVariableRowsIncludingEmpty) {
   Ctx c;
   // Rank r contributes r rows (rank 0 none): row k of rank r is r*100 + k*10 + col.
   auto rows_of = [](int r, int64_t nrows) {
-    return at::arange(nrows * 3, at::kFloat).view({nrows, 3}).remainder(3) + (at::arange(nrows, at::kFloat) * 10)
-                                                                                   .view({nrows, 1}) +
-           100.0f * r;
+    return at::arange(nrows * 3, at::kFloat).view({nrows, 3}).remainder(3) +
+           (at::arange(nrows, at::kFloat) * 10).view({nrows, 1}) + 100.0f * r;
   };
   const auto parts = c.world.all_gather_v(rows_of(c.r, c.r));
   ASSERT_EQ(static_cast<int>(parts.size()), c.w);
@@ -252,21 +258,24 @@ TEST(MpiComm, AllGatherVariableRowsIncludingEmpty) {
 
 TEST(MpiComm, AllToAll) {
   Ctx c;
-  // Row j*2+k of rank r's input is r*1000 + j*10 + k (goes to rank j); output row i*2+k came from rank i.
+  // Row j*2+k of rank r's input is r*1000 + j*10 + k (goes to rank j); output row i*2+k came from
+  // rank i.
   at::Tensor in = at::empty({c.w * 2, 3}, at::kLong);
   for (int j = 0; j < c.w; ++j)
     for (int k = 0; k < 2; ++k) in[j * 2 + k].fill_(c.r * 1000 + j * 10 + k);
   const at::Tensor out = c.world.all_to_all(in);
   ASSERT_EQ(out.sizes(), in.sizes());
   for (int i = 0; i < c.w; ++i)
-    for (int k = 0; k < 2; ++k) EXPECT_TRUE((out[i * 2 + k] == i * 1000 + c.r * 10 + k).all().item<bool>());
+    for (int k = 0; k < 2; ++k)
+      EXPECT_TRUE((out[i * 2 + k] == i * 1000 + c.r * 10 + k).all().item<bool>());
 }
 
 TEST(MpiComm, AllToAllVariableRows) {
   Ctx c;
   // Rank r sends (r + j) % 3 rows of value r*100 + j to rank j.
   std::vector<at::Tensor> send;
-  for (int j = 0; j < c.w; ++j) send.push_back(at::full({(c.r + j) % 3, 2}, c.r * 100 + j, at::kBFloat16));
+  for (int j = 0; j < c.w; ++j)
+    send.push_back(at::full({(c.r + j) % 3, 2}, c.r * 100 + j, at::kBFloat16));
   const auto recv = c.world.all_to_all_v(send);
   ASSERT_EQ(static_cast<int>(recv.size()), c.w);
   for (int i = 0; i < c.w; ++i) {
@@ -275,8 +284,8 @@ TEST(MpiComm, AllToAllVariableRows) {
   }
 }
 
-// A bad argument on one rank raises on every rank (no hang): shapes that differ between ranks, and a
-// local precondition failure (non-contiguous) on rank 0 only.
+// A bad argument on one rank raises on every rank (no hang): shapes that differ between ranks, and
+// a local precondition failure (non-contiguous) on rank 0 only.
 TEST(MpiComm, MismatchedArgumentsThrowOnEveryRank) {
   Ctx c;
   if (c.w < 2) GTEST_SKIP() << "needs 2 ranks";
@@ -286,7 +295,9 @@ TEST(MpiComm, MismatchedArgumentsThrowOnEveryRank) {
     ADD_FAILURE() << "no error";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("ranks disagree"), std::string::npos) << e.what();
-    EXPECT_NE(std::string(e.what()).find("rank 1 passed Float on cpu [3] op sum"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("rank 1 passed Float on cpu [3] op sum"),
+              std::string::npos)
+        << e.what();
   }
   at::Tensor u = c.r == 0 ? at::zeros({4, 4}, at::kFloat).t() : at::zeros({4, 4}, at::kFloat);
   try {

@@ -1,9 +1,9 @@
-// gtest main for the multi-rank binaries: MPI is initialised around RUN_ALL_TESTS, only rank 0 prints the
-// usual report, other ranks print their failures prefixed with "rank N (host)", and the exit code is the
-// worst over all ranks, so `mpirun -np 4 test_dist_mpi` fails when any rank fails.
-#include <cstdio>
-
+// gtest main for the multi-rank binaries: MPI is initialised around RUN_ALL_TESTS, only rank 0
+// prints the usual report, other ranks print their failures prefixed with "rank N (host)", and the
+// exit code is the worst over all ranks, so `mpirun -np 4 test_dist_mpi` fails when any rank fails.
 #include <gtest/gtest.h>
+
+#include <cstdio>
 
 #include "mq/dist/mpi_comm.hpp"
 

@@ -1,13 +1,13 @@
-// NcclComm and ProcessGroup on CUDA tensors. Skips (on every rank alike) without NCCL, GPUs or LibTorch's
-// CUDA backend; runs on a GPU machine with `mpirun -np 2 build/tests/dist/test_dist_nccl` (README.md).
-#include "mq/dist/nccl_comm.hpp"
-
-#include <vector>
-
+// NcclComm and ProcessGroup on CUDA tensors. Skips (on every rank alike) without NCCL, GPUs or
+// LibTorch's CUDA backend; runs on a GPU machine with `mpirun -np 2
+// build/tests/dist/test_dist_nccl` (README.md).
 #include <ATen/ATen.h>
 #include <ATen/Context.h>
 #include <gtest/gtest.h>
 
+#include <vector>
+
+#include "mq/dist/nccl_comm.hpp"
 #include "mq/dist/parallel_state.hpp"
 
 namespace mq::dist {
@@ -18,8 +18,8 @@ bool usable(const MpiComm& world) {
   return world.all(mine);
 }
 
-#define MQ_REQUIRE_GPUS(world)                                                                     \
-  if (!usable(world))                                                                              \
+#define MQ_REQUIRE_GPUS(world)                                                               \
+  if (!usable(world))                                                                        \
   GTEST_SKIP() << "needs NCCL, a CUDA device per rank and LibTorch CUDA (NcclComm::built()=" \
                << NcclComm::built() << ", devices=" << NcclComm::device_count() << ")"
 
@@ -55,7 +55,8 @@ TEST(NcclComm, CollectivesOnDeviceTensors) {
     nccl.synchronize();
     const at::Tensor sum = at::arange(33, at::kFloat) * 0.5f * w + 10.0f * (w * (w - 1) / 2);
     EXPECT_TRUE(at::equal(s.cpu(), sum.to(st))) << st;  // exact partial sums
-    EXPECT_TRUE(at::equal(mx.cpu(), (at::arange(33, at::kFloat) * 0.5f + 10.0f * (w - 1)).to(st))) << st;
+    EXPECT_TRUE(at::equal(mx.cpu(), (at::arange(33, at::kFloat) * 0.5f + 10.0f * (w - 1)).to(st)))
+        << st;
     EXPECT_TRUE(at::allclose(avg.cpu().to(at::kFloat), sum / w, 1e-2, 1e-2)) << st;
   }
   at::Tensor b = at::full({5}, r, cuda.dtype(at::kLong));
@@ -92,7 +93,8 @@ TEST(NcclComm, ParallelStateSyncsDeviceAmaxWithAnEmptyRank) {
   const ParallelGroups g = make_parallel_groups(world, {.tp = w}, {.nccl = true});
   ASSERT_TRUE(g.tp.has_nccl());
   std::optional<at::Tensor> amax;
-  if (r != 0) amax = at::full({4}, 2.0f * r, at::TensorOptions().device(at::kCUDA, g.tp.nccl().device()));
+  if (r != 0)
+    amax = at::full({4}, 2.0f * r, at::TensorOptions().device(at::kCUDA, g.tp.nccl().device()));
   const auto res = sync_optional_amax_max(amax, g.dense(), {GroupKind::kData, GroupKind::kTensor});
   g.tp.nccl().synchronize();
   EXPECT_EQ(res.ranks_with_value, w - 1);

@@ -2,15 +2,15 @@
 // conditions exchanged as data.
 #include "mq/dist/parallel_state.hpp"
 
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
 #include <algorithm>
 #include <limits>
 #include <numeric>
 #include <optional>
 #include <string>
 #include <vector>
-
-#include <ATen/ATen.h>
-#include <gtest/gtest.h>
 
 namespace mq::dist {
 namespace {
@@ -48,7 +48,8 @@ TEST(ParallelGroups, EveryLayoutMatchesRankGroupsAndReducesOverItsMembers) {
       at::Tensor t = at::full({2}, static_cast<double>(world.rank()), at::kDouble);
       pg.all_reduce(t, ReduceOp::kSum);
       const auto& m = want.members(k);
-      EXPECT_EQ(t[1].item<double>(), std::accumulate(m.begin(), m.end(), 0.0)) << group_kind_name(k);
+      EXPECT_EQ(t[1].item<double>(), std::accumulate(m.begin(), m.end(), 0.0))
+          << group_kind_name(k);
     }
   }
 }
@@ -57,14 +58,16 @@ TEST(ParallelGroups, FourRanksTp2Dp2Ep2) {
   MpiComm world = MpiComm::world();
   if (world.size() != 4) GTEST_SKIP() << "4 ranks";
   const int r = world.rank();
-  const ParallelGroups g = make_parallel_groups(world, {.world_size = 4, .tp = 2, .ep = 2, .expert_tp = 1});
+  const ParallelGroups g =
+      make_parallel_groups(world, {.world_size = 4, .tp = 2, .ep = 2, .expert_tp = 1});
   EXPECT_EQ(g.tp.world_ranks(), (std::vector<int>{r & ~1, r | 1}));
   EXPECT_EQ(g.dp.world_ranks(), (std::vector<int>{r % 2, r % 2 + 2}));
   EXPECT_EQ(g.ep.world_ranks(), (std::vector<int>{r & ~1, r | 1}));
   EXPECT_EQ(g.expert_dp.world_ranks(), (std::vector<int>{r % 2, r % 2 + 2}));
   const ParallelState dense = g.dense();
-  EXPECT_EQ(dense.to_string(), "data_parallel_group: dp: world ranks [" + std::to_string(r % 2) + ", " +
-                                   std::to_string(r % 2 + 2) + "], tensor_parallel_group: tp: world ranks [" +
+  EXPECT_EQ(dense.to_string(), "data_parallel_group: dp: world ranks [" + std::to_string(r % 2) +
+                                   ", " + std::to_string(r % 2 + 2) +
+                                   "], tensor_parallel_group: tp: world ranks [" +
                                    std::to_string(r & ~1) + ", " + std::to_string(r | 1) +
                                    "], expert_model_parallel_group: not initialised");
   // Column-parallel weight amax: MAX over DP, then over TP, reaches every rank's value.
@@ -118,7 +121,8 @@ TEST(ProcessGroup, HostCollectivesDispatchToMpi) {
   if (r == 0) {
     EXPECT_TRUE(at::equal(red, at::full({2}, w * (w - 1) / 2, at::kLong)));
   }
-  EXPECT_TRUE(at::equal(pg.all_gather(at::full({1}, r, at::kInt)), at::arange(w, at::kInt).view({w, 1})));
+  EXPECT_TRUE(
+      at::equal(pg.all_gather(at::full({1}, r, at::kInt)), at::arange(w, at::kInt).view({w, 1})));
   const auto v = pg.all_gather_v(at::full({r % 2}, r, at::kInt));
   for (int i = 0; i < w; ++i) EXPECT_TRUE(at::equal(v[i], at::full({i % 2}, i, at::kInt)));
   const at::Tensor a2a = pg.all_to_all(at::arange(w, at::kLong) + 10 * r);
@@ -132,8 +136,8 @@ TEST(ProcessGroup, HostCollectivesDispatchToMpi) {
   EXPECT_EQ(pg.all_reduce_int64(2, ReduceOp::kSum), 2 * w);
 }
 
-// One rank's amax is unset (its expert saw no tokens): the condition travels as data, every rank joins
-// the same collectives and ends with the maximum over the ranks that had one.
+// One rank's amax is unset (its expert saw no tokens): the condition travels as data, every rank
+// joins the same collectives and ends with the maximum over the ranks that had one.
 TEST(SyncOptionalAmax, OneRankWithoutAmaxDoesNotDeadlock) {
   MpiComm world = MpiComm::world();
   const ParallelGroups g = make_parallel_groups(world, {});
@@ -172,12 +176,14 @@ TEST(SyncOptionalAmax, ShapeMismatchThrowsOnEveryRank) {
   EXPECT_EQ(world.all_reduce_int64(1, ReduceOp::kSum), world.size());
 }
 
-// Eight experts per rank; expert e is empty on rank r when (e + r) % 3 == 0. Expert-DP then EP then TP
-// MAX of each expert's input amax through the experts' ParallelState, in expert order on every rank.
+// Eight experts per rank; expert e is empty on rank r when (e + r) % 3 == 0. Expert-DP then EP then
+// TP MAX of each expert's input amax through the experts' ParallelState, in expert order on every
+// rank.
 TEST(SyncOptionalAmax, ManyExpertsWithRankDependentEmptiness) {
   MpiComm world = MpiComm::world();
   const int w = world.size(), r = world.rank();
-  const ParallelLayout L{.world_size = w, .tp = w >= 2 ? 2 : 1, .ep = w >= 4 ? 2 : 1, .expert_tp = 1};
+  const ParallelLayout L{
+      .world_size = w, .tp = w >= 2 ? 2 : 1, .ep = w >= 4 ? 2 : 1, .expert_tp = 1};
   const ParallelGroups g = make_parallel_groups(world, L);
   const ParallelState experts = g.experts();
   for (int e = 0; e < 8; ++e) {
@@ -185,9 +191,10 @@ TEST(SyncOptionalAmax, ManyExpertsWithRankDependentEmptiness) {
     auto value = [&](int rank) { return static_cast<float>(rank * 8 + e) + 0.25f; };
     const bool has = (e + r) % 3 != 0;
     if (has) amax = at::full({2}, value(r), at::kFloat);
-    sync_optional_amax_max(amax, experts, {GroupKind::kData, GroupKind::kExpert, GroupKind::kTensor});
-    // Expected: max over the ranks connected to r by expert_dp, ep and expert_tp (here: the whole stage,
-    // since expert_dp x ep x expert_tp covers it) that had a value.
+    sync_optional_amax_max(amax, experts,
+                           {GroupKind::kData, GroupKind::kExpert, GroupKind::kTensor});
+    // Expected: max over the ranks connected to r by expert_dp, ep and expert_tp (here: the whole
+    // stage, since expert_dp x ep x expert_tp covers it) that had a value.
     std::optional<float> want;
     for (int q = 0; q < w; ++q)
       if ((e + q) % 3 != 0) want = std::max(want.value_or(-1.0f), value(q));

@@ -3,8 +3,9 @@
 /// algorithms as plug-ins, and the "max" algorithm of §1.2 for one process.
 ///
 /// Example (PTQ of a converted model):
-///   mq::calib::ForwardLoop loop = [&](mq::nn::Module& m) { for (auto& b : batches) model.forward(b); };
-///   mq::calib::quantize(model, mq::config::load_quantize_config("FP8_DEFAULT_CFG"), loop);
+///   mq::calib::ForwardLoop loop = [&](mq::nn::Module& m) { for (auto& b : batches)
+///   model.forward(b); }; mq::calib::quantize(model,
+///   mq::config::load_quantize_config("FP8_DEFAULT_CFG"), loop);
 ///   // or, already converted and configured:
 ///   mq::calib::calibrate(model, cfg.algorithm[0], loop);
 ///
@@ -12,12 +13,14 @@
 ///   struct Mine : mq::calib::Algorithm {
 ///     void run(nn::Module& model, const config::AlgorithmConfig& cfg, const ForwardLoop& loop,
 ///              const CalibrateOptions& opts) override {
-///       mq::calib::max_calibrate(model, cfg, loop, opts);          // most algorithms start from max
-///       auto cap = mq::calib::LayerIoCapture(model, {"layers.0.mlp"});  // per-layer inputs/outputs
-///       loop(model); ...
+///       mq::calib::max_calibrate(model, cfg, loop, opts);          // most algorithms start from
+///       max auto cap = mq::calib::LayerIoCapture(model, {"layers.0.mlp"});  // per-layer
+///       inputs/outputs loop(model); ...
 ///     }
 ///   };
 ///   mq::calib::register_algorithm("mine", [] { return std::make_unique<Mine>(); });
+#include <ATen/core/Tensor.h>
+
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -27,8 +30,6 @@
 #include <utility>
 #include <vector>
 
-#include <ATen/core/Tensor.h>
-
 #include "mq/config/quantize_config.hpp"
 #include "mq/nn/module.hpp"
 
@@ -37,17 +38,19 @@ namespace mq::calib {
 /// Pushes the whole calibration set through the model; may be empty (weight-only configs).
 using ForwardLoop = std::function<void(nn::Module&)>;
 
-/// The seam for the distributed steps of max calibration (algorithms §1.2 steps 7-11: MoE completeness
-/// check, DP/EP/TP amax all-reduce, and the EP/TP sync of shared global amaxes). mqdist's single-process
-/// path passes none; the distributed driver implements it over its ParallelState.
+/// The seam for the distributed steps of max calibration (algorithms §1.2 steps 7-11: MoE
+/// completeness check, DP/EP/TP amax all-reduce, and the EP/TP sync of shared global amaxes).
+/// mqdist's single-process path passes none; the distributed driver implements it over its
+/// ParallelState.
 class ParallelStateHook {
  public:
   virtual ~ParallelStateHook() = default;
-  /// Called once every local `_amax` is final (after the local MoE sync), before shared global amaxes
-  /// are computed and static block weights are promoted. Must issue collectives in named_modules()
-  /// order on every rank.
+  /// Called once every local `_amax` is final (after the local MoE sync), before shared global
+  /// amaxes are computed and static block weights are promoted. Must issue collectives in
+  /// named_modules() order on every rank.
   virtual void sync_amax(nn::Module& model, const config::AlgorithmConfig& cfg) = 0;
-  /// Called on each shared weight global amax (0-d fp32) before promotion (all-reduce MAX over EP, TP).
+  /// Called on each shared weight global amax (0-d fp32) before promotion (all-reduce MAX over EP,
+  /// TP).
   virtual void sync_shared_global_amax(at::Tensor& global_amax) { (void)global_amax; }
 };
 
@@ -73,54 +76,61 @@ bool is_registered_algorithm(const std::string& name);
 std::vector<std::string> algorithm_names();
 
 /// ModelOpt's calibrate(): eval mode, run the algorithm (None: nothing), validate every `_amax` and
-/// `_pre_quant_scale` (a warning, to stderr and in the returned list, for negative / inf / nan values),
-/// restore the train flag. An unregistered method throws mq::ConfigError naming it.
+/// `_pre_quant_scale` (a warning, to stderr and in the returned list, for negative / inf / nan
+/// values), restore the train flag. An unregistered method throws mq::ConfigError naming it.
 std::vector<std::string> calibrate(nn::Module& model, const config::AlgorithmConfig& algorithm,
                                    const ForwardLoop& loop = {}, const CalibrateOptions& opts = {});
 
-/// ModelOpt's quantize(): converts the model when it has no quantizer yet (replace_quant_module), applies
-/// quant_cfg, checks that a config asking for weight quantization enabled at least one weight quantizer
-/// (ModelOpt's _check_weight_quantization_took_effect; MODELOPT_SKIP_WEIGHT_QUANT_CHECK=1 skips it), then
-/// calibrates with every algorithm of calibration_algorithms(cfg) in order. Returns the warnings.
-std::vector<std::string> quantize(nn::Module& model, const config::QuantizeConfig& cfg, const ForwardLoop& loop = {},
-                                  const CalibrateOptions& opts = {});
+/// ModelOpt's quantize(): converts the model when it has no quantizer yet (replace_quant_module),
+/// applies quant_cfg, checks that a config asking for weight quantization enabled at least one
+/// weight quantizer (ModelOpt's _check_weight_quantization_took_effect;
+/// MODELOPT_SKIP_WEIGHT_QUANT_CHECK=1 skips it), then calibrates with every algorithm of
+/// calibration_algorithms(cfg) in order. Returns the warnings.
+std::vector<std::string> quantize(nn::Module& model, const config::QuantizeConfig& cfg,
+                                  const ForwardLoop& loop = {}, const CalibrateOptions& opts = {});
 
-// ---- building blocks (shared by algorithms) -------------------------------------------------------------
+// ---- building blocks (shared by algorithms)
+// -------------------------------------------------------------
 
 /// Every enabled TensorQuantizer: constant-amax ones get disable_quant(); others disable_quant() +
 /// enable_calib() (a no-op for dynamic ones).
 void enable_stats_collection(nn::Module& model);
 /// Every enabled TensorQuantizer: constant-amax ones get enable_quant(); others load `_amax` from a
-/// calibrator that holds data (not dynamic), load a static bias, then enable_quant() + disable_calib().
+/// calibrator that holds data (not dynamic), load a static bias, then enable_quant() +
+/// disable_calib().
 void finish_stats_collection(nn::Module& model);
-/// (weight, weight quantizer) pairs of one converted module (ModelOpt iter_weights_for_calibration).
-std::vector<std::pair<at::Tensor, nn::QuantizerModule*>> iter_weights_for_calibration(nn::Module& module);
+/// (weight, weight quantizer) pairs of one converted module (ModelOpt
+/// iter_weights_for_calibration).
+std::vector<std::pair<at::Tensor, nn::QuantizerModule*>> iter_weights_for_calibration(
+    nn::Module& module);
 /// Feeds every converted module's weights to their weight quantizers, once per module object.
 void weight_only_quantize(nn::Module& model);
 /// True when an enabled non-weight quantizer needs data from a forward pass (ModelOpt
 /// _needs_activation_forward_for_max_calib).
 bool needs_activation_forward(nn::Module& model);
-/// ModelOpt's sync_moe_expert_amax over one block's experts: input-quantizer amaxes (and weight ones with
-/// sync_weight_amax) become the elementwise max over experts; enabled weight quantizers still without an
-/// amax are max-calibrated on their weight.
+/// ModelOpt's sync_moe_expert_amax over one block's experts: input-quantizer amaxes (and weight
+/// ones with sync_weight_amax) become the elementwise max over experts; enabled weight quantizers
+/// still without an amax are max-calibrated on their weight.
 void sync_moe_local_experts_amax(nn::ModuleList& experts, bool sync_weight_amax);
 
 /// Static NVFP4 sibling groups (algorithms §3, numerics §4.8): default patterns
-/// `(?:(.*)\.)?(?:q_proj|k_proj|v_proj)`, `(?:(.*)\.)?(?:gate_proj|up_proj)`, `(?:(.*)\.)?(?:w1|w3)`.
+/// `(?:(.*)\.)?(?:q_proj|k_proj|v_proj)`, `(?:(.*)\.)?(?:gate_proj|up_proj)`,
+/// `(?:(.*)\.)?(?:w1|w3)`.
 const std::vector<std::string>& default_shared_weight_patterns();
 /// The patterns max calibration uses for `cfg` (shared_states given: its patterns, an empty list
 /// disabling groups; otherwise the defaults).
 std::vector<std::string> resolve_shared_weight_patterns(const config::AlgorithmConfig& cfg);
-/// Groups of >= 2 converted modules with an enabled weight quantizer whose names fullmatch the same pattern
-/// with the same captures (first matching pattern wins), in named_modules() order.
-std::vector<std::vector<std::string>> find_shared_weight_groups(nn::Module& model,
-                                                                const std::vector<std::string>& patterns);
-/// Promotes every enabled static-block weight quantizer with an amax (stage 0 of a SequentialQuantizer):
-/// NVFP4 static gets `_global_amax` = the group's shared value when `shared_global_amax` has one for its
-/// module name, else reduce_amax(_amax); integer static-block weights are promoted without a global amax.
-/// Returns the number of NVFP4 quantizers newly promoted.
-int promote_static_block_weight_quantizers(nn::Module& model,
-                                           const std::map<std::string, at::Tensor>& shared_global_amax = {});
+/// Groups of >= 2 converted modules with an enabled weight quantizer whose names fullmatch the same
+/// pattern with the same captures (first matching pattern wins), in named_modules() order.
+std::vector<std::vector<std::string>> find_shared_weight_groups(
+    nn::Module& model, const std::vector<std::string>& patterns);
+/// Promotes every enabled static-block weight quantizer with an amax (stage 0 of a
+/// SequentialQuantizer): NVFP4 static gets `_global_amax` = the group's shared value when
+/// `shared_global_amax` has one for its module name, else reduce_amax(_amax); integer static-block
+/// weights are promoted without a global amax. Returns the number of NVFP4 quantizers newly
+/// promoted.
+int promote_static_block_weight_quantizers(
+    nn::Module& model, const std::map<std::string, at::Tensor>& shared_global_amax = {});
 /// Algorithms §1.2 for one process (steps 1-6 and 12), with opts.parallel->sync_amax as steps 7-11.
 void max_calibrate(nn::Module& model, const config::AlgorithmConfig& cfg, const ForwardLoop& loop,
                    const CalibrateOptions& opts = {});
@@ -128,7 +138,8 @@ void max_calibrate(nn::Module& model, const config::AlgorithmConfig& cfg, const 
 /// validate_attr message: "<name>.<attr> contains invalid values: ...").
 std::vector<std::string> validate_amax(nn::Module& model);
 
-// ---- MoE coverage ---------------------------------------------------------------------------------------
+// ---- MoE coverage
+// ---------------------------------------------------------------------------------------
 
 struct MoeBlockCoverage {
   std::string name;                   ///< dotted name of the SparseMoeBlock
@@ -143,14 +154,16 @@ MoeCoverage moe_coverage(nn::Module& model);
 /// Calls reset_token_counts() on every SparseMoeBlock.
 void reset_moe_token_counts(nn::Module& model);
 
-// ---- per-layer capture ----------------------------------------------------------------------------------
+// ---- per-layer capture
+// ----------------------------------------------------------------------------------
 
-/// Records the inputs and outputs of named modules through forward hooks while alive (for algorithms
-/// that need per-layer activations: smoothquant, awq, gptq). Modules must call run_forward_hooks in their
-/// forward (Linear / QuantLinear do).
+/// Records the inputs and outputs of named modules through forward hooks while alive (for
+/// algorithms that need per-layer activations: smoothquant, awq, gptq). Modules must call
+/// run_forward_hooks in their forward (Linear / QuantLinear do).
 class LayerIoCapture {
  public:
-  LayerIoCapture(nn::Module& model, const std::vector<std::string>& module_names, bool keep_outputs = true);
+  LayerIoCapture(nn::Module& model, const std::vector<std::string>& module_names,
+                 bool keep_outputs = true);
   ~LayerIoCapture();
   LayerIoCapture(const LayerIoCapture&) = delete;
   LayerIoCapture& operator=(const LayerIoCapture&) = delete;

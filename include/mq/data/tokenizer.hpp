@@ -1,34 +1,45 @@
 #pragma once
-/// Byte-level BPE tokenizer read from a Hugging Face tokenizer.json (Llama-3, Qwen2/2.5/3, SmolLM2, GPT-2
-/// style checkpoints), giving the same ids as HF `tokenizers` (tested against tokenizers 0.22.2).
+/// Byte-level BPE tokenizer read from a Hugging Face tokenizer.json (Llama-3, Qwen2/2.5/3, SmolLM2,
+/// GPT-2 style checkpoints), giving the same ids as HF `tokenizers` (tested against tokenizers
+/// 0.22.2).
 ///
-/// Supported tokenizer.json contents (anything else is a mq::ConfigError naming the file and the field):
-///   model         type "BPE"; vocab; merges as "a b" strings or ["a", "b"] pairs; ignore_merges (a word
+/// Supported tokenizer.json contents (anything else is a mq::ConfigError naming the file and the
+/// field):
+///   model         type "BPE"; vocab; merges as "a b" strings or ["a", "b"] pairs; ignore_merges (a
+///   word
 ///                 that is itself in the vocab is emitted whole, as Llama-3 sets it); unk_token;
-///                 dropout null/0, byte_fallback false, no continuing_subword_prefix/end_of_word_suffix.
-///   added_tokens  matched in the text before BPE, leftmost-longest; "normalized": false ones on the raw
+///                 dropout null/0, byte_fallback false, no
+///                 continuing_subword_prefix/end_of_word_suffix.
+///   added_tokens  matched in the text before BPE, leftmost-longest; "normalized": false ones on
+///   the raw
 ///                 text, "normalized": true ones on the normalized text; lstrip/rstrip honoured;
 ///                 single_word unsupported.
 ///   normalizer    null, NFC, or a Sequence of NFC (full Unicode NFC with the Unicode 14.0 tables).
-///   pre_tokenizer ByteLevel(add_prefix_space, use_regex), Split(Regex, behavior Isolated or Removed,
-///                 invert false), or a Sequence of these. Regexes recognised (exact text): the GPT-2
-///                 pattern, the Llama-3 pattern, the Qwen2 pattern; they run as hand-written scanners over
-///                 code points with Unicode 14.0 category tables (\p{L}, \p{N}, Oniguruma's \s).
-///   post_processor null, ByteLevel (ids unchanged), TemplateProcessing (the "single" template, e.g.
+///   pre_tokenizer ByteLevel(add_prefix_space, use_regex), Split(Regex, behavior Isolated or
+///   Removed,
+///                 invert false), or a Sequence of these. Regexes recognised (exact text): the
+///                 GPT-2 pattern, the Llama-3 pattern, the Qwen2 pattern; they run as hand-written
+///                 scanners over code points with Unicode 14.0 category tables (\p{L}, \p{N},
+///                 Oniguruma's \s).
+///   post_processor null, ByteLevel (ids unchanged), TemplateProcessing (the "single" template,
+///   e.g.
 ///                 Llama-3's "<|begin_of_text|> $A"), or a Sequence of these.
-///   decoder       ByteLevel (or a Sequence holding only ByteLevel); invalid UTF-8 in the decoded bytes
+///   decoder       ByteLevel (or a Sequence holding only ByteLevel); invalid UTF-8 in the decoded
+///   bytes
 ///                 becomes U+FFFD as in HF. As in HF, added-token content also goes through the
-///                 byte-level map: ASCII content (all real special tokens) decodes verbatim, but e.g.
-///                 an added "café" decodes as "caf�" (é is the alphabet character of byte 0xE9).
+///                 byte-level map: ASCII content (all real special tokens) decodes verbatim, but
+///                 e.g. an added "café" decodes as "caf�" (é is the alphabet character of byte
+///                 0xE9).
 /// Characters assigned after Unicode 14.0 classify as "other" here but as letters/numbers in HF.
 ///
-/// Thread safety: encode/decode are const and may be called concurrently (the word cache is locked).
-/// Copies share the loaded tables.
+/// Thread safety: encode/decode are const and may be called concurrently (the word cache is
+/// locked). Copies share the loaded tables.
 ///
 /// Example:
 ///   auto tok = mq::data::Tokenizer::from_file("ckpt/tokenizer.json");
-///   std::vector<int64_t> ids = tok.encode("Hello world", /*add_special_tokens=*/true);  // bos first
-///   std::string text = tok.decode(ids, /*skip_special_tokens=*/true);                     // "Hello world"
+///   std::vector<int64_t> ids = tok.encode("Hello world", /*add_special_tokens=*/true);  // bos
+///   first std::string text = tok.decode(ids, /*skip_special_tokens=*/true);                     //
+///   "Hello world"
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -44,10 +55,12 @@ class Tokenizer {
   /// Reads and validates `path`; throws mq::IoError (unreadable / not JSON) or mq::ConfigError.
   static Tokenizer from_file(const std::string& path);
   /// The same from the file's text; `source` names it in error messages.
-  static Tokenizer from_json(const std::string& json_text, const std::string& source = "tokenizer.json");
+  static Tokenizer from_json(const std::string& json_text,
+                             const std::string& source = "tokenizer.json");
 
-  /// Token ids of UTF-8 `text` (throws mq::Error on invalid UTF-8). `add_special_tokens` applies the
-  /// post_processor template (e.g. prepends Llama-3's bos); added tokens inside the text are always matched.
+  /// Token ids of UTF-8 `text` (throws mq::Error on invalid UTF-8). `add_special_tokens` applies
+  /// the post_processor template (e.g. prepends Llama-3's bos); added tokens inside the text are
+  /// always matched.
   std::vector<std::int64_t> encode(std::string_view text, bool add_special_tokens = true) const;
   /// Text of `ids`; added tokens flagged "special" are dropped when `skip_special_tokens`.
   /// Throws mq::Error for an id outside [0, vocab_size()).
@@ -55,8 +68,8 @@ class Tokenizer {
 
   /// The normalizer's output (NFC or identity).
   std::string normalize(std::string_view text) const;
-  /// The pre-tokenizer's pieces of already-normalized text, in the byte-level alphabet (Ġ for ' '), as
-  /// HF's `pre_tokenizer.pre_tokenize_str` returns them. Added tokens are not split out here.
+  /// The pre-tokenizer's pieces of already-normalized text, in the byte-level alphabet (Ġ for ' '),
+  /// as HF's `pre_tokenizer.pre_tokenize_str` returns them. Added tokens are not split out here.
   std::vector<std::string> pre_tokenize(std::string_view text) const;
 
   /// One more than the largest id (model vocab and added tokens).

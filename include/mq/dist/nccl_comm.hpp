@@ -3,13 +3,13 @@
 ///
 /// Bootstrap (collective over an MpiComm; NCCL's MPI example): ranks sharing a node are found with
 /// MpiComm::split_shared, a rank's device is its local rank (select_device), rank 0 makes the
-/// ncclUniqueId, MPI_Bcast carries it, every rank calls ncclCommInitRank. Any NCCL failure aborts the
-/// communicator (ncclCommAbort, so peers blocked in it return) and throws NcclError.
+/// ncclUniqueId, MPI_Bcast carries it, every rank calls ncclCommInitRank. Any NCCL failure aborts
+/// the communicator (ncclCommAbort, so peers blocked in it return) and throws NcclError.
 ///
 /// Collectives are enqueued on the current CUDA stream of the communicator's device (PyTorch's
-/// getCurrentCUDAStream) and are asynchronous; synchronize() waits and surfaces asynchronous errors.
-/// Device results follow NCCL's reduction order, not the host fold of MpiComm (ReduceOp documents the
-/// host rules); kMax/kMin of floats use NCCL's operators.
+/// getCurrentCUDAStream) and are asynchronous; synchronize() waits and surfaces asynchronous
+/// errors. Device results follow NCCL's reduction order, not the host fold of MpiComm (ReduceOp
+/// documents the host rules); kMax/kMin of floats use NCCL's operators.
 ///
 /// NcclComm checks its arguments locally only. Use it through ProcessGroup, which agrees on the
 /// arguments over MPI first and exchanges the row counts of the variable-size collectives.
@@ -21,10 +21,10 @@
 ///   auto world = mq::dist::MpiComm::world();
 ///   auto nccl = mq::dist::NcclComm::bootstrap(world, mq::dist::NcclComm::select_device(world));
 ///   nccl.all_reduce(amax_cuda, mq::dist::ReduceOp::kMax);
+#include <ATen/core/Tensor.h>
+
 #include <cstdint>
 #include <vector>
-
-#include <ATen/core/Tensor.h>
 
 #include "mq/dist/mpi_comm.hpp"
 #include "mq/dist/reduce_op.hpp"
@@ -39,11 +39,12 @@ class NcclComm {
   static bool built();
   /// Visible CUDA devices; 0 (never an error) without a GPU or driver, or without NCCL.
   static int device_count();
-  /// Collective over `world`: the device for this rank. Ranks of one node get device = local rank; a rank
-  /// that sees exactly one device (CUDA_VISIBLE_DEVICES per task, srun --gpus-per-task=1) gets 0. Throws
-  /// when a node has more ranks than devices or there is no device.
+  /// Collective over `world`: the device for this rank. Ranks of one node get device = local rank;
+  /// a rank that sees exactly one device (CUDA_VISIBLE_DEVICES per task, srun --gpus-per-task=1)
+  /// gets 0. Throws when a node has more ranks than devices or there is no device.
   static int select_device(const MpiComm& world);
-  /// Collective over `comm`: cudaSetDevice(device), rank 0 ncclGetUniqueId, MPI_Bcast, ncclCommInitRank.
+  /// Collective over `comm`: cudaSetDevice(device), rank 0 ncclGetUniqueId, MPI_Bcast,
+  /// ncclCommInitRank.
   static NcclComm bootstrap(const MpiComm& comm, int device);
 
   NcclComm() = default;
@@ -58,7 +59,8 @@ class NcclComm {
   int size() const { return size_; }
   int device() const { return device_; }
 
-  /// Collective ncclCommSplit: same color, one communicator, ordered by (key, rank); color < 0: null.
+  /// Collective ncclCommSplit: same color, one communicator, ordered by (key, rank); color < 0:
+  /// null.
   NcclComm split(int color, int key) const;
   /// ncclCommAbort; the communicator becomes null. Safe to call on a null communicator.
   void abort() noexcept;
@@ -74,7 +76,8 @@ class NcclComm {
   std::vector<at::Tensor> all_gather_v(const at::Tensor& t, const std::vector<int64_t>& rows);
   at::Tensor all_to_all(const at::Tensor& t);
   /// recv_rows[i]: dim 0 of the tensor rank i sends to this rank.
-  std::vector<at::Tensor> all_to_all_v(const std::vector<at::Tensor>& send, const std::vector<int64_t>& recv_rows);
+  std::vector<at::Tensor> all_to_all_v(const std::vector<at::Tensor>& send,
+                                       const std::vector<int64_t>& recv_rows);
 
  private:
   void check(const at::Tensor& t, const char* what) const;

@@ -1,23 +1,24 @@
 #pragma once
 /// ProcessGroup: a shared handle to one communication group (tp, dp, ep, ...), ModelOpt's
-/// DistributedProcessGroup. It may be "not initialised" (ModelOpt's group = -1): is_initialized() is
-/// false, rank() and size() are -1, collectives throw (the sync helpers of parallel_state.hpp skip such
-/// groups, as ModelOpt does).
+/// DistributedProcessGroup. It may be "not initialised" (ModelOpt's group = -1): is_initialized()
+/// is false, rank() and size() are -1, collectives throw (the sync helpers of parallel_state.hpp
+/// skip such groups, as ModelOpt does).
 ///
-/// Collectives dispatch on the tensor's device: host tensors go to the group's MpiComm, CUDA tensors to
-/// its NcclComm (present when the groups were made with NCCL). In both cases the ranks first agree on the
-/// arguments over MPI (dtype, shape, op, root), so a mismatch raises the same mq::Error on every rank;
-/// the row counts of the variable-size collectives travel over MPI too. Copies share the communicators.
+/// Collectives dispatch on the tensor's device: host tensors go to the group's MpiComm, CUDA
+/// tensors to its NcclComm (present when the groups were made with NCCL). In both cases the ranks
+/// first agree on the arguments over MPI (dtype, shape, op, root), so a mismatch raises the same
+/// mq::Error on every rank; the row counts of the variable-size collectives travel over MPI too.
+/// Copies share the communicators.
 ///
 /// Example:
 ///   mq::dist::ProcessGroup tp = groups.tp;            // from make_parallel_groups
 ///   if (tp.is_initialized()) tp.all_reduce(amax, mq::dist::ReduceOp::kMax);
+#include <ATen/core/Tensor.h>
+
 #include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
-
-#include <ATen/core/Tensor.h>
 
 #include "mq/dist/mpi_comm.hpp"
 #include "mq/dist/nccl_comm.hpp"
@@ -29,7 +30,8 @@ class ProcessGroup {
   /// Not initialised.
   ProcessGroup() = default;
   /// `name` is for messages ("tp", "dp", ...). `mpi` must be valid; `nccl` may be null (host only).
-  ProcessGroup(std::string name, std::shared_ptr<MpiComm> mpi, std::shared_ptr<NcclComm> nccl = nullptr);
+  ProcessGroup(std::string name, std::shared_ptr<MpiComm> mpi,
+               std::shared_ptr<NcclComm> nccl = nullptr);
 
   bool is_initialized() const { return mpi_ != nullptr; }
   int rank() const { return mpi_ ? mpi_->rank() : -1; }
@@ -58,8 +60,8 @@ class ProcessGroup {
 
  private:
   // Agrees on the arguments of a device collective over MPI and returns the NCCL communicator.
-  NcclComm& device_comm(const char* what, const at::Tensor* t, const std::string& local_error, int op, int root,
-                        bool free_dim0) const;
+  NcclComm& device_comm(const char* what, const at::Tensor* t, const std::string& local_error,
+                        int op, int root, bool free_dim0) const;
 
   std::string name_;
   std::shared_ptr<MpiComm> mpi_;

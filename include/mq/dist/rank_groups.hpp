@@ -2,16 +2,19 @@
 /// Rank-group math: how a world of ranks splits into tensor-, data-, pipeline- and expert-parallel
 /// groups. Pure functions (no MPI): the same answer on every rank, testable without a launcher.
 ///
-/// Rank order (Megatron-Core's default order "tp-cp-dp-pp" for dense layers, "tp-ep-dp-pp" for experts;
-/// tensor parallel is the fastest-varying index so a TP group sits on neighbouring ranks, i.e. one node):
+/// Rank order (Megatron-Core's default order "tp-cp-dp-pp" for dense layers, "tp-ep-dp-pp" for
+/// experts; tensor parallel is the fastest-varying index so a TP group sits on neighbouring ranks,
+/// i.e. one node):
 ///
 ///   dense:   rank = tp_rank + tp * (dp_rank + dp * pp_rank)
-///   experts: rank = expert_tp_rank + expert_tp * (ep_rank + ep * expert_dp_rank) + tp * dp * pp_rank
+///   experts: rank = expert_tp_rank + expert_tp * (ep_rank + ep * expert_dp_rank) + tp * dp *
+///   pp_rank
 ///
 /// The expert layout re-partitions the tp*dp ranks of one pipeline stage, so it needs
-/// expert_tp * ep | tp * dp, and expert_dp = tp * dp / (expert_tp * ep). Context parallelism is folded
-/// into dp (ModelOpt's DP group is DP x CP). Every group's member list is ascending in world rank, and a
-/// member's index in that list is its rank inside the group (its coordinate along that dimension).
+/// expert_tp * ep | tp * dp, and expert_dp = tp * dp / (expert_tp * ep). Context parallelism is
+/// folded into dp (ModelOpt's DP group is DP x CP). Every group's member list is ascending in world
+/// rank, and a member's index in that list is its rank inside the group (its coordinate along that
+/// dimension).
 ///
 /// Example (4 ranks, tp=2, ep=2, expert_tp=1):
 ///   auto L = mq::dist::resolve_layout({.world_size = 4, .tp = 2, .ep = 2, .expert_tp = 1});
@@ -22,8 +25,9 @@
 
 namespace mq::dist {
 
-/// Parallel sizes. Zero means "derive": dp = world / (tp * pp), expert_tp = tp (Megatron's default);
-/// world_size 0 is filled by make_parallel_groups from the communicator (the pure functions need it set).
+/// Parallel sizes. Zero means "derive": dp = world / (tp * pp), expert_tp = tp (Megatron's
+/// default); world_size 0 is filled by make_parallel_groups from the communicator (the pure
+/// functions need it set).
 struct ParallelLayout {
   int world_size = 0;
   int tp = 1;         ///< tensor_model_parallel_size
@@ -59,8 +63,8 @@ struct RankGroups {
   int rank_in(GroupKind kind) const;  ///< index of `rank` in members(kind)
 };
 
-/// Groups of `rank` under `layout` (resolved here; throws like resolve_layout, and for a rank outside
-/// [0, world_size)).
+/// Groups of `rank` under `layout` (resolved here; throws like resolve_layout, and for a rank
+/// outside [0, world_size)).
 RankGroups rank_groups(const ParallelLayout& layout, int rank);
 
 /// Every distinct group of `kind`, ordered by its smallest member: a partition of [0, world_size).

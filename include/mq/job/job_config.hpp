@@ -1,16 +1,21 @@
 #pragma once
-/// The PTQ job file of `mqdist --cfg job.json`: which checkpoint, which quant config, which data, where
-/// the export goes. Parsed strictly (unknown keys are errors) with errors naming the file and the JSON
-/// path, like every other config in mqdist.
+/// The PTQ job file of `mqdist --cfg job.json`: which checkpoint, which quant config, which data,
+/// where the export goes. Parsed strictly (unknown keys are errors) with errors naming the file and
+/// the JSON path, like every other config in mqdist.
 ///
 ///   {
-///     "model":   "../../assets/models/mq-tiny-dense",      HF checkpoint dir (config.json + safetensors)
-///     "quant":   "NVFP4_DEFAULT_CFG",                       preset name, config file, or an inline
-///                                                           QuantizeConfig object {"quant_cfg": [...], ...}
-///     "kv_cache": "FP8_KV_CFG",                             optional KV-cache preset / file / object whose
-///                                                           quant_cfg is merged (update_quant_cfg_with_kv_cache_quant)
-///     "algorithm": "max",                                   optional: overrides the config's algorithm
-///     "calib":   {"path": "calib.txt", "num_samples": 64, "seq_len": 256, "batch_size": 8, "seed": 0,
+///     "model":   "../../assets/models/mq-tiny-dense",      HF checkpoint dir (config.json +
+///     safetensors) "quant":   "NVFP4_DEFAULT_CFG",                       preset name, config file,
+///     or an inline
+///                                                           QuantizeConfig object {"quant_cfg":
+///                                                           [...], ...}
+///     "kv_cache": "FP8_KV_CFG",                             optional KV-cache preset / file /
+///     object whose
+///                                                           quant_cfg is merged
+///                                                           (update_quant_cfg_with_kv_cache_quant)
+///     "algorithm": "max",                                   optional: overrides the config's
+///     algorithm "calib":   {"path": "calib.txt", "num_samples": 64, "seq_len": 256, "batch_size":
+///     8, "seed": 0,
 ///                 "format": "auto" | "txt" | "jsonl" | "ids", "text_field": "text"},
 ///     "eval":    {"path": "heldout.txt", "seq_len": 256, "max_windows": 64, "batch_size": 8},
 ///     "output":  "../../build/out/tiny-dense-nvfp4",        export dir (written atomically)
@@ -18,8 +23,9 @@
 ///     "dtype":   "auto" | "bfloat16" | "float16" | "float32",   compute dtype (auto: checkpoint's)
 ///     "device":  "cpu" | "cuda",
 ///     "export":  true,                                      write the unified HF checkpoint
-///     "save_state": true,                                   write the calibrated quantizer state with it
-///     "restore_state": "path/to/state"                      optional: restore instead of calibrating
+///     "save_state": true,                                   write the calibrated quantizer state
+///     with it "restore_state": "path/to/state"                      optional: restore instead of
+///     calibrating
 ///   }
 ///
 /// Relative paths in a job file resolve against the job file's directory; paths given through
@@ -28,29 +34,28 @@
 /// quality line).
 #include <cstdint>
 #include <filesystem>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 namespace mq::job {
 
 struct DataSpec {
   std::string path;
-  std::string format = "auto";     ///< auto (by extension), txt, jsonl, ids
-  std::string text_field = "text"; ///< jsonl field holding the text
-  int64_t num_samples = 64;        ///< calib: samples drawn; eval: ignored
+  std::string format = "auto";      ///< auto (by extension), txt, jsonl, ids
+  std::string text_field = "text";  ///< jsonl field holding the text
+  int64_t num_samples = 64;         ///< calib: samples drawn; eval: ignored
   int64_t seq_len = 256;
   int64_t batch_size = 8;
   uint64_t seed = 0;
-  int64_t max_windows = 0;         ///< eval: 0 = every window of the text
+  int64_t max_windows = 0;  ///< eval: 0 = every window of the text
 };
 
 struct JobConfig {
-  std::string source;               ///< the job file ("<inline>" for a JSON string)
+  std::string source;  ///< the job file ("<inline>" for a JSON string)
   std::string model;
-  nlohmann::ordered_json quant;     ///< string (name / path) or object (inline QuantizeConfig)
+  nlohmann::ordered_json quant;  ///< string (name / path) or object (inline QuantizeConfig)
   std::optional<nlohmann::ordered_json> kv_cache;
   std::optional<std::string> algorithm;  ///< "max", "none", ... overrides the config's algorithm
   std::optional<DataSpec> calib;
@@ -65,7 +70,8 @@ struct JobConfig {
 };
 
 /// One `--set key=value` override: key is a dotted path into the job JSON ("calib.num_samples");
-/// value is parsed as JSON when it is valid JSON (numbers, true/false, objects), else taken as a string.
+/// value is parsed as JSON when it is valid JSON (numbers, true/false, objects), else taken as a
+/// string.
 struct Override {
   std::string key;
   std::string value;
@@ -78,7 +84,8 @@ Override parse_override(const std::string& arg);
 JobConfig load_job(const std::filesystem::path& file, const std::vector<Override>& overrides = {});
 /// The same for an in-memory document; relative paths resolve against `base_dir`.
 JobConfig parse_job(nlohmann::ordered_json doc, const std::string& source,
-                    const std::filesystem::path& base_dir, const std::vector<Override>& overrides = {});
+                    const std::filesystem::path& base_dir,
+                    const std::vector<Override>& overrides = {});
 
 /// The job as canonical JSON (what --dry-run prints, and what is recorded next to the export).
 nlohmann::ordered_json to_json(const JobConfig& job);

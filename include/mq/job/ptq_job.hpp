@@ -1,21 +1,24 @@
 #pragma once
-/// The main job of `mqdist --cfg job.json`: load an HF checkpoint, measure quality, quantize it with a
-/// ModelOpt config (convert modules, apply quant_cfg, calibrate on the job's data), measure again, and
-/// write ModelOpt's unified HF checkpoint plus the calibrated quantizer state.
+/// The main job of `mqdist --cfg job.json`: load an HF checkpoint, measure quality, quantize it
+/// with a ModelOpt config (convert modules, apply quant_cfg, calibrate on the job's data), measure
+/// again, and write ModelOpt's unified HF checkpoint plus the calibrated quantizer state.
 ///
 /// Steps (each printed as it starts, with timings):
 ///   plan       the resolved job, the model shape, the quant config and its algorithm, the data
 ///   load       load_causal_lm (memory-mapped safetensors, cast to the compute dtype)
 ///   eval       perplexity on the held-out text before quantization (when "eval" is given)
-///   quantize   replace_quant_module + set_quantizer_by_cfg + calibrate (progress with ETA per batch),
-///              then the quant summary and, for MoE models, tokens per expert (starved experts warned)
+///   quantize   replace_quant_module + set_quantizer_by_cfg + calibrate (progress with ETA per
+///   batch),
+///              then the quant summary and, for MoE models, tokens per expert (starved experts
+///              warned)
 ///   eval       perplexity after quantization (fake quant), and the quality line
 ///              "perplexity: <before> -> <after> (<+x.xx%>)"
 ///   export     hf_export::export_hf_checkpoint into "output" (atomic), with the quantizer state in
 ///              "<output>/mqdist_state" and the resolved job in "<output>/mqdist_job.json"
 ///
-/// A bad job is rejected before any model weight is read: unsupported calibration algorithm, missing
-/// calib data for a config that calibrates activations, an existing output without "overwrite".
+/// A bad job is rejected before any model weight is read: unsupported calibration algorithm,
+/// missing calib data for a config that calibrates activations, an existing output without
+/// "overwrite".
 #include <iosfwd>
 #include <optional>
 #include <string>

@@ -1,6 +1,7 @@
 #pragma once
-/// The module tree mqdist models are built from, mirroring torch.nn.Module where ModelOpt relies on it:
-/// dotted names from `named_modules()`, parameters, child replacement, and a type key per module class
+/// The module tree mqdist models are built from, mirroring torch.nn.Module where ModelOpt relies on
+/// it: dotted names from `named_modules()`, parameters, child replacement, and a type key per
+/// module class
 /// ("nn.Linear", "nn.Embedding", "LlamaAttention", ...) that plays the role of ModelOpt's
 /// QuantModuleRegistry string keys (reference §4.4), so `parent_class` works verbatim.
 ///
@@ -9,8 +10,8 @@
 ///   model.layers.3.self_attn.q_proj.weight_quantizer.0     stage 0 of a SequentialQuantizer
 ///
 /// Ownership: a parent owns its children through shared_ptr. Parents look children up by name at
-/// forward time (`child_as<Linear>("q_proj")`), so `replace_child` (what replace_quant_module does) never
-/// leaves a stale pointer behind.
+/// forward time (`child_as<Linear>("q_proj")`), so `replace_child` (what replace_quant_module does)
+/// never leaves a stale pointer behind.
 ///
 /// Example (a user module, the seeds' QuantLayerNorm):
 ///   struct LayerNorm : mq::nn::Module {
@@ -20,10 +21,13 @@
 ///   struct QuantLayerNorm : LayerNorm {
 ///     explicit QuantLayerNorm(LayerNorm&& base) : LayerNorm(std::move(base)) {
 ///       add_quantizer("input_quantizer"); add_quantizer("weight_quantizer"); }
-///     at::Tensor forward(const at::Tensor& x) override { ... quantizer("input_quantizer")->forward(x) ... }
+///     at::Tensor forward(const at::Tensor& x) override { ...
+///     quantizer("input_quantizer")->forward(x) ... }
 ///   };
 ///   mq::nn::register_quant_module("nn.LayerNorm", [](std::shared_ptr<mq::nn::Module> m) {
 ///     return std::make_shared<QuantLayerNorm>(std::move(dynamic_cast<LayerNorm&>(*m))); });
+#include <ATen/core/Tensor.h>
+
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -32,8 +36,6 @@
 #include <utility>
 #include <variant>
 #include <vector>
-
-#include <ATen/core/Tensor.h>
 
 #include "mq/quant/sequential_quantizer.hpp"
 #include "mq/quant/tensor_quantizer.hpp"
@@ -51,10 +53,12 @@ class Module {
   Module(const Module&) = delete;
   Module& operator=(const Module&) = delete;
 
-  /// Registry key of this module's class ("nn.Linear", "nn.Embedding", "nn.ModuleList", "LlamaAttention").
+  /// Registry key of this module's class ("nn.Linear", "nn.Embedding", "nn.ModuleList",
+  /// "LlamaAttention").
   virtual std::string type_name() const = 0;
-  /// Non-empty once the module was converted by replace_quant_module: the registry key it was converted
-  /// under. ModelOpt's `isinstance(parent, QuantModuleRegistry[key])` is `quant_key() == key`.
+  /// Non-empty once the module was converted by replace_quant_module: the registry key it was
+  /// converted under. ModelOpt's `isinstance(parent, QuantModuleRegistry[key])` is `quant_key() ==
+  /// key`.
   const std::string& quant_key() const { return quant_key_; }
   void set_quant_key(std::string k) { quant_key_ = std::move(k); }
 
@@ -65,7 +69,9 @@ class Module {
   std::shared_ptr<Module> replace_child(const std::string& name, std::shared_ptr<Module> child);
   /// Removes a child if present.
   void remove_child(const std::string& name);
-  const std::vector<std::pair<std::string, std::shared_ptr<Module>>>& children() const { return children_; }
+  const std::vector<std::pair<std::string, std::shared_ptr<Module>>>& children() const {
+    return children_;
+  }
   /// nullptr when absent.
   Module* child(const std::string& name) const;
   std::shared_ptr<Module> child_ptr(const std::string& name) const;
@@ -77,12 +83,14 @@ class Module {
     if (!t) throw_bad_child(name);
     return *t;
   }
-  /// Dotted path lookup ("layers.3.mlp"); "" is this module. Throws mq::Error naming the path when absent.
+  /// Dotted path lookup ("layers.3.mlp"); "" is this module. Throws mq::Error naming the path when
+  /// absent.
   Module& get_submodule(const std::string& dotted);
   /// Pre-order walk, this module first under `prefix` (torch named_modules order, duplicates once).
   std::vector<std::pair<std::string, Module*>> named_modules(const std::string& prefix = "");
 
-  // ---- parameters and buffers ---------------------------------------------------------------------
+  // ---- parameters and buffers
+  // ---------------------------------------------------------------------
   /// Parameters ("weight", "bias", ...) in insertion order; an undefined tensor means "None".
   void register_parameter(const std::string& name, at::Tensor t);
   bool has_parameter(const std::string& name) const;
@@ -93,7 +101,8 @@ class Module {
   /// Recursive, dotted names (state_dict order); undefined tensors skipped.
   std::vector<std::pair<std::string, at::Tensor>> named_parameters(const std::string& prefix = "");
 
-  // ---- quantizers ---------------------------------------------------------------------------------
+  // ---- quantizers
+  // ---------------------------------------------------------------------------------
   /// Adds a QuantizerModule child `name` holding a TensorQuantizer built from `cfg` (default: INT8
   /// per-tensor, ModelOpt's QUANT_DESC_8BIT_PER_TENSOR).
   QuantizerModule& add_quantizer(const std::string& name,
@@ -103,15 +112,19 @@ class Module {
   /// Direct quantizer children, in order.
   std::vector<std::pair<std::string, QuantizerModule*>> quantizers() const;
 
-  // ---- train / eval -------------------------------------------------------------------------------
+  // ---- train / eval
+  // -------------------------------------------------------------------------------
   bool is_training() const { return training_; }
   /// Recursive, like torch's train()/eval().
   void train(bool on = true);
   void eval() { train(false); }
 
-  // ---- forward hooks (calibration algorithms capture per-layer inputs/outputs through these) -------
-  /// Called by modules that support hooks (decoder layers, linears) with their primary input and output.
-  using ForwardHook = std::function<void(Module& self, const at::Tensor& input, const at::Tensor& output)>;
+  // ---- forward hooks (calibration algorithms capture per-layer inputs/outputs through these)
+  // -------
+  /// Called by modules that support hooks (decoder layers, linears) with their primary input and
+  /// output.
+  using ForwardHook =
+      std::function<void(Module& self, const at::Tensor& input, const at::Tensor& output)>;
   using PreHook = std::function<void(Module& self, const at::Tensor& input)>;
   /// Returns a handle for remove_hook.
   int64_t register_forward_hook(ForwardHook h);
@@ -134,13 +147,16 @@ class Module {
   int64_t next_hook_ = 1;
 };
 
-/// A quantizer in the module tree: a TensorQuantizer, or a SequentialQuantizer whose stage i is named
+/// A quantizer in the module tree: a TensorQuantizer, or a SequentialQuantizer whose stage i is
+/// named
 /// `<name>.i` (ModelOpt's nn.Sequential). set_quantizer_attributes_full switches between the two in
 /// place (make_sequential / make_tensor), which is ModelOpt's module replacement on the parent.
 class QuantizerModule final : public Module {
  public:
   explicit QuantizerModule(const config::QuantizerAttributeConfig& cfg = {});
-  std::string type_name() const override { return is_sequential() ? "SequentialQuantizer" : "TensorQuantizer"; }
+  std::string type_name() const override {
+    return is_sequential() ? "SequentialQuantizer" : "TensorQuantizer";
+  }
 
   bool is_sequential() const { return std::holds_alternative<quant::SequentialQuantizer>(q_); }
   /// Throws mq::Error when the other kind is held.
@@ -155,8 +171,8 @@ class QuantizerModule final : public Module {
   void make_sequential(size_t n);
   void make_tensor();
 
-  /// ModelOpt's HardDisabledTensorQuantizer (nn.Embedding input): always disabled, configs absorbed,
-  /// enable() throws.
+  /// ModelOpt's HardDisabledTensorQuantizer (nn.Embedding input): always disabled, configs
+  /// absorbed, enable() throws.
   bool hard_disabled() const { return hard_disabled_; }
   void set_hard_disabled(bool on);
 

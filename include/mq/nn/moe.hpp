@@ -1,9 +1,11 @@
 #pragma once
-/// The interface every sparse MoE block implements (Mixtral's `block_sparse_moe`, Qwen3-MoE's `mlp`), so
-/// calibration can (a) sync local expert amaxes as ModelOpt's `layer_sync_moe_local_experts_amax` does
-/// (reference algorithms §1.2 step 6) and (b) report per-expert token counts and starved experts.
+/// The interface every sparse MoE block implements (Mixtral's `block_sparse_moe`, Qwen3-MoE's
+/// `mlp`), so calibration can (a) sync local expert amaxes as ModelOpt's
+/// `layer_sync_moe_local_experts_amax` does (reference algorithms §1.2 step 6) and (b) report
+/// per-expert token counts and starved experts.
 ///
-/// Children of an implementation, named as in the HF checkpoint so ModelOpt patterns match verbatim:
+/// Children of an implementation, named as in the HF checkpoint so ModelOpt patterns match
+/// verbatim:
 ///   gate                  nn.Linear router (Mixtral and Qwen3-MoE both call it `gate`)
 ///   experts               nn.ModuleList, expert e = experts.<e> holding its linears (w1/w2/w3 or
 ///                         gate_proj/up_proj/down_proj)

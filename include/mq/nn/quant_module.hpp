@@ -1,11 +1,11 @@
 #pragma once
-/// Quantized modules and the quant-module registry (ModelOpt's `QuantModuleRegistry`, `mtq.register`,
-/// `replace_quant_module`; reference numerics §4.4).
+/// Quantized modules and the quant-module registry (ModelOpt's `QuantModuleRegistry`,
+/// `mtq.register`, `replace_quant_module`; reference numerics §4.4).
 ///
-/// The registry maps a module type key (Module::type_name(): "nn.Linear", "LlamaAttention", ...) to a
-/// factory that turns an original module into its quantized form. replace_quant_module() walks the tree
-/// parent-first, replaces every module whose type key is registered, and stamps the new module with
-/// quant_key() = that key, which is what `parent_class` in a quant_cfg entry matches.
+/// The registry maps a module type key (Module::type_name(): "nn.Linear", "LlamaAttention", ...) to
+/// a factory that turns an original module into its quantized form. replace_quant_module() walks
+/// the tree parent-first, replaces every module whose type key is registered, and stamps the new
+/// module with quant_key() = that key, which is what `parent_class` in a quant_cfg entry matches.
 ///
 /// Built in: "nn.Linear" -> QuantLinear, "nn.Embedding" -> QuantEmbedding.
 ///
@@ -18,12 +18,12 @@
 ///   mq::nn::register_quant_attention("LlamaAttention");
 ///   // in the attention forward, after RoPE and before repeat_kv:
 ///   if (auto* q = quantizer("k_bmm_quantizer")) k = q->forward(k);
+#include <ATen/core/Tensor.h>
+
 #include <functional>
 #include <memory>
 #include <string>
 #include <vector>
-
-#include <ATen/core/Tensor.h>
 
 #include "mq/nn/module.hpp"
 
@@ -42,23 +42,24 @@ bool is_registered_quant_module(const std::string& type_key);
 std::vector<std::string> registered_quant_modules();
 /// True for the keys ModelOpt 0.47.0's QuantModuleRegistry holds after import ("nn.Linear",
 /// "nn.BatchNorm1d", "nn.LayerNorm", "hf.DbrxExperts", ...). Presets name several of them in
-/// `parent_class`; set_quantizer_by_cfg accepts a key that is registered here or known to ModelOpt (a
-/// known but unregistered key matches no module, as in ModelOpt for a model without that class).
+/// `parent_class`; set_quantizer_by_cfg accepts a key that is registered here or known to ModelOpt
+/// (a known but unregistered key matches no module, as in ModelOpt for a model without that class).
 bool is_modelopt_quant_module_key(const std::string& type_key);
-/// Registers `type_key` with a factory that adds q_bmm_quantizer, k_bmm_quantizer, v_bmm_quantizer and
-/// p_bmm_quantizer (default TensorQuantizers: INT8 per-tensor, enabled) to the module in place
+/// Registers `type_key` with a factory that adds q_bmm_quantizer, k_bmm_quantizer, v_bmm_quantizer
+/// and p_bmm_quantizer (default TensorQuantizers: INT8 per-tensor, enabled) to the module in place
 /// (ModelOpt's _QuantAttention registered on the fly for HF attention classes).
 void register_quant_attention(const std::string& type_key);
 
-/// Replaces every registered module below `model` (and `model` itself when its factory works in place),
-/// parent-first like ModelOpt, recursing into the replacement. Throws when the model is already
-/// quantized (has a quantizer anywhere) or when the root is registered with a factory that returns a new
-/// object (the caller owns the root: convert it yourself). Returns the number of quantizers in the tree.
+/// Replaces every registered module below `model` (and `model` itself when its factory works in
+/// place), parent-first like ModelOpt, recursing into the replacement. Throws when the model is
+/// already quantized (has a quantizer anywhere) or when the root is registered with a factory that
+/// returns a new object (the caller owns the root: convert it yourself). Returns the number of
+/// quantizers in the tree.
 size_t replace_quant_module(Module& model);
 
-/// ModelOpt's QuantLinear (QuantLinearConvBase): input_quantizer (INT8 per-tensor), weight_quantizer
-/// (INT8 axis 0), output_quantizer (INT8 per-tensor, disabled).
-/// forward = output_quantizer(linear(input_quantizer(x), weight_quantizer(W), b)); the bias is never
+/// ModelOpt's QuantLinear (QuantLinearConvBase): input_quantizer (INT8 per-tensor),
+/// weight_quantizer (INT8 axis 0), output_quantizer (INT8 per-tensor, disabled). forward =
+/// output_quantizer(linear(input_quantizer(x), weight_quantizer(W), b)); the bias is never
 /// quantized; hooks see the original input and the final output.
 class QuantLinear : public Linear {
  public:
@@ -73,8 +74,9 @@ class QuantLinear : public Linear {
   bool weight_folded_ = false;
 };
 
-/// ModelOpt's _QuantEmbedding: weight_quantizer (INT8 per-tensor), input_quantizer hard-disabled (ids are
-/// integers), output_quantizer (disabled). forward = output_quantizer(embedding(weight_quantizer(W), ids)).
+/// ModelOpt's _QuantEmbedding: weight_quantizer (INT8 per-tensor), input_quantizer hard-disabled
+/// (ids are integers), output_quantizer (disabled). forward =
+/// output_quantizer(embedding(weight_quantizer(W), ids)).
 class QuantEmbedding : public Embedding {
  public:
   explicit QuantEmbedding(Embedding&& base);
@@ -87,7 +89,8 @@ class QuantEmbedding : public Embedding {
   bool weight_folded_ = false;
 };
 
-/// The INT8 axis-0 weight descriptor of Linear/Conv (ModelOpt QUANT_DESC_8BIT_CONV*_WEIGHT_PER_CHANNEL).
+/// The INT8 axis-0 weight descriptor of Linear/Conv (ModelOpt
+/// QUANT_DESC_8BIT_CONV*_WEIGHT_PER_CHANNEL).
 config::QuantizerAttributeConfig int8_per_channel_weight_desc();
 
 }  // namespace mq::nn

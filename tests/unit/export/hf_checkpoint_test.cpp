@@ -1,7 +1,7 @@
 #include "mq/export/hf_checkpoint.hpp"
 
+#include <ATen/ATen.h>
 #include <gtest/gtest.h>
-
 #include <unistd.h>
 
 #include <cstring>
@@ -10,11 +10,9 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <ATen/ATen.h>
-#include <nlohmann/json.hpp>
 
 #include "mq/config/presets.hpp"
 #include "mq/core/error.hpp"
@@ -23,11 +21,12 @@
 #include "mq/nn/quant_module.hpp"
 
 // Cross-check against ModelOpt 0.47.0's export_hf_checkpoint of the same tiny Llama
-// (tests/export_golden/gen_export.py). The model tree is built here from the source checkpoint with the
-// HF module names and classes, converted with the nn API (replace_quant_module, set_quantizer_by_cfg on
-// the preset's quant_cfg) and given ModelOpt's calibrated amaxes (quantizer_state.safetensors, saved
-// right after mtq.quantize), so every difference is the export's. Expected: the files ModelOpt wrote,
-// bit for bit (model.safetensors byte-identical, JSON documents equal including key order).
+// (tests/export_golden/gen_export.py). The model tree is built here from the source checkpoint with
+// the HF module names and classes, converted with the nn API (replace_quant_module,
+// set_quantizer_by_cfg on the preset's quant_cfg) and given ModelOpt's calibrated amaxes
+// (quantizer_state.safetensors, saved right after mtq.quantize), so every difference is the
+// export's. Expected: the files ModelOpt wrote, bit for bit (model.safetensors byte-identical, JSON
+// documents equal including key order).
 
 namespace fs = std::filesystem;
 using mq::hf_export::ExportOptions;
@@ -49,7 +48,7 @@ std::shared_ptr<Node> build_llama(const std::map<std::string, at::Tensor>& sd, i
   auto linear = [&](const std::string& n) {
     auto b = sd.find(n + ".bias");
     return std::make_shared<mq::nn::Linear>(sd.at(n + ".weight").clone(),
-                                             b == sd.end() ? at::Tensor() : b->second.clone());
+                                            b == sd.end() ? at::Tensor() : b->second.clone());
   };
   auto norm = [&](const std::string& n) {
     auto m = node("LlamaRMSNorm");
@@ -58,8 +57,8 @@ std::shared_ptr<Node> build_llama(const std::map<std::string, at::Tensor>& sd, i
   };
   auto root = node("LlamaForCausalLM");
   auto model = node("LlamaModel");
-  model->register_module("embed_tokens",
-                         std::make_shared<mq::nn::Embedding>(sd.at("model.embed_tokens.weight").clone()));
+  model->register_module("embed_tokens", std::make_shared<mq::nn::Embedding>(
+                                             sd.at("model.embed_tokens.weight").clone()));
   auto list = std::make_shared<mq::nn::ModuleList>();
   for (int i = 0; i < layers; ++i) {
     const std::string p = "model.layers." + std::to_string(i);
@@ -68,7 +67,8 @@ std::shared_ptr<Node> build_llama(const std::map<std::string, at::Tensor>& sd, i
     for (const char* n : {"q_proj", "k_proj", "v_proj", "o_proj"})
       attn->register_module(n, linear(p + ".self_attn." + n));
     auto mlp = node("LlamaMLP");
-    for (const char* n : {"gate_proj", "up_proj", "down_proj"}) mlp->register_module(n, linear(p + ".mlp." + n));
+    for (const char* n : {"gate_proj", "up_proj", "down_proj"})
+      mlp->register_module(n, linear(p + ".mlp." + n));
     layer->register_module("self_attn", attn);
     layer->register_module("mlp", mlp);
     layer->register_module("input_layernorm", norm(p + ".input_layernorm"));
@@ -107,7 +107,8 @@ void load_quantizer_state(mq::nn::Module& root, const fs::path& file) {
     }
     auto* qm = dynamic_cast<mq::nn::QuantizerModule*>(&root.get_submodule(module));
     ASSERT_NE(qm, nullptr) << name;
-    mq::quant::TensorQuantizer& q = stage >= 0 ? qm->sequential()[static_cast<size_t>(stage)] : qm->tensor();
+    mq::quant::TensorQuantizer& q =
+        stage >= 0 ? qm->sequential()[static_cast<size_t>(stage)] : qm->tensor();
     if (buf == "_pre_quant_scale") {
       q.set_pre_quant_scale(t);
       continue;
@@ -148,7 +149,9 @@ std::string read_file(const fs::path& p) {
   return {std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>()};
 }
 
-nlohmann::ordered_json read_json(const fs::path& p) { return nlohmann::ordered_json::parse(read_file(p)); }
+nlohmann::ordered_json read_json(const fs::path& p) {
+  return nlohmann::ordered_json::parse(read_file(p));
+}
 
 // Same names, dtypes, shapes and bytes, tensor by tensor (a readable failure), then the whole file.
 void expect_same_safetensors(const fs::path& got, const fs::path& want) {
@@ -188,15 +191,17 @@ TEST_P(ModelOptExport, MatchesModelOptFiles) {
   const Case& c = GetParam();
   Prepared p = prepare(c.presets, c.golden);
   const fs::path out = scratch(c.golden);
-  auto r = mq::hf_export::export_hf_checkpoint(*p.model, (kGolden / "source").string(), out.string());
+  auto r =
+      mq::hf_export::export_hf_checkpoint(*p.model, (kGolden / "source").string(), out.string());
   EXPECT_EQ(r.quant_algo, c.quant_algo);
   EXPECT_EQ(r.kv_cache_quant_algo, c.kv);
   const fs::path want = kGolden / c.golden;
-  EXPECT_EQ(r.files, (std::vector<std::string>{"config.json", "generation_config.json", "hf_quant_config.json",
-                                               "model.safetensors"}));
+  EXPECT_EQ(r.files, (std::vector<std::string>{"config.json", "generation_config.json",
+                                               "hf_quant_config.json", "model.safetensors"}));
   expect_same_safetensors(out / "model.safetensors", want / "model.safetensors");
   // Parsed and compared in order; the documents differ from ModelOpt's only if the content does.
-  EXPECT_EQ(read_json(out / "hf_quant_config.json").dump(1), read_json(want / "hf_quant_config.json").dump(1));
+  EXPECT_EQ(read_json(out / "hf_quant_config.json").dump(1),
+            read_json(want / "hf_quant_config.json").dump(1));
   EXPECT_EQ(read_json(out / "config.json").dump(1), read_json(want / "config.json").dump(1));
   EXPECT_EQ(read_json(out / "generation_config.json"), read_json(want / "generation_config.json"));
   // json.dump(indent=4) and nlohmann's dump(4) agree byte for byte on these documents.
@@ -207,35 +212,39 @@ TEST_P(ModelOptExport, MatchesModelOptFiles) {
 
 INSTANTIATE_TEST_SUITE_P(
     Presets, ModelOptExport,
-    ::testing::Values(Case{"fp8", {"FP8_DEFAULT_CFG"}, "FP8", ""},
-                      Case{"fp8_pc_pt", {"FP8_PER_CHANNEL_PER_TOKEN_CFG"}, "FP8_PER_CHANNEL_PER_TOKEN", ""},
-                      Case{"int8_sq", {"INT8_DEFAULT_CFG"}, "W8A8_SQ_PER_CHANNEL", ""},
-                      Case{"int8_wo", {"INT8_WEIGHT_ONLY_CFG"}, "W8A16", ""},
-                      Case{"int4_awq", {"INT4_AWQ_CFG"}, "W4A16_AWQ", ""},
-                      // pre_quant_scales: q/k/v resmoothed to their mean (weights re-scaled, amax
-                      // recalibrated) and folded into input_layernorm, gate/up folded into
-                      // post_attention_layernorm, o_proj/down_proj written as pre_quant_scale
-                      Case{"int4_awq_pqs", {"INT4_AWQ_CFG"}, "W4A16_AWQ", ""},
-                      Case{"w4a8_awq", {"W4A8_AWQ_BETA_CFG"}, "W4A8_AWQ", ""},
-                      Case{"fp8_kv", {"FP8_DEFAULT_CFG", "FP8_KV_CFG"}, "FP8", "FP8"},
-                      Case{"nvfp4", {"NVFP4_DEFAULT_CFG"}, "NVFP4", ""},
-                      Case{"w4a16_nvfp4", {"W4A16_NVFP4_CFG"}, "W4A16_NVFP4", ""},
-                      Case{"mxfp8", {"MXFP8_DEFAULT_CFG"}, "MXFP8", ""},
-                      Case{"mxfp4", {"MXFP4_DEFAULT_CFG"}, "mxfp4", ""}),
+    ::testing::Values(
+        Case{"fp8", {"FP8_DEFAULT_CFG"}, "FP8", ""},
+        Case{"fp8_pc_pt", {"FP8_PER_CHANNEL_PER_TOKEN_CFG"}, "FP8_PER_CHANNEL_PER_TOKEN", ""},
+        Case{"int8_sq", {"INT8_DEFAULT_CFG"}, "W8A8_SQ_PER_CHANNEL", ""},
+        Case{"int8_wo", {"INT8_WEIGHT_ONLY_CFG"}, "W8A16", ""},
+        Case{"int4_awq", {"INT4_AWQ_CFG"}, "W4A16_AWQ", ""},
+        // pre_quant_scales: q/k/v resmoothed to their mean (weights re-scaled, amax
+        // recalibrated) and folded into input_layernorm, gate/up folded into
+        // post_attention_layernorm, o_proj/down_proj written as pre_quant_scale
+        Case{"int4_awq_pqs", {"INT4_AWQ_CFG"}, "W4A16_AWQ", ""},
+        Case{"w4a8_awq", {"W4A8_AWQ_BETA_CFG"}, "W4A8_AWQ", ""},
+        Case{"fp8_kv", {"FP8_DEFAULT_CFG", "FP8_KV_CFG"}, "FP8", "FP8"},
+        Case{"nvfp4", {"NVFP4_DEFAULT_CFG"}, "NVFP4", ""},
+        Case{"w4a16_nvfp4", {"W4A16_NVFP4_CFG"}, "W4A16_NVFP4", ""},
+        Case{"mxfp8", {"MXFP8_DEFAULT_CFG"}, "MXFP8", ""},
+        Case{"mxfp4", {"MXFP4_DEFAULT_CFG"}, "mxfp4", ""}),
     [](const auto& info) { return info.param.golden; });
 
-// ---- sharding ------------------------------------------------------------------------------------------
+// ---- sharding
+// ------------------------------------------------------------------------------------------
 
 TEST(HfCheckpoint, ShardsLikeHuggingFaceAndHoldTheSameTensors) {
   Prepared p = prepare({"FP8_DEFAULT_CFG"}, "fp8");
   const fs::path out = scratch("sharded");
   ExportOptions o;
   o.max_shard_size = 40000;  // bytes: the 16 KiB FP8 weights pack two per shard, bf16 tensors alone
-  auto r = mq::hf_export::export_hf_checkpoint(*p.model, (kGolden / "source").string(), out.string(), o);
+  auto r =
+      mq::hf_export::export_hf_checkpoint(*p.model, (kGolden / "source").string(), out.string(), o);
   auto index = read_json(out / "model.safetensors.index.json");
   std::map<std::string, at::Tensor> merged;
   std::set<std::string> files;
-  for (const auto& [name, file] : index["weight_map"].items()) files.insert(file.get<std::string>());
+  for (const auto& [name, file] : index["weight_map"].items())
+    files.insert(file.get<std::string>());
   ASSERT_GT(files.size(), 1u);
   int i = 1;
   for (const auto& f : files) {
@@ -257,17 +266,20 @@ TEST(HfCheckpoint, ShardsLikeHuggingFaceAndHoldTheSameTensors) {
   for (const auto& [n, t] : want) {
     ASSERT_TRUE(merged.count(n)) << n;
     EXPECT_EQ(merged[n].scalar_type(), t.scalar_type()) << n;
-    EXPECT_TRUE(at::equal(merged[n].reshape({-1}).view(at::kByte), t.reshape({-1}).view(at::kByte))) << n;
+    EXPECT_TRUE(at::equal(merged[n].reshape({-1}).view(at::kByte), t.reshape({-1}).view(at::kByte)))
+        << n;
     total += t.nbytes();
   }
   EXPECT_EQ(index["metadata"]["total_size"].get<uint64_t>(), total);
   EXPECT_EQ(r.total_bytes, total);
   // config.json / hf_quant_config.json do not depend on sharding.
-  EXPECT_EQ(read_json(out / "hf_quant_config.json").dump(), read_json(kGolden / "fp8/hf_quant_config.json").dump());
+  EXPECT_EQ(read_json(out / "hf_quant_config.json").dump(),
+            read_json(kGolden / "fp8/hf_quant_config.json").dump());
   fs::remove_all(out.parent_path());
 }
 
-// ---- tied embeddings ------------------------------------------------------------------------------------
+// ---- tied embeddings
+// ------------------------------------------------------------------------------------
 
 TEST(HfCheckpoint, TiedLmHeadIsWrittenOnceUnderTheEmbeddingName) {
   // As HF and ModelOpt: lm_head tied to embed_tokens (one tensor) is written once, under the first
@@ -284,14 +296,16 @@ TEST(HfCheckpoint, TiedLmHeadIsWrittenOnceUnderTheEmbeddingName) {
   EXPECT_EQ(got.size(), want.size() - 1);
   for (const auto& [n, t] : got) {
     ASSERT_TRUE(want.count(n)) << n;
-    EXPECT_TRUE(at::equal(t.reshape({-1}).view(at::kByte), want[n].reshape({-1}).view(at::kByte))) << n;
+    EXPECT_TRUE(at::equal(t.reshape({-1}).view(at::kByte), want[n].reshape({-1}).view(at::kByte)))
+        << n;
   }
   EXPECT_EQ(read_json(out / "hf_quant_config.json")["quantization"]["exclude_modules"],
             nlohmann::ordered_json({"lm_head", "model.embed_tokens"}));
   fs::remove_all(out.parent_path());
 }
 
-// ---- atomicity and errors ------------------------------------------------------------------------------
+// ---- atomicity and errors
+// ------------------------------------------------------------------------------
 
 std::string error_of(const std::function<void()>& fn) {
   try {
@@ -306,7 +320,8 @@ std::vector<std::string> leftovers(const fs::path& dir, const std::string& stem)
   std::vector<std::string> out;
   if (!fs::exists(dir)) return out;
   for (const auto& e : fs::directory_iterator(dir))
-    if (e.path().filename().string().rfind(stem, 0) == 0) out.push_back(e.path().filename().string());
+    if (e.path().filename().string().rfind(stem, 0) == 0)
+      out.push_back(e.path().filename().string());
   return out;
 }
 
@@ -327,9 +342,13 @@ TEST(HfCheckpoint, UnwritableDestinationLeavesNothing) {
 }
 
 TEST(HfCheckpoint, ErrorMidwayRemovesTheTemporaryDirectory) {
-  // An INT4 weight quantizer that was never calibrated: the error names the module, nothing is left.
+  // An INT4 weight quantizer that was never calibrated: the error names the module, nothing is
+  // left.
   Prepared p = prepare({"INT4_AWQ_CFG"}, "int4_awq");
-  p.model->get_submodule("model.layers.0.mlp.down_proj").quantizer("weight_quantizer")->tensor().reset_amax();
+  p.model->get_submodule("model.layers.0.mlp.down_proj")
+      .quantizer("weight_quantizer")
+      ->tensor()
+      .reset_amax();
   const fs::path out = scratch("midway");
   const std::string e = error_of([&] {
     mq::hf_export::export_hf_checkpoint(*p.model, (kGolden / "source").string(), out.string());
@@ -384,7 +403,8 @@ TEST(HfCheckpoint, MissingSourceConfigIsAClearError) {
   fs::remove_all(out.parent_path());
 }
 
-// ---- the pieces ----------------------------------------------------------------------------------------
+// ---- the pieces
+// ----------------------------------------------------------------------------------------
 
 TEST(HfCheckpoint, ExcludeModulesSummaryAsModelOpt) {
   using mq::hf_export::summarize_exclude_modules;
@@ -398,20 +418,22 @@ TEST(HfCheckpoint, ExcludeModulesSummaryAsModelOpt) {
                 {"model.layers.0.mlp.experts.0.up_proj", "model.layers.1.mlp.experts.0.up_proj"}),
             (std::vector<std::string>{"model.layers.0.self_attn*"}));
   // A prefix shared with a quantized sibling forces the {x, x.*} pair, written as x.* only.
-  EXPECT_EQ(summarize_exclude_modules({"a.b.c", "a.b.d"}, {"a.bb"}), (std::vector<std::string>{"a.b.*"}));
+  EXPECT_EQ(summarize_exclude_modules({"a.b.c", "a.b.d"}, {"a.bb"}),
+            (std::vector<std::string>{"a.b.*"}));
   EXPECT_TRUE(summarize_exclude_modules({}, {"x"}).empty());
 }
 
 TEST(HfCheckpoint, MixedPrecisionQuantizationConfig) {
   using oj = nlohmann::ordered_json;
-  oj q = {{"producer", {{"name", "modelopt"}, {"version", "0.47.0"}}},
-          {"quantization",
-           {{"quant_algo", "MIXED_PRECISION"},
-            {"kv_cache_quant_algo", "NVFP4"},
-            {"quantized_layers",
-             {{"b.q", mq::hf_export::layer_quant_config(mq::hf_export::QuantFormat::kNvfp4, 16)},
-              {"a.fp8", mq::hf_export::layer_quant_config(mq::hf_export::QuantFormat::kFp8, 0)},
-              {"a.q", mq::hf_export::layer_quant_config(mq::hf_export::QuantFormat::kNvfp4, 16)}}}}}};
+  oj q = {
+      {"producer", {{"name", "modelopt"}, {"version", "0.47.0"}}},
+      {"quantization",
+       {{"quant_algo", "MIXED_PRECISION"},
+        {"kv_cache_quant_algo", "NVFP4"},
+        {"quantized_layers",
+         {{"b.q", mq::hf_export::layer_quant_config(mq::hf_export::QuantFormat::kNvfp4, 16)},
+          {"a.fp8", mq::hf_export::layer_quant_config(mq::hf_export::QuantFormat::kFp8, 0)},
+          {"a.q", mq::hf_export::layer_quant_config(mq::hf_export::QuantFormat::kNvfp4, 16)}}}}}};
   oj c = mq::hf_export::convert_hf_quant_config_format(q);
   // convert_hf_quant_config_format as ModelOpt 0.47.0 writes it (groups in first-seen order).
   oj want = oj::parse(R"({
@@ -434,10 +456,12 @@ TEST(HfCheckpoint, MixedPrecisionQuantizationConfig) {
 
 TEST(HfCheckpoint, LayerQuantConfigNames) {
   using F = mq::hf_export::QuantFormat;
-  EXPECT_EQ(mq::hf_export::layer_quant_config(F::kInt4Awq, 128).dump(),
-            R"({"quant_algo":"W4A16_AWQ","group_size":128,"has_zero_point":false,"pre_quant_scale":true})");
+  EXPECT_EQ(
+      mq::hf_export::layer_quant_config(F::kInt4Awq, 128).dump(),
+      R"({"quant_algo":"W4A16_AWQ","group_size":128,"has_zero_point":false,"pre_quant_scale":true})");
   EXPECT_EQ(mq::hf_export::layer_quant_config(F::kMxfp4, 32).dump(), R"({"quant_algo":"mxfp4"})");
-  EXPECT_EQ(mq::hf_export::layer_quant_config(F::kFp8PbWo, 128).dump(), R"({"quant_algo":"fp8_pb_wo"})");
+  EXPECT_EQ(mq::hf_export::layer_quant_config(F::kFp8PbWo, 128).dump(),
+            R"({"quant_algo":"fp8_pb_wo"})");
   EXPECT_EQ(mq::hf_export::layer_quant_config(F::kW4A8Nvfp4Fp8, 32).dump(),
             R"({"quant_algo":"W4A8_NVFP4_FP8","group_size":32})");
 }

@@ -1,10 +1,11 @@
-#include <filesystem>
-#include <fstream>
+#include "mq/job/job_config.hpp"
 
 #include <gtest/gtest.h>
 
+#include <filesystem>
+#include <fstream>
+
 #include "mq/core/error.hpp"
-#include "mq/job/job_config.hpp"
 
 namespace {
 
@@ -54,8 +55,11 @@ TEST(JobConfig, OverridesParseJsonOrStringAndResolveAgainstCwd) {
   auto doc = minimal();
   doc["calib"] = ojson::parse(R"({"path": "c.txt"})");
   const auto job = parse_job(doc, "job.json", "/base",
-                             {{"calib.num_samples", "16"}, {"output", "rel/out"}, {"algorithm", "max"},
-                              {"eval.path", "h.txt"}, {"overwrite", "true"},
+                             {{"calib.num_samples", "16"},
+                              {"output", "rel/out"},
+                              {"algorithm", "max"},
+                              {"eval.path", "h.txt"},
+                              {"overwrite", "true"},
                               {"quant", R"({"quant_cfg": [], "algorithm": "max"})"}});
   EXPECT_EQ(job.calib->num_samples, 16);
   EXPECT_EQ(job.calib->path, "/base/c.txt");
@@ -103,7 +107,8 @@ TEST(JobConfig, ErrorsNameFileAndPath) {
   doc["export"] = false;
   EXPECT_EQ(error_of(doc), "<no error>");
 
-  EXPECT_NE(error_of(minimal(), {{"model.x", "1"}}).find("'model' is not an object"), std::string::npos);
+  EXPECT_NE(error_of(minimal(), {{"model.x", "1"}}).find("'model' is not an object"),
+            std::string::npos);
   EXPECT_THROW(mq::job::parse_override("novalue"), mq::ConfigError);
   EXPECT_THROW(mq::job::parse_override("=3"), mq::ConfigError);
   EXPECT_EQ(mq::job::parse_override("a.b=c=d").value, "c=d");

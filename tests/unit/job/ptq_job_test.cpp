@@ -1,23 +1,24 @@
 // The main job end to end on committed checkpoints: tests/models/tiny/llama with pre-tokenized data
 // (fast), and the embedded mq-tiny-dense for the perplexity golden from transformers.
-#include <filesystem>
-#include <fstream>
-#include <map>
-#include <random>
-#include <sstream>
+#include "mq/job/ptq_job.hpp"
 
 #include <ATen/ATen.h>
 #include <ATen/Context.h>
 #include <ATen/core/grad_mode.h>
 #include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
+#include <random>
+#include <sstream>
 
 #include "mq/core/error.hpp"
 #include "mq/data/dataset.hpp"
 #include "mq/data/tokenizer.hpp"
 #include "mq/io/safetensors_torch.hpp"
 #include "mq/job/job_config.hpp"
-#include "mq/job/ptq_job.hpp"
 #include "mq/models/causal_lm.hpp"
 
 namespace {
@@ -29,8 +30,9 @@ const std::string kSrc = MQ_SOURCE_DIR;
 class PtqJob : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = fs::temp_directory_path() / ("mq_ptq_job_" + std::to_string(::getpid()) + "_" +
-                                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    dir_ = fs::temp_directory_path() /
+           ("mq_ptq_job_" + std::to_string(::getpid()) + "_" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
     fs::remove_all(dir_);
     fs::create_directories(dir_);
     // 16 pre-tokenized samples of 32 ids in [0, 200) (the tiny llama's vocab), fixed seed.
@@ -48,7 +50,10 @@ class PtqJob : public ::testing::Test {
     ojson j;
     j["model"] = kSrc + "/tests/models/tiny/llama";
     j["quant"] = quant;
-    j["calib"] = {{"path", (dir_ / "ids.jsonl").string()}, {"num_samples", 8}, {"seq_len", 32}, {"batch_size", 4}};
+    j["calib"] = {{"path", (dir_ / "ids.jsonl").string()},
+                  {"num_samples", 8},
+                  {"seq_len", 32},
+                  {"batch_size", 4}};
     j["eval"] = {{"path", (dir_ / "ids.jsonl").string()}, {"seq_len", 32}};
     j["output"] = (dir_ / out).string();
     return j;
@@ -83,8 +88,9 @@ TEST_F(PtqJob, QuantizesEvaluatesAndExports) {
   EXPECT_NEAR(*r.ppl_after / *r.ppl_before, 1.0, 0.05);
   EXPECT_EQ(r.calib_batches, 2);
   EXPECT_EQ(r.eval_tokens, 16 * 31);
-  for (const char* f : {"model.safetensors", "hf_quant_config.json", "config.json", "mqdist_job.json",
-                        "mqdist_state/quantizer_state.json", "mqdist_state/quantizer_state.safetensors"})
+  for (const char* f :
+       {"model.safetensors", "hf_quant_config.json", "config.json", "mqdist_job.json",
+        "mqdist_state/quantizer_state.json", "mqdist_state/quantizer_state.safetensors"})
     EXPECT_TRUE(fs::exists(dir_ / "fp8" / f)) << f;
   EXPECT_NE(log.find("quality: perplexity"), std::string::npos);
   EXPECT_NE(log.find("TensorQuantizers found in model"), std::string::npos);
@@ -122,13 +128,16 @@ TEST_F(PtqJob, DryRunReadsNoWeightsAndWritesNothing) {
 
 TEST_F(PtqJob, BadJobsFailBeforeTouchingTheOutput) {
   // An algorithm mqdist does not implement yet is named, with the way out.
-  EXPECT_NE(error_of(job_doc("INT4_AWQ_CFG", "x")).find("job.json: quant: calibration algorithm 'awq_lite'"),
+  EXPECT_NE(error_of(job_doc("INT4_AWQ_CFG", "x"))
+                .find("job.json: quant: calibration algorithm 'awq_lite'"),
             std::string::npos);
-  // Overriding the algorithm makes the same preset calibrate; the tiny model's 64-wide layers cannot
-  // be exported as INT4 blocks of 128, which fails cleanly (module named, no export dir left).
+  // Overriding the algorithm makes the same preset calibrate; the tiny model's 64-wide layers
+  // cannot be exported as INT4 blocks of 128, which fails cleanly (module named, no export dir
+  // left).
   ojson j = job_doc("INT4_AWQ_CFG", "x");
   j["algorithm"] = "max";
-  EXPECT_NE(error_of(j).find("model.layers.0.self_attn.q_proj.weight: cannot export as int4_awq"), std::string::npos);
+  EXPECT_NE(error_of(j).find("model.layers.0.self_attn.q_proj.weight: cannot export as int4_awq"),
+            std::string::npos);
   EXPECT_FALSE(fs::exists(dir_ / "x"));
   // A config that calibrates activations needs data.
   j = job_doc("FP8_DEFAULT_CFG", "y");
@@ -142,7 +151,8 @@ TEST_F(PtqJob, BadJobsFailBeforeTouchingTheOutput) {
   EXPECT_EQ(error_of(j), "<no error>");
   EXPECT_TRUE(fs::exists(dir_ / "w" / "model.safetensors"));
   // An existing export is not replaced without "overwrite".
-  EXPECT_NE(error_of(job_doc("FP8_DEFAULT_CFG", "w")).find("job.json: output: "), std::string::npos);
+  EXPECT_NE(error_of(job_doc("FP8_DEFAULT_CFG", "w")).find("job.json: output: "),
+            std::string::npos);
   EXPECT_TRUE(fs::exists(dir_ / "w" / "model.safetensors"));
   // Unknown preset, missing model, missing data file.
   EXPECT_NE(error_of(job_doc("NO_SUCH_CFG", "z")).find("job.json: quant: "), std::string::npos);
@@ -155,8 +165,8 @@ TEST_F(PtqJob, BadJobsFailBeforeTouchingTheOutput) {
   EXPECT_FALSE(fs::exists(dir_ / "z"));
 }
 
-// The C++ forward + perplexity on the embedded model equal transformers' (ppl_reference.json, made by
-// tools/train/make_reference.py: fp32 on CPU, no BOS, 64 windows of 256, first token unscored).
+// The C++ forward + perplexity on the embedded model equal transformers' (ppl_reference.json, made
+// by tools/train/make_reference.py: fp32 on CPU, no BOS, 64 windows of 256, first token unscored).
 TEST(PtqJobReference, EmbeddedModelPerplexityMatchesTransformers) {
   for (const char* name : {"mq-tiny-dense", "mq-tiny-moe"}) {
     const std::string dir = kSrc + "/assets/models/" + name;
@@ -176,10 +186,13 @@ TEST(PtqJobReference, EmbeddedModelPerplexityMatchesTransformers) {
     po.seq_len = ref["seq_len"];
     po.max_windows = ref["num_windows"];
     po.batch_size = 8;
-    const auto r = mq::data::perplexity(ids, [&](const at::Tensor& x) { return model->forward(x); }, po);
+    const auto r = mq::data::perplexity(
+        ids, [&](const at::Tensor& x) { return model->forward(x); }, po);
     EXPECT_EQ(r.num_tokens, ref["scored_tokens"].get<int64_t>()) << name;
     // fp32 forward in a different op order than HF's sdpa path: agreement to ~1e-5 relative.
-    EXPECT_NEAR(r.perplexity(), ref["perplexity"].get<double>(), 1e-4 * ref["perplexity"].get<double>()) << name;
+    EXPECT_NEAR(r.perplexity(), ref["perplexity"].get<double>(),
+                1e-4 * ref["perplexity"].get<double>())
+        << name;
   }
 }
 
@@ -188,15 +201,19 @@ TEST(PtqJobReference, EmbeddedModelPerplexityMatchesTransformers) {
 namespace {
 
 // The same job on a GPU (skipped without one): CUDA forward and CUDA quantization kernels give the
-// same perplexities as the CPU run up to float32 summation order, and the export has the same tensors.
+// same perplexities as the CPU run up to float32 summation order, and the export has the same
+// tensors.
 TEST(PtqJobCuda, EmbeddedModelOnCudaMatchesCpu) {
   if (!at::globalContext().hasCUDA()) GTEST_SKIP() << "no CUDA";
-  const fs::path dir = fs::temp_directory_path() / ("mq_ptq_job_cuda_" + std::to_string(::getpid()));
+  const fs::path dir =
+      fs::temp_directory_path() / ("mq_ptq_job_cuda_" + std::to_string(::getpid()));
   fs::remove_all(dir);
   std::map<std::string, mq::job::JobResult> res;
   for (const char* dev : {"cpu", "cuda"}) {
     auto job = mq::job::load_job(kSrc + "/configs/jobs/tiny_dense_nvfp4.json",
-                                 {{"device", dev}, {"output", (dir / dev).string()}, {"calib.num_samples", "8"},
+                                 {{"device", dev},
+                                  {"output", (dir / dev).string()},
+                                  {"calib.num_samples", "8"},
                                   {"eval.max_windows", "8"}});
     std::ostringstream os;
     res[dev] = mq::job::run_ptq_job(job, {}, os);

@@ -1,5 +1,8 @@
 // Forward parity of mq::models with HF transformers 5.14.1 on the tiny checkpoints of
 // tests/models/gen_tiny.py, module tree names, hooks and MoE token accounting.
+#include "mq/models/causal_lm.hpp"
+
+#include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
 #include <barrier>
@@ -7,11 +10,8 @@
 #include <set>
 #include <thread>
 
-#include <ATen/ATen.h>
-
 #include "mq/core/error.hpp"
 #include "mq/io/safetensors_torch.hpp"
-#include "mq/models/causal_lm.hpp"
 #include "mq/models/checkpoint.hpp"
 #include "mq/nn/quant_module.hpp"
 
@@ -26,7 +26,9 @@ mq::models::LoadOptions with_dtype(c10::ScalarType t) {
   return o;
 }
 
-std::string tiny(const std::string& name) { return std::string(MQ_SOURCE_DIR) + "/tests/models/tiny/" + name; }
+std::string tiny(const std::string& name) {
+  return std::string(MQ_SOURCE_DIR) + "/tests/models/tiny/" + name;
+}
 
 std::map<std::string, at::Tensor> golden(const std::string& name) {
   return mq::io::load_safetensors(tiny(name) + "/golden.safetensors");
@@ -34,18 +36,21 @@ std::map<std::string, at::Tensor> golden(const std::string& name) {
 
 /// Max |a - b| relative to max |b|.
 double rel_err(const at::Tensor& a, const at::Tensor& b) {
-  return (a.to(at::kDouble) - b.to(at::kDouble)).abs().max().item<double>() / b.abs().max().item<double>();
+  return (a.to(at::kDouble) - b.to(at::kDouble)).abs().max().item<double>() /
+         b.abs().max().item<double>();
 }
 
-const std::vector<std::string> kFamilies = {"llama", "llama3_bias", "qwen2", "qwen3", "mixtral", "qwen3_moe"};
+const std::vector<std::string> kFamilies = {"llama", "llama3_bias", "qwen2",
+                                            "qwen3", "mixtral",     "qwen3_moe"};
 
 class Parity : public ::testing::TestWithParam<std::string> {};
 
-// fp32 tolerance: the C++ forward issues the same ATen ops in the same order as HF's eager path, so the
-// only differences are GEMM blocking choices (HF 5 multiplies MoE experts through one fused gate_up
-// weight, we through two linears) and threading in reductions. Through 2 layers that stays within a few
-// hundred fp32 ulps of the logit scale; 2e-6 relative to max|logits| (~17 ulp of 1.0) is tight enough to
-// catch any real deviation (a wrong RoPE frequency, mask or routing moves logits by >1e-3).
+// fp32 tolerance: the C++ forward issues the same ATen ops in the same order as HF's eager path, so
+// the only differences are GEMM blocking choices (HF 5 multiplies MoE experts through one fused
+// gate_up weight, we through two linears) and threading in reductions. Through 2 layers that stays
+// within a few hundred fp32 ulps of the logit scale; 2e-6 relative to max|logits| (~17 ulp of 1.0)
+// is tight enough to catch any real deviation (a wrong RoPE frequency, mask or routing moves logits
+// by >1e-3).
 constexpr double kFp32Tol = 2e-6;
 
 TEST_P(Parity, LogitsMatchTransformersFp32) {
@@ -59,14 +64,16 @@ TEST_P(Parity, LogitsMatchTransformersFp32) {
   at::Tensor nomask = lm->forward(g.at("input_ids").narrow(0, 0, 1));
   EXPECT_LT(rel_err(nomask, g.at("logits_nomask")), kFp32Tol) << name;
   // The rotary frequencies are computed as HF does, so they agree to the bit.
-  EXPECT_TRUE(at::equal(dynamic_cast<mq::models::RotaryEmbedding&>(lm->model().get_submodule("rotary_emb")).inv_freq(),
-                        g.at("inv_freq")))
+  EXPECT_TRUE(
+      at::equal(dynamic_cast<mq::models::RotaryEmbedding&>(lm->model().get_submodule("rotary_emb"))
+                    .inv_freq(),
+                g.at("inv_freq")))
       << name;
 }
 
-// bf16 checkpoints loaded with the default dtype compute in bf16, like HF loading with dtype=bfloat16.
-// Same ops in the same order, but bf16 rounding of every intermediate amplifies GEMM-order differences:
-// 1e-2 relative (~2.5 bf16 ulp of the largest logit).
+// bf16 checkpoints loaded with the default dtype compute in bf16, like HF loading with
+// dtype=bfloat16. Same ops in the same order, but bf16 rounding of every intermediate amplifies
+// GEMM-order differences: 1e-2 relative (~2.5 bf16 ulp of the largest logit).
 TEST_P(Parity, LogitsMatchTransformersNativeDtype) {
   const std::string name = GetParam();
   auto g = golden(name);
@@ -108,18 +115,23 @@ TEST(CausalLM, ModuleTypesAreHfClassNames) {
   EXPECT_EQ(lm->get_submodule("model.layers.1").type_name(), "MixtralDecoderLayer");
   EXPECT_EQ(lm->get_submodule("model.layers.1.self_attn").type_name(), "MixtralAttention");
   EXPECT_EQ(lm->get_submodule("model.layers.1.input_layernorm").type_name(), "MixtralRMSNorm");
-  EXPECT_EQ(lm->get_submodule("model.layers.1.block_sparse_moe").type_name(), "MixtralSparseMoeBlock");
+  EXPECT_EQ(lm->get_submodule("model.layers.1.block_sparse_moe").type_name(),
+            "MixtralSparseMoeBlock");
   EXPECT_EQ(lm->get_submodule("model.layers.1.block_sparse_moe.gate").type_name(), "nn.Linear");
-  EXPECT_EQ(lm->get_submodule("model.layers.1.block_sparse_moe.experts").type_name(), "nn.ModuleList");
-  EXPECT_EQ(lm->get_submodule("model.layers.1.block_sparse_moe.experts.3").type_name(), "MixtralBlockSparseTop2MLP");
-  EXPECT_EQ(lm->get_submodule("model.layers.1.block_sparse_moe.experts.3.w2").type_name(), "nn.Linear");
+  EXPECT_EQ(lm->get_submodule("model.layers.1.block_sparse_moe.experts").type_name(),
+            "nn.ModuleList");
+  EXPECT_EQ(lm->get_submodule("model.layers.1.block_sparse_moe.experts.3").type_name(),
+            "MixtralBlockSparseTop2MLP");
+  EXPECT_EQ(lm->get_submodule("model.layers.1.block_sparse_moe.experts.3.w2").type_name(),
+            "nn.Linear");
   EXPECT_EQ(lm->get_submodule("lm_head").type_name(), "nn.Linear");
 
   auto q = mq::models::load_causal_lm(tiny("qwen3_moe"));
   EXPECT_EQ(q->get_submodule("model.layers.0.mlp").type_name(), "Qwen3MoeSparseMoeBlock");
   EXPECT_EQ(q->get_submodule("model.layers.0.mlp.experts.5.up_proj").type_name(), "nn.Linear");
   EXPECT_EQ(q->get_submodule("model.layers.0.self_attn.q_norm").type_name(), "Qwen3MoeRMSNorm");
-  EXPECT_EQ(q->get_submodule("model.layers.1.mlp").type_name(), "Qwen3MoeMLP");  // mlp_only_layers: [1]
+  EXPECT_EQ(q->get_submodule("model.layers.1.mlp").type_name(),
+            "Qwen3MoeMLP");  // mlp_only_layers: [1]
   ASSERT_EQ(q->moe_blocks().size(), 1u);
   EXPECT_EQ(q->moe_blocks()[0].first, "model.layers.0.mlp");
 }
@@ -137,7 +149,8 @@ TEST(CausalLM, MoeTokenCountsMatchHfRouting) {
         continue;
       }
       at::Tensor got = at::tensor(m->expert_token_counts(), at::kLong);
-      EXPECT_TRUE(at::equal(got, want[static_cast<int64_t>(i)])) << name << " layer " << i << ": " << got;
+      EXPECT_TRUE(at::equal(got, want[static_cast<int64_t>(i)]))
+          << name << " layer " << i << ": " << got;
       // Every token is routed to top_k experts.
       EXPECT_EQ(got.sum().item<int64_t>(), g.at("input_ids").numel() * m->top_k());
     }
@@ -180,7 +193,8 @@ TEST(CausalLM, DecoderLayerHooksSeeLayerInputs) {
   auto lm = mq::models::load_causal_lm(tiny("llama"));
   std::vector<at::Tensor> inputs, outputs;
   for (size_t i = 0; i < lm->num_layers(); ++i) {
-    lm->layer(i).register_forward_pre_hook([&](mq::nn::Module&, const at::Tensor& x) { inputs.push_back(x); });
+    lm->layer(i).register_forward_pre_hook(
+        [&](mq::nn::Module&, const at::Tensor& x) { inputs.push_back(x); });
     lm->layer(i).register_forward_hook(
         [&](mq::nn::Module&, const at::Tensor&, const at::Tensor& y) { outputs.push_back(y); });
   }
@@ -188,9 +202,12 @@ TEST(CausalLM, DecoderLayerHooksSeeLayerInputs) {
   at::Tensor logits = lm->forward(ids, g.at("attention_mask"));
   ASSERT_EQ(inputs.size(), 2u);
   ASSERT_EQ(outputs.size(), 2u);
-  EXPECT_TRUE(at::equal(inputs[0], at::embedding(lm->model().child_as<mq::nn::Embedding>("embed_tokens").weight(), ids)));
+  EXPECT_TRUE(at::equal(
+      inputs[0],
+      at::embedding(lm->model().child_as<mq::nn::Embedding>("embed_tokens").weight(), ids)));
   EXPECT_TRUE(at::equal(inputs[1], outputs[0]));
-  // Running the layers one by one from a captured input reproduces the model (layer-wise calibration).
+  // Running the layers one by one from a captured input reproduces the model (layer-wise
+  // calibration).
   mq::models::LayerContext ctx = lm->model().prepare(ids, g.at("attention_mask"));
   at::Tensor h = inputs[0];
   for (size_t i = 0; i < lm->num_layers(); ++i) h = lm->layer(i).forward(h, ctx);
@@ -210,10 +227,12 @@ TEST(CausalLM, QuantizedAttentionAndLinearsReplaceInPlace) {
   auto& attn = lm->get_submodule("model.layers.0.self_attn");
   for (const char* q : {"q_bmm_quantizer", "k_bmm_quantizer", "v_bmm_quantizer", "p_bmm_quantizer"})
     ASSERT_NE(attn.quantizer(q), nullptr) << q;
-  EXPECT_NE(dynamic_cast<mq::nn::QuantLinear*>(&lm->get_submodule("model.layers.1.mlp.down_proj")), nullptr);
+  EXPECT_NE(dynamic_cast<mq::nn::QuantLinear*>(&lm->get_submodule("model.layers.1.mlp.down_proj")),
+            nullptr);
   // With every quantizer disabled the forward (now through QuantLinear) is the original one.
   for (auto& [n, m] : lm->named_modules())
-    if (auto* qm = dynamic_cast<mq::nn::QuantizerModule*>(m); qm && !qm->is_sequential() && !qm->hard_disabled())
+    if (auto* qm = dynamic_cast<mq::nn::QuantizerModule*>(m);
+        qm && !qm->is_sequential() && !qm->hard_disabled())
       qm->tensor().disable();
   EXPECT_TRUE(at::equal(lm->forward(g.at("input_ids"), g.at("attention_mask")), ref));
   // k_bmm_quantizer alone (INT8 per-tensor, dynamic) changes the logits, so the attention calls it.
@@ -223,8 +242,9 @@ TEST(CausalLM, QuantizedAttentionAndLinearsReplaceInPlace) {
   EXPECT_LT(rel_err(kq, ref), 5e-2);
 }
 
-// Tensor parallel (2 ranks: heads, KV heads and intermediate split; bias on rank 0) and expert parallel
-// (2 ranks: 2 of 4 experts each) reproduce the single-rank logits; two threads stand in for two ranks.
+// Tensor parallel (2 ranks: heads, KV heads and intermediate split; bias on rank 0) and expert
+// parallel (2 ranks: 2 of 4 experts each) reproduce the single-rank logits; two threads stand in
+// for two ranks.
 TEST(CausalLM, TensorAndExpertParallelMatchSingleRank) {
   for (const std::string name : {"llama3_bias", "mixtral"}) {
     auto g = golden(name);
@@ -243,18 +263,18 @@ TEST(CausalLM, TensorAndExpertParallelMatchSingleRank) {
     std::vector<std::string> errors(2);
     auto run = [&](int64_t rank) {
       try {
-      LoadOptions o = with_dtype(at::kFloat);
-      o.parallel.tp_rank = rank;
-      o.parallel.tp_size = 2;
-      o.parallel.tp_all_reduce = [&, rank](at::Tensor& t) { all_reduce(rank, t); };
-      if (ep) {
-        o.parallel.ep_rank = rank;
-        o.parallel.ep_size = 2;
-        o.parallel.ep_all_reduce = [&, rank](at::Tensor& t) { all_reduce(rank, t); };
-      }
-      auto lm = mq::models::load_causal_lm(tiny(name), o);
-      out[static_cast<size_t>(rank)] = lm->forward(g.at("input_ids"), g.at("attention_mask"));
-      if (ep) counts[static_cast<size_t>(rank)] = lm->layer(0).moe()->expert_token_counts();
+        LoadOptions o = with_dtype(at::kFloat);
+        o.parallel.tp_rank = rank;
+        o.parallel.tp_size = 2;
+        o.parallel.tp_all_reduce = [&, rank](at::Tensor& t) { all_reduce(rank, t); };
+        if (ep) {
+          o.parallel.ep_rank = rank;
+          o.parallel.ep_size = 2;
+          o.parallel.ep_all_reduce = [&, rank](at::Tensor& t) { all_reduce(rank, t); };
+        }
+        auto lm = mq::models::load_causal_lm(tiny(name), o);
+        out[static_cast<size_t>(rank)] = lm->forward(g.at("input_ids"), g.at("attention_mask"));
+        if (ep) counts[static_cast<size_t>(rank)] = lm->layer(0).moe()->expert_token_counts();
       } catch (const std::exception& e) {
         errors[static_cast<size_t>(rank)] = e.what();
       }

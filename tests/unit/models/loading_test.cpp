@@ -1,18 +1,17 @@
-// config.json parsing, checkpoint reading (single file, sharded index, slices) and the loader's errors.
+// config.json parsing, checkpoint reading (single file, sharded index, slices) and the loader's
+// errors.
+#include <ATen/ATen.h>
 #include <gtest/gtest.h>
-
 #include <unistd.h>
 
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
 #include <tuple>
-
-#include <ATen/ATen.h>
-#include <nlohmann/json.hpp>
 
 #include "mq/core/error.hpp"
 #include "mq/io/safetensors_torch.hpp"
@@ -33,7 +32,9 @@ mq::models::LoadOptions with_dtype(c10::ScalarType t) {
   return o;
 }
 
-std::string tiny(const std::string& name) { return std::string(MQ_SOURCE_DIR) + "/tests/models/tiny/" + name; }
+std::string tiny(const std::string& name) {
+  return std::string(MQ_SOURCE_DIR) + "/tests/models/tiny/" + name;
+}
 
 nlohmann::json read_json(const std::string& path) {
   std::ifstream in(path);
@@ -49,12 +50,13 @@ void write_text(const std::string& path, const std::string& s) {
 struct TmpCopy {
   std::string dir;
   explicit TmpCopy(const std::string& name) {
-    dir = (fs::temp_directory_path() / ("mq_models_" + name + "_" + std::to_string(::getpid()) + "_" +
-                                        std::to_string(counter()++)))
+    dir = (fs::temp_directory_path() / ("mq_models_" + name + "_" + std::to_string(::getpid()) +
+                                        "_" + std::to_string(counter()++)))
               .string();
     fs::remove_all(dir);
     fs::create_directories(dir);
-    for (const auto& e : fs::directory_iterator(tiny(name))) fs::copy_file(e.path(), dir + "/" + e.path().filename().string());
+    for (const auto& e : fs::directory_iterator(tiny(name)))
+      fs::copy_file(e.path(), dir + "/" + e.path().filename().string());
   }
   ~TmpCopy() { fs::remove_all(dir); }
   static int& counter() {
@@ -88,7 +90,8 @@ nlohmann::json llama_json() {
     "num_attention_heads": 8, "vocab_size": 100})");
 }
 
-// ---- config.json -----------------------------------------------------------------------------------
+// ---- config.json
+// -----------------------------------------------------------------------------------
 
 TEST(HfConfig, DefaultsOfTheHfConfigClasses) {
   HfConfig c = parse_hf_config(llama_json(), "c.json");
@@ -115,7 +118,8 @@ TEST(HfConfig, DefaultsOfTheHfConfigClasses) {
   EXPECT_TRUE(m.is_moe_layer(0) && m.is_moe_layer(2));
   EXPECT_EQ(m.expert_intermediate_size(), 128);
   j["architectures"] = {"MistralForCausalLM"};
-  EXPECT_EQ(parse_hf_config(j, "c.json").sliding_window, std::vector<int64_t>(3, 4096));  // class default
+  EXPECT_EQ(parse_hf_config(j, "c.json").sliding_window,
+            std::vector<int64_t>(3, 4096));  // class default
   j["sliding_window"] = nullptr;
   EXPECT_EQ(parse_hf_config(j, "c.json").sliding_window, std::vector<int64_t>(3, 0));
 }
@@ -131,19 +135,25 @@ TEST(HfConfig, RopeForms) {
 
   j.erase("rope_scaling");
   j["max_position_embeddings"] = 2048;
-  j["rope_parameters"] = {{"rope_type", "llama3"}, {"rope_theta", 7.0}, {"factor", 8.0},
-                          {"low_freq_factor", 1.0}, {"high_freq_factor", 4.0}};
+  j["rope_parameters"] = {{"rope_type", "llama3"},
+                          {"rope_theta", 7.0},
+                          {"factor", 8.0},
+                          {"low_freq_factor", 1.0},
+                          {"high_freq_factor", 4.0}};
   c = parse_hf_config(j, "c.json");
   EXPECT_EQ(c.rope.type, "llama3");
   EXPECT_DOUBLE_EQ(c.rope.theta, 7.0);  // rope_parameters wins over the top-level key
-  EXPECT_EQ(c.rope.original_max_position_embeddings, 2048);  // HF falls back to max_position_embeddings
+  EXPECT_EQ(c.rope.original_max_position_embeddings,
+            2048);  // HF falls back to max_position_embeddings
 
   j["rope_parameters"].erase("low_freq_factor");
-  EXPECT_CONTAINS(error_of<mq::ConfigError>([&] { parse_hf_config(j, "c.json"); }),
-                  "c.json: rope_parameters.low_freq_factor: missing (required by rope type 'llama3')");
+  EXPECT_CONTAINS(
+      error_of<mq::ConfigError>([&] { parse_hf_config(j, "c.json"); }),
+      "c.json: rope_parameters.low_freq_factor: missing (required by rope type 'llama3')");
   j["rope_parameters"] = {{"rope_type", "yarn"}, {"factor", 4.0}};
   EXPECT_CONTAINS(error_of<mq::ConfigError>([&] { parse_hf_config(j, "c.json"); }),
-                  "c.json: rope_parameters.rope_type: 'yarn' is not supported (supported: default, linear, llama3)");
+                  "c.json: rope_parameters.rope_type: 'yarn' is not supported (supported: default, "
+                  "linear, llama3)");
 }
 
 TEST(HfConfig, QwenSlidingWindowAndMoeLayers) {
@@ -156,7 +166,8 @@ TEST(HfConfig, QwenSlidingWindowAndMoeLayers) {
   j["layer_types"] = {"sliding_attention", "full_attention", "sliding_attention"};
   EXPECT_EQ(parse_hf_config(j, "c.json").sliding_window, (std::vector<int64_t>{16, 0, 16}));
   j["use_sliding_window"] = false;
-  EXPECT_CONTAINS(error_of<mq::ConfigError>([&] { parse_hf_config(j, "c.json"); }), "c.json: layer_types[0]:");
+  EXPECT_CONTAINS(error_of<mq::ConfigError>([&] { parse_hf_config(j, "c.json"); }),
+                  "c.json: layer_types[0]:");
 
   auto q = llama_json();
   q["architectures"] = {"Qwen3MoeForCausalLM"};
@@ -183,20 +194,30 @@ TEST(HfConfig, BadFieldsNameFileAndField) {
   };
   const std::vector<Case> cases = {
       {[](auto& j) { j.erase("num_attention_heads"); }, "c.json: num_attention_heads: missing"},
-      {[](auto& j) { j["hidden_size"] = "64"; }, "c.json: hidden_size: must be an integer, got \"64\""},
-      {[](auto& j) { j["num_hidden_layers"] = 0; }, "c.json: num_hidden_layers: must be >= 1, got 0"},
-      {[](auto& j) { j["num_key_value_heads"] = 3; }, "c.json: num_key_value_heads: 3 does not divide num_attention_heads 8"},
+      {[](auto& j) { j["hidden_size"] = "64"; },
+       "c.json: hidden_size: must be an integer, got \"64\""},
+      {[](auto& j) { j["num_hidden_layers"] = 0; },
+       "c.json: num_hidden_layers: must be >= 1, got 0"},
+      {[](auto& j) { j["num_key_value_heads"] = 3; },
+       "c.json: num_key_value_heads: 3 does not divide num_attention_heads 8"},
       {[](auto& j) { j["head_dim"] = 7; }, "c.json: head_dim: must be even for RoPE, got 7"},
       {[](auto& j) { j["rms_norm_eps"] = -1.0; }, "c.json: rms_norm_eps: must be > 0"},
-      {[](auto& j) { j["tie_word_embeddings"] = 1; }, "c.json: tie_word_embeddings: must be true or false, got 1"},
-      {[](auto& j) { j["hidden_act"] = "gelu"; }, "c.json: hidden_act: 'gelu' is not supported (silu)"},
-      {[](auto& j) { j["torch_dtype"] = "float64"; }, "c.json: torch_dtype: 'float64' is not supported"},
-      {[](auto& j) { j["architectures"] = "LlamaForCausalLM"; }, "c.json: architectures: must be a list of one class name"},
-      {[](auto& j) { j.erase("architectures"); }, "c.json: architectures: missing (supported: LlamaForCausalLM"},
+      {[](auto& j) { j["tie_word_embeddings"] = 1; },
+       "c.json: tie_word_embeddings: must be true or false, got 1"},
+      {[](auto& j) { j["hidden_act"] = "gelu"; },
+       "c.json: hidden_act: 'gelu' is not supported (silu)"},
+      {[](auto& j) { j["torch_dtype"] = "float64"; },
+       "c.json: torch_dtype: 'float64' is not supported"},
+      {[](auto& j) { j["architectures"] = "LlamaForCausalLM"; },
+       "c.json: architectures: must be a list of one class name"},
+      {[](auto& j) { j.erase("architectures"); },
+       "c.json: architectures: missing (supported: LlamaForCausalLM"},
       {[](auto& j) { j["architectures"] = {"GPT2LMHeadModel"}; },
-       "c.json: architectures: 'GPT2LMHeadModel' is not supported (supported: LlamaForCausalLM, MistralForCausalLM, "
+       "c.json: architectures: 'GPT2LMHeadModel' is not supported (supported: LlamaForCausalLM, "
+       "MistralForCausalLM, "
        "Qwen2ForCausalLM, Qwen3ForCausalLM, MixtralForCausalLM, Qwen3MoeForCausalLM)"},
-      {[](auto& j) { j["partial_rotary_factor"] = 0.5; }, "c.json: partial_rotary_factor: only 1.0 is supported"},
+      {[](auto& j) { j["partial_rotary_factor"] = 0.5; },
+       "c.json: partial_rotary_factor: only 1.0 is supported"},
   };
   for (const auto& c : cases) {
     auto j = llama_json();
@@ -224,7 +245,8 @@ TEST(HfConfig, TinyConfigsParse) {
                   "/nonexistent/m/config.json: cannot open");
 }
 
-// ---- checkpoint ------------------------------------------------------------------------------------
+// ---- checkpoint
+// ------------------------------------------------------------------------------------
 
 TEST(Checkpoint, ShardedIndexAndSlices) {
   auto ck = mq::models::Checkpoint::open(tiny("qwen3"));
@@ -243,16 +265,24 @@ TEST(Checkpoint, ShardedIndexAndSlices) {
   ASSERT_EQ(full.sizes(), (std::vector<int64_t>{64, 96}));
   EXPECT_EQ(full.scalar_type(), at::kBFloat16);
   EXPECT_TRUE(at::equal(ck.load(w, at::kFloat), full.to(at::kFloat)));
-  for (auto [dim, b, e] : std::vector<std::tuple<int64_t, int64_t, int64_t>>{{0, 0, 1}, {0, 5, 38}, {1, 0, 96}, {1, 17, 50}, {1, 95, 96}, {0, 64, 64}}) {
+  for (auto [dim, b, e] : std::vector<std::tuple<int64_t, int64_t, int64_t>>{
+           {0, 0, 1}, {0, 5, 38}, {1, 0, 96}, {1, 17, 50}, {1, 95, 96}, {0, 64, 64}}) {
     at::Tensor s = ck.load_slice(w, dim, b, e, at::kFloat);
     EXPECT_TRUE(s.is_contiguous());
-    EXPECT_TRUE(at::equal(s, full.narrow(dim, b, e - b).to(at::kFloat))) << dim << " " << b << " " << e;
+    EXPECT_TRUE(at::equal(s, full.narrow(dim, b, e - b).to(at::kFloat)))
+        << dim << " " << b << " " << e;
   }
   EXPECT_CONTAINS(error_of<mq::IoError>([&] { ck.load_slice(w, 1, 90, 97); }),
-                  "tensor 'model.layers.1.self_attn.o_proj.weight' of shape [64, 96]: slice [90, 97) of dim 1 is out of range");
+                  "tensor 'model.layers.1.self_attn.o_proj.weight' of shape [64, 96]: slice [90, "
+                  "97) of dim 1 is out of range");
   EXPECT_CONTAINS(error_of<mq::IoError>([&] { ck.load_slice(w, 2, 0, 1); }), "has no dim 2");
-  EXPECT_CONTAINS(error_of<mq::IoError>([&] { ck.load("nope"); }), "/tiny/qwen3: no tensor 'nope' (looked in model-00001-of-00002.safetensors, model-00002-of-00002.safetensors)");
-  EXPECT_CONTAINS(error_of<mq::IoError>([&] { ck.load_expect(w, {96, 64}); }), "has shape [64, 96], expected [96, 64]");
+  EXPECT_CONTAINS(error_of<mq::IoError>([&] { ck.load("nope"); }),
+                  "/tiny/qwen3: no tensor 'nope' (looked in model-00001-of-00002.safetensors, "
+                  "model-00002-of-00002.safetensors)");
+  EXPECT_CONTAINS(error_of<mq::IoError>([&] {
+                    ck.load_expect(w, {96, 64});
+                  }),
+                  "has shape [64, 96], expected [96, 64]");
 }
 
 TEST(Checkpoint, IndexErrors) {
@@ -283,15 +313,18 @@ TEST(Checkpoint, IndexErrors) {
                   "/nonexistent/m: no model.safetensors or model.safetensors.index.json");
 }
 
-// ---- loader errors ---------------------------------------------------------------------------------
+// ---- loader errors
+// ---------------------------------------------------------------------------------
 
 TEST(Load, UnknownArchitectureListsSupported) {
   TmpCopy t("llama");
   t.edit_config([](nlohmann::json& j) { j["architectures"] = {"PhiForCausalLM"}; });
   std::string e = error_of<mq::ConfigError>([&] { mq::models::load_causal_lm(t.dir); });
-  EXPECT_CONTAINS(e, t.dir + "/config.json: architectures: 'PhiForCausalLM' is not supported (supported: "
-                             "LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, "
-                             "MixtralForCausalLM, Qwen3MoeForCausalLM)");
+  EXPECT_CONTAINS(e,
+                  t.dir +
+                      "/config.json: architectures: 'PhiForCausalLM' is not supported (supported: "
+                      "LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, "
+                      "MixtralForCausalLM, Qwen3MoeForCausalLM)");
 }
 
 TEST(Load, BadConfigField) {
@@ -301,21 +334,28 @@ TEST(Load, BadConfigField) {
                   t.dir + "/config.json: num_attention_heads: missing");
   TmpCopy u("qwen3");
   write_text(u.dir + "/config.json", "{\"architectures\": [");
-  EXPECT_CONTAINS(error_of<mq::ConfigError>([&] { mq::models::load_causal_lm(u.dir); }), "config.json: invalid JSON");
+  EXPECT_CONTAINS(error_of<mq::ConfigError>([&] { mq::models::load_causal_lm(u.dir); }),
+                  "config.json: invalid JSON");
 }
 
 TEST(Load, ConfigDisagreesWithTensors) {
   TmpCopy t("llama");
   t.edit_config([](nlohmann::json& j) { j["intermediate_size"] = 96; });
   EXPECT_CONTAINS(error_of<mq::IoError>([&] { mq::models::load_causal_lm(t.dir); }),
-                  "model.safetensors: tensor 'model.layers.0.mlp.gate_proj.weight' has shape [64, 64], expected [96, 64]");
+                  "model.safetensors: tensor 'model.layers.0.mlp.gate_proj.weight' has shape [64, "
+                  "64], expected [96, 64]");
   TmpCopy u("llama");
   u.edit_config([](nlohmann::json& j) { j["tie_word_embeddings"] = false; });
-  EXPECT_CONTAINS(error_of<mq::IoError>([&] { mq::models::load_causal_lm(u.dir); }), ": no tensor 'lm_head.weight'");
+  EXPECT_CONTAINS(error_of<mq::IoError>([&] { mq::models::load_causal_lm(u.dir); }),
+                  ": no tensor 'lm_head.weight'");
   TmpCopy v("qwen3");
-  v.edit_config([](nlohmann::json& j) { j["architectures"] = {"LlamaForCausalLM"}; j["head_dim"] = 24; });
+  v.edit_config([](nlohmann::json& j) {
+    j["architectures"] = {"LlamaForCausalLM"};
+    j["head_dim"] = 24;
+  });
   EXPECT_CONTAINS(error_of<mq::IoError>([&] { mq::models::load_causal_lm(v.dir); }),
-                  "unexpected tensor 'model.layers.0.self_attn.k_norm.weight' (not a parameter of LlamaForCausalLM)");
+                  "unexpected tensor 'model.layers.0.self_attn.k_norm.weight' (not a parameter of "
+                  "LlamaForCausalLM)");
 }
 
 TEST(Load, MissingAndExtraTensors) {
@@ -325,20 +365,22 @@ TEST(Load, MissingAndExtraTensors) {
     auto m = base;
     m.erase("model.layers.1.mlp.up_proj.weight");
     mq::io::save_safetensors(t.dir + "/model.safetensors", m);
-    EXPECT_CONTAINS(error_of<mq::IoError>([&] { mq::models::load_causal_lm(t.dir); }),
-                    t.dir + ": no tensor 'model.layers.1.mlp.up_proj.weight' (looked in model.safetensors)");
+    EXPECT_CONTAINS(
+        error_of<mq::IoError>([&] { mq::models::load_causal_lm(t.dir); }),
+        t.dir + ": no tensor 'model.layers.1.mlp.up_proj.weight' (looked in model.safetensors)");
   }
   {
     TmpCopy t("llama");
     auto m = base;
-    m["model.layers.0.self_attn.rotary_emb.inv_freq"] = at::ones({8});  // old HF buffer: tolerated
-    m["lm_head.weight"] = base.at("model.embed_tokens.weight").clone();   // tied: HF ignores it
+    m["model.layers.0.self_attn.rotary_emb.inv_freq"] = at::ones({8});   // old HF buffer: tolerated
+    m["lm_head.weight"] = base.at("model.embed_tokens.weight").clone();  // tied: HF ignores it
     mq::io::save_safetensors(t.dir + "/model.safetensors", m);
     EXPECT_NO_THROW(mq::models::load_causal_lm(t.dir));
     m["model.layers.0.mlp.extra.weight"] = at::ones({2, 2});
     mq::io::save_safetensors(t.dir + "/model.safetensors", m);
     EXPECT_CONTAINS(error_of<mq::IoError>([&] { mq::models::load_causal_lm(t.dir); }),
-                    "model.safetensors: unexpected tensor 'model.layers.0.mlp.extra.weight' (not a parameter of "
+                    "model.safetensors: unexpected tensor 'model.layers.0.mlp.extra.weight' (not a "
+                    "parameter of "
                     "LlamaForCausalLM)");
   }
 }

@@ -1,8 +1,7 @@
 #include "mq/calib/calibrate.hpp"
 
-#include <gtest/gtest.h>
-
 #include <ATen/ATen.h>
+#include <gtest/gtest.h>
 
 #include "mq/config/json.hpp"
 #include "mq/core/error.hpp"
@@ -20,7 +19,8 @@ struct ToyMoe : nn::SparseMoeBlock {
     auto ex = std::make_shared<nn::ModuleList>();
     for (int e = 0; e < 2; ++e) {
       auto expert = std::make_shared<nn::ModuleList>();
-      expert->register_module("dummy", std::make_shared<nn::Linear>(at::full({2, 2}, 0.5f * (e + 1)), at::Tensor()));
+      expert->register_module(
+          "dummy", std::make_shared<nn::Linear>(at::full({2, 2}, 0.5f * (e + 1)), at::Tensor()));
       ex->push_back(expert);
     }
     register_module("experts", ex);
@@ -43,10 +43,17 @@ TEST(Calibrate, MaxWithMoeSyncAndCoverage) {
   calib::ForwardLoop loop = [&](nn::Module&) { moe.forward(x); };
   auto warnings = calib::calibrate(moe, max_cfg(), loop);
   EXPECT_TRUE(warnings.empty());
-  auto& in0 = dynamic_cast<nn::QuantizerModule&>(moe.get_submodule("experts.0.dummy.input_quantizer")).tensor();
-  auto& in1 = dynamic_cast<nn::QuantizerModule&>(moe.get_submodule("experts.1.dummy.input_quantizer")).tensor();
-  auto& w1 = dynamic_cast<nn::QuantizerModule&>(moe.get_submodule("experts.1.dummy.weight_quantizer")).tensor();
-  // Expert 1 saw no tokens: its input amax is the max over experts (3.0), its weight amax its own (1.0).
+  auto& in0 =
+      dynamic_cast<nn::QuantizerModule&>(moe.get_submodule("experts.0.dummy.input_quantizer"))
+          .tensor();
+  auto& in1 =
+      dynamic_cast<nn::QuantizerModule&>(moe.get_submodule("experts.1.dummy.input_quantizer"))
+          .tensor();
+  auto& w1 =
+      dynamic_cast<nn::QuantizerModule&>(moe.get_submodule("experts.1.dummy.weight_quantizer"))
+          .tensor();
+  // Expert 1 saw no tokens: its input amax is the max over experts (3.0), its weight amax its own
+  // (1.0).
   EXPECT_FLOAT_EQ(in0.amax()->item<float>(), 3.0f);
   EXPECT_FLOAT_EQ(in1.amax()->item<float>(), 3.0f);
   EXPECT_TRUE(at::equal(*w1.amax(), at::full({2, 1}, 1.0f)));
@@ -63,7 +70,8 @@ TEST(Calibrate, MaxWithMoeSyncAndCoverage) {
 
 TEST(Calibrate, WeightOnlyWithoutLoopNoneAndUnknown) {
   auto root = std::make_shared<nn::ModuleList>();
-  root->push_back(std::make_shared<nn::Linear>(at::tensor({1.0f, -4.0f, 2.0f, 0.5f}).reshape({2, 2}), at::Tensor()));
+  root->push_back(std::make_shared<nn::Linear>(
+      at::tensor({1.0f, -4.0f, 2.0f, 0.5f}).reshape({2, 2}), at::Tensor()));
   nn::replace_quant_module(*root);
   auto& w = dynamic_cast<nn::QuantizerModule&>(root->get_submodule("0.weight_quantizer")).tensor();
   auto& in = dynamic_cast<nn::QuantizerModule&>(root->get_submodule("0.input_quantizer")).tensor();
@@ -82,7 +90,8 @@ TEST(Calibrate, WeightOnlyWithoutLoopNoneAndUnknown) {
   w.set_amax(at::tensor({-1.0f, 2.0f}).reshape({2, 1}));
   auto warnings = calib::validate_amax(*root);
   ASSERT_EQ(warnings.size(), 1u);
-  EXPECT_NE(warnings[0].find("0.weight_quantizer._amax contains invalid values"), std::string::npos);
+  EXPECT_NE(warnings[0].find("0.weight_quantizer._amax contains invalid values"),
+            std::string::npos);
 }
 
 TEST(Calibrate, SharedGroupsAndCapture) {
@@ -94,7 +103,8 @@ TEST(Calibrate, SharedGroupsAndCapture) {
   nn::replace_quant_module(*root);
   auto groups = calib::find_shared_weight_groups(*root, calib::default_shared_weight_patterns());
   ASSERT_EQ(groups.size(), 1u);
-  EXPECT_EQ(groups[0], (std::vector<std::string>{"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"}));
+  EXPECT_EQ(groups[0],
+            (std::vector<std::string>{"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"}));
   calib::LayerIoCapture cap(*root, {"self_attn.o_proj"});
   nn::disable_quantizer(*root, "*");
   auto x = at::ones({1, 2});

@@ -1,10 +1,9 @@
 #include "mq/nn/conversion.hpp"
 
+#include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
 #include <filesystem>
-
-#include <ATen/ATen.h>
 
 #include "mq/config/json.hpp"
 #include "mq/core/error.hpp"
@@ -30,7 +29,8 @@ QuantizerAttributeConfig attr(const char* json) {
   return mq::config::parse_quantizer_attribute(nlohmann::ordered_json::parse(json));
 }
 
-// embed, layers.0.{self_attn.{q_proj,k_proj}, mlp}, lm_head; ToyAttention registered as an attention.
+// embed, layers.0.{self_attn.{q_proj,k_proj}, mlp}, lm_head; ToyAttention registered as an
+// attention.
 std::shared_ptr<Module> make_model() {
   at::manual_seed(3);
   auto root = std::make_shared<Block>();
@@ -53,7 +53,9 @@ std::shared_ptr<Module> make_model() {
 mq::quant::TensorQuantizer& tq(Module& m, const std::string& name) {
   return dynamic_cast<QuantizerModule&>(m.get_submodule(name)).tensor();
 }
-QuantizerModule& qmod(Module& m, const std::string& name) { return dynamic_cast<QuantizerModule&>(m.get_submodule(name)); }
+QuantizerModule& qmod(Module& m, const std::string& name) {
+  return dynamic_cast<QuantizerModule&>(m.get_submodule(name));
+}
 
 TEST(Fnmatch, PythonSemantics) {
   // Expected values from Python fnmatch.fnmatch.
@@ -82,7 +84,8 @@ TEST(Fnmatch, FusedExpertsNormalisation) {
             "m.experts.gate_up_proj_weight_quantizer");
   EXPECT_EQ(normalize_fused_experts_quantizer_name("m.experts.down_proj_input_quantizer.12.x"),
             "m.experts.down_proj_input_quantizer.x");
-  EXPECT_EQ(normalize_fused_experts_quantizer_name("m.weight_quantizer.0a"), "m.weight_quantizer.0a");
+  EXPECT_EQ(normalize_fused_experts_quantizer_name("m.weight_quantizer.0a"),
+            "m.weight_quantizer.0a");
   QuantizerMatcher m("*weight_quantizer");
   EXPECT_TRUE(m.matches("m.experts.gate_up_proj_weight_quantizers.3"));
   EXPECT_TRUE(m.matches("m.fc.weight_quantizer.1"));  // the normalised second attempt (as ModelOpt)
@@ -94,15 +97,25 @@ TEST(Conversion, DefaultsAndQuantizerNames) {
   auto m = make_model();
   std::vector<std::string> names;
   for (auto& l : named_tensor_quantizers(*m)) names.push_back(l.name);
-  std::vector<std::string> want = {
-      "embed.weight_quantizer", "embed.input_quantizer", "embed.output_quantizer",
-      "layers.0.self_attn.q_proj.input_quantizer", "layers.0.self_attn.q_proj.output_quantizer",
-      "layers.0.self_attn.q_proj.weight_quantizer", "layers.0.self_attn.k_proj.input_quantizer",
-      "layers.0.self_attn.k_proj.output_quantizer", "layers.0.self_attn.k_proj.weight_quantizer",
-      "layers.0.self_attn.q_bmm_quantizer", "layers.0.self_attn.k_bmm_quantizer",
-      "layers.0.self_attn.v_bmm_quantizer", "layers.0.self_attn.p_bmm_quantizer",
-      "layers.0.mlp.input_quantizer", "layers.0.mlp.output_quantizer", "layers.0.mlp.weight_quantizer",
-      "lm_head.input_quantizer", "lm_head.output_quantizer", "lm_head.weight_quantizer"};
+  std::vector<std::string> want = {"embed.weight_quantizer",
+                                   "embed.input_quantizer",
+                                   "embed.output_quantizer",
+                                   "layers.0.self_attn.q_proj.input_quantizer",
+                                   "layers.0.self_attn.q_proj.output_quantizer",
+                                   "layers.0.self_attn.q_proj.weight_quantizer",
+                                   "layers.0.self_attn.k_proj.input_quantizer",
+                                   "layers.0.self_attn.k_proj.output_quantizer",
+                                   "layers.0.self_attn.k_proj.weight_quantizer",
+                                   "layers.0.self_attn.q_bmm_quantizer",
+                                   "layers.0.self_attn.k_bmm_quantizer",
+                                   "layers.0.self_attn.v_bmm_quantizer",
+                                   "layers.0.self_attn.p_bmm_quantizer",
+                                   "layers.0.mlp.input_quantizer",
+                                   "layers.0.mlp.output_quantizer",
+                                   "layers.0.mlp.weight_quantizer",
+                                   "lm_head.input_quantizer",
+                                   "lm_head.output_quantizer",
+                                   "lm_head.weight_quantizer"};
   EXPECT_EQ(names, want);
   EXPECT_TRUE(is_quantized(*m));
   EXPECT_TRUE(is_quantized_linear(m->get_submodule("lm_head")));
@@ -110,7 +123,8 @@ TEST(Conversion, DefaultsAndQuantizerNames) {
   EXPECT_FALSE(is_quantized_linear(m->get_submodule("layers.0.self_attn")));
   EXPECT_EQ(weight_attr_names(m->get_submodule("embed")), std::vector<std::string>{"weight"});
   EXPECT_TRUE(weight_attr_names(m->get_submodule("layers.0.self_attn")).empty());
-  EXPECT_EQ(representative_weight_quantizer(m->get_submodule("lm_head")), &qmod(*m, "lm_head.weight_quantizer"));
+  EXPECT_EQ(representative_weight_quantizer(m->get_submodule("lm_head")),
+            &qmod(*m, "lm_head.weight_quantizer"));
 }
 
 TEST(Conversion, SetQuantizerByCfgOrderAndParentClass) {
@@ -136,15 +150,18 @@ TEST(Conversion, SetQuantizerByCfgOrderAndParentClass) {
   EXPECT_FALSE(tq(*m, "layers.0.self_attn.k_proj.input_quantizer").is_enabled());
   EXPECT_TRUE(tq(*m, "layers.0.self_attn.q_proj.input_quantizer").is_enabled());
   // parent_class never matches a container that is not that class.
-  set_quantizer_by_cfg(*m, cfg(R"([{"quantizer_name": "*", "parent_class": "nn.Embedding", "enable": false}])"));
+  set_quantizer_by_cfg(
+      *m, cfg(R"([{"quantizer_name": "*", "parent_class": "nn.Embedding", "enable": false}])"));
   EXPECT_FALSE(tq(*m, "embed.weight_quantizer").is_enabled());
   EXPECT_TRUE(tq(*m, "layers.0.mlp.weight_quantizer").is_enabled());
   try {
-    set_quantizer_by_cfg(*m, cfg(R"([{"quantizer_name": "*", "parent_class": "nn.Conv9d", "enable": false}])"));
+    set_quantizer_by_cfg(
+        *m, cfg(R"([{"quantizer_name": "*", "parent_class": "nn.Conv9d", "enable": false}])"));
     FAIL();
   } catch (const mq::ConfigError& e) {
-    EXPECT_NE(std::string(e.what()).find("parent_class 'nn.Conv9d' not found in QuantModuleRegistry"),
-              std::string::npos);
+    EXPECT_NE(
+        std::string(e.what()).find("parent_class 'nn.Conv9d' not found in QuantModuleRegistry"),
+        std::string::npos);
   }
 }
 
@@ -152,8 +169,9 @@ TEST(Conversion, FullVsPartialAndBuffersKept) {
   auto m = make_model();
   auto& w = tq(*m, "layers.0.mlp.weight_quantizer");
   w.set_amax(at::full({16, 1}, 0.5f));
-  set_quantizer_attributes_full(*m, "*mlp.weight_quantizer",
-                                attr(R"({"num_bits": 4, "axis": 0, "narrow_range": true, "rotate": true})"));
+  set_quantizer_attributes_full(
+      *m, "*mlp.weight_quantizer",
+      attr(R"({"num_bits": 4, "axis": 0, "narrow_range": true, "rotate": true})"));
   EXPECT_EQ(w.num_bits().bits, 4);
   EXPECT_TRUE(w.narrow_range());
   EXPECT_TRUE(w.rotate_is_enabled());
@@ -190,22 +208,27 @@ TEST(Conversion, TensorSequentialSwitching) {
   std::vector<std::string> names;
   for (auto& l : named_tensor_quantizers(*m))
     if (l.name.rfind("layers.0.mlp", 0) == 0) names.push_back(l.name);
-  EXPECT_EQ(names, (std::vector<std::string>{"layers.0.mlp.input_quantizer", "layers.0.mlp.output_quantizer",
-                                             "layers.0.mlp.weight_quantizer.0", "layers.0.mlp.weight_quantizer.1"}));
-  // Stages are matched by "*" and by their own names, not by "*weight_quantizer" ... except through the
-  // normalised name, which ModelOpt also tries.
-  set_quantizer_by_cfg(*m, cfg(R"([{"quantizer_name": "*mlp.weight_quantizer.1", "enable": false}])"));
+  EXPECT_EQ(names, (std::vector<std::string>{
+                       "layers.0.mlp.input_quantizer", "layers.0.mlp.output_quantizer",
+                       "layers.0.mlp.weight_quantizer.0", "layers.0.mlp.weight_quantizer.1"}));
+  // Stages are matched by "*" and by their own names, not by "*weight_quantizer" ... except through
+  // the normalised name, which ModelOpt also tries.
+  set_quantizer_by_cfg(*m,
+                       cfg(R"([{"quantizer_name": "*mlp.weight_quantizer.1", "enable": false}])"));
   EXPECT_TRUE(q.leaves()[0]->is_enabled());
   EXPECT_FALSE(q.leaves()[1]->is_enabled());
   // Partial on the container broadcasts.
   disable_quantizer(*m, "layers.0.mlp.weight_quantizer");
   EXPECT_FALSE(q.leaves()[0]->is_enabled());
   // Partial list needs a SequentialQuantizer.
-  EXPECT_THROW(set_quantizer_attributes_partial(*m, "lm_head.input_quantizer",
-                                                std::vector<QuantizerAttributeConfig>{enable_only(true)}),
-               mq::ConfigError);
+  EXPECT_THROW(
+      set_quantizer_attributes_partial(*m, "lm_head.input_quantizer",
+                                       std::vector<QuantizerAttributeConfig>{enable_only(true)}),
+      mq::ConfigError);
   // A single cfg downgrades.
-  set_quantizer_by_cfg(*m, cfg(R"([{"quantizer_name": "*mlp.weight_quantizer", "cfg": {"num_bits": 8, "axis": 0}}])"));
+  set_quantizer_by_cfg(
+      *m,
+      cfg(R"([{"quantizer_name": "*mlp.weight_quantizer", "cfg": {"num_bits": 8, "axis": 0}}])"));
   EXPECT_FALSE(q.is_sequential());
   EXPECT_EQ(q.tensor().axis()->dims, std::vector<int>{0});
 }
@@ -216,10 +239,12 @@ TEST(Conversion, ContextRestoresPropertiesAndTypes) {
       {"quantizer_name": "*mlp.weight_quantizer", "cfg": [{"num_bits": 4}, {"num_bits": [4, 3]}]},
       {"quantizer_name": "*lm_head.weight_quantizer", "cfg": {"num_bits": 4, "axis": 0}}])"));
   tq(*m, "lm_head.weight_quantizer").set_amax(at::full({10, 1}, 2.0f));
-  EXPECT_THROW((void)set_quantizer_by_cfg_context(*m, cfg(R"([{"quantizer_name": "*", "cfg": [{"num_bits": 4}]}])")),
+  EXPECT_THROW((void)set_quantizer_by_cfg_context(
+                   *m, cfg(R"([{"quantizer_name": "*", "cfg": [{"num_bits": 4}]}])")),
                mq::ConfigError);
   {
-    auto ctx = set_quantizer_by_cfg_context(*m, cfg(R"([{"quantizer_name": "*", "cfg": {"num_bits": [4, 3]}},
+    auto ctx = set_quantizer_by_cfg_context(
+        *m, cfg(R"([{"quantizer_name": "*", "cfg": {"num_bits": [4, 3]}},
                                                         {"quantizer_name": "*input_quantizer", "enable": false}])"));
     EXPECT_FALSE(qmod(*m, "layers.0.mlp.weight_quantizer").is_sequential());
     EXPECT_TRUE(tq(*m, "lm_head.weight_quantizer").num_bits().is_float(4, 3));
@@ -233,7 +258,8 @@ TEST(Conversion, ContextRestoresPropertiesAndTypes) {
   auto& lw = tq(*m, "lm_head.weight_quantizer");
   EXPECT_EQ(lw.num_bits().bits, 4);
   EXPECT_EQ(lw.axis()->dims, std::vector<int>{0});
-  EXPECT_TRUE(at::equal(*lw.amax(), at::full({10, 1}, 3.0f)));  // buffers are not part of the restore
+  EXPECT_TRUE(
+      at::equal(*lw.amax(), at::full({10, 1}, 3.0f)));  // buffers are not part of the restore
   EXPECT_TRUE(tq(*m, "lm_head.input_quantizer").is_enabled());
   EXPECT_FALSE(tq(*m, "embed.input_quantizer").is_enabled());
 }
@@ -245,9 +271,11 @@ TEST(Conversion, SummaryFormat) {
   tq(*m, "layers.0.mlp.weight_quantizer").set_amax(at::linspace(0.01, 0.5, 16).reshape({16, 1}));
   std::string s = print_quant_summary(*m, std::nullopt, false);
   std::string line = std::string("layers.0.mlp.weight_quantizer") + std::string(80 - 29, ' ') +
-                     " TensorQuantizer(8 bit fake axis=0 amax=[1.00e-02, 5.00e-01](16) calibrator=MaxCalibrator quant)";
+                     " TensorQuantizer(8 bit fake axis=0 amax=[1.00e-02, 5.00e-01](16) "
+                     "calibrator=MaxCalibrator quant)";
   EXPECT_NE(s.find(line + "\n"), std::string::npos) << s;
-  EXPECT_NE(s.find("embed.input_quantizer" + std::string(80 - 21, ' ') + " HardDisabledTensorQuantizer(disabled)\n"),
+  EXPECT_NE(s.find("embed.input_quantizer" + std::string(80 - 21, ' ') +
+                   " HardDisabledTensorQuantizer(disabled)\n"),
             std::string::npos)
       << s;
   EXPECT_EQ(s.substr(s.rfind('\n') + 1), "19 TensorQuantizers found in model");
@@ -268,7 +296,8 @@ TEST(Conversion, FoldWeightAndPostprocessAmax) {
   q.set_amax(amax);
   postprocess_amax(*m, "*mlp.weight_quantizer", [](const at::Tensor& a) { return a * 2; });
   EXPECT_TRUE(at::equal(*q.amax(), amax * 2));
-  EXPECT_THROW(postprocess_amax(*m, "*mlp.weight_quantizer", [](const at::Tensor& a) { return a.flatten(); }),
+  EXPECT_THROW(postprocess_amax(*m, "*mlp.weight_quantizer",
+                                [](const at::Tensor& a) { return a.flatten(); }),
                mq::Error);
   at::Tensor want = q.forward(w0);
   fold_weight(*m);
@@ -296,7 +325,8 @@ TEST(Conversion, QuantizerStateRoundTrip) {
   EXPECT_EQ(extra["note"], "x");
   auto fresh = make_model();  // converted, no cfg applied
   restore_quantizer_state(*fresh, st);
-  EXPECT_EQ(print_quant_summary(*fresh, std::nullopt, false), print_quant_summary(*m, std::nullopt, false));
+  EXPECT_EQ(print_quant_summary(*fresh, std::nullopt, false),
+            print_quant_summary(*m, std::nullopt, false));
   auto& r0 = *qmod(*fresh, "layers.0.mlp.weight_quantizer").leaves()[0];
   EXPECT_TRUE(at::equal(*r0.amax(), *s0.amax()));
   EXPECT_FALSE(tq(*fresh, "lm_head.input_quantizer").is_enabled());

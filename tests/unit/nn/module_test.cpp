@@ -1,8 +1,7 @@
 #include "mq/nn/module.hpp"
 
-#include <gtest/gtest.h>
-
 #include <ATen/ATen.h>
+#include <gtest/gtest.h>
 
 #include "mq/core/error.hpp"
 
@@ -23,7 +22,8 @@ std::shared_ptr<Module> make_tree() {
     b->register_module("proj", std::make_shared<Linear>(at::ones({2, 3}), at::Tensor()));
     layers->push_back(b);
   }
-  root->register_module("embed", std::make_shared<Embedding>(at::arange(12, at::kFloat).reshape({6, 2})));
+  root->register_module("embed",
+                        std::make_shared<Embedding>(at::arange(12, at::kFloat).reshape({6, 2})));
   root->register_module("layers", layers);
   return root;
 }
@@ -32,7 +32,8 @@ TEST(Module, NamedModulesPreOrderLikeTorch) {
   auto root = make_tree();
   std::vector<std::string> names;
   for (auto& [n, m] : root->named_modules()) names.push_back(n);
-  std::vector<std::string> want = {"", "embed", "layers", "layers.0", "layers.0.fc", "layers.0.proj",
+  std::vector<std::string> want = {"",         "embed",       "layers",
+                                   "layers.0", "layers.0.fc", "layers.0.proj",
                                    "layers.1", "layers.1.fc", "layers.1.proj"};
   EXPECT_EQ(names, want);
   auto pref = root->named_modules("model");
@@ -57,7 +58,8 @@ TEST(Module, GetSubmoduleAndErrors) {
     root->get_submodule("layers.7.fc");
     FAIL();
   } catch (const mq::Error& e) {
-    EXPECT_NE(std::string(e.what()).find("layers (nn.ModuleList) has no attribute `7`"), std::string::npos)
+    EXPECT_NE(std::string(e.what()).find("layers (nn.ModuleList) has no attribute `7`"),
+              std::string::npos)
         << e.what();
   }
   EXPECT_THROW(root->child_as<Linear>("layers"), mq::Error);
@@ -85,8 +87,9 @@ TEST(Module, NamedParametersStateDictOrder) {
   auto root = make_tree();
   std::vector<std::string> names;
   for (auto& [n, t] : root->named_parameters()) names.push_back(n);
-  std::vector<std::string> want = {"embed.weight", "layers.0.fc.weight", "layers.0.fc.bias", "layers.0.proj.weight",
-                                   "layers.1.fc.weight", "layers.1.fc.bias", "layers.1.proj.weight"};
+  std::vector<std::string> want = {"embed.weight",         "layers.0.fc.weight", "layers.0.fc.bias",
+                                   "layers.0.proj.weight", "layers.1.fc.weight", "layers.1.fc.bias",
+                                   "layers.1.proj.weight"};
   EXPECT_EQ(names, want);
 }
 
@@ -121,12 +124,13 @@ TEST(Module, HooksSeeInputOutputAndRemove) {
   int pre = 0, post = 0;
   at::Tensor seen_out;
   int64_t h1 = lin.register_forward_pre_hook([&](Module&, const at::Tensor&) { ++pre; });
-  int64_t h2 = lin.register_forward_hook([&](Module& m, const at::Tensor& in, const at::Tensor& out) {
-    EXPECT_EQ(m.type_name(), "nn.Linear");
-    EXPECT_TRUE(at::equal(in, out));
-    seen_out = out;
-    ++post;
-  });
+  int64_t h2 =
+      lin.register_forward_hook([&](Module& m, const at::Tensor& in, const at::Tensor& out) {
+        EXPECT_EQ(m.type_name(), "nn.Linear");
+        EXPECT_TRUE(at::equal(in, out));
+        seen_out = out;
+        ++post;
+      });
   auto x = at::ones({2, 3});
   lin.forward(x);
   EXPECT_EQ(pre, 1);

@@ -1,8 +1,7 @@
 #include "mq/nn/quant_module.hpp"
 
-#include <gtest/gtest.h>
-
 #include <ATen/ATen.h>
+#include <gtest/gtest.h>
 
 #include "mq/core/error.hpp"
 #include "mq/quant/utils.hpp"
@@ -23,7 +22,8 @@ struct LayerNorm : Module {
   }
   std::string type_name() const override { return "nn.LayerNorm"; }
   virtual at::Tensor forward(const at::Tensor& x) {
-    return at::layer_norm(x, {parameter("weight").size(0)}, parameter("weight"), parameter("bias"), 1e-5);
+    return at::layer_norm(x, {parameter("weight").size(0)}, parameter("weight"), parameter("bias"),
+                          1e-5);
   }
 };
 
@@ -50,7 +50,8 @@ struct FakeAttention : Module {
   }
 };
 
-// Closed-form INT8 fake quant with amax a (ModelOpt fake_tensor_quant: round(x * 127 / a) * a / 127).
+// Closed-form INT8 fake quant with amax a (ModelOpt fake_tensor_quant: round(x * 127 / a) * a /
+// 127).
 at::Tensor int8_fq(const at::Tensor& x, const at::Tensor& amax) {
   at::Tensor scale = 127.0f / amax;
   return at::clamp(at::round(x * scale), -127, 127) / scale;
@@ -75,7 +76,8 @@ TEST(QuantModule, QuantLinearDefaultsAndForward) {
   EXPECT_EQ(fc.type_name(), "nn.Linear");
   std::vector<std::string> qn;
   for (auto& [n, q] : fc.quantizers()) qn.push_back(n);
-  EXPECT_EQ(qn, (std::vector<std::string>{"input_quantizer", "output_quantizer", "weight_quantizer"}));
+  EXPECT_EQ(qn,
+            (std::vector<std::string>{"input_quantizer", "output_quantizer", "weight_quantizer"}));
   EXPECT_TRUE(fc.quantizer("input_quantizer")->is_enabled());
   EXPECT_FALSE(fc.quantizer("output_quantizer")->is_enabled());
   EXPECT_EQ(fc.quantizer("weight_quantizer")->tensor().axis()->dims, std::vector<int>{0});
@@ -101,7 +103,8 @@ TEST(QuantModule, QuantEmbeddingHardDisabledInput) {
   auto& e = root->child_as<QuantEmbedding>("emb");
   std::vector<std::string> qn;
   for (auto& [n, q] : e.quantizers()) qn.push_back(n);
-  EXPECT_EQ(qn, (std::vector<std::string>{"weight_quantizer", "input_quantizer", "output_quantizer"}));
+  EXPECT_EQ(qn,
+            (std::vector<std::string>{"weight_quantizer", "input_quantizer", "output_quantizer"}));
   EXPECT_TRUE(e.quantizer("input_quantizer")->hard_disabled());
   EXPECT_FALSE(e.quantizer("input_quantizer")->is_enabled());
   EXPECT_FALSE(e.quantizer("weight_quantizer")->tensor().axis().has_value());
@@ -116,8 +119,8 @@ TEST(QuantModule, ConversionKeepsHooksAndIsParentFirst) {
   inner->register_module("fc", std::make_shared<Linear>(at::eye(2), at::Tensor()));
   root->register_module("inner", inner);
   int calls = 0;
-  root->get_submodule("inner.fc").register_forward_hook(
-      [&](Module&, const at::Tensor&, const at::Tensor&) { ++calls; });
+  root->get_submodule("inner.fc")
+      .register_forward_hook([&](Module&, const at::Tensor&, const at::Tensor&) { ++calls; });
   replace_quant_module(*root);
   root->get_submodule("inner.fc").quantizer("input_quantizer")->tensor().disable();
   root->get_submodule("inner").child_as<Linear>("fc").forward(at::ones({1, 2}));
@@ -134,7 +137,8 @@ TEST(QuantModule, SeedsQuantLayerNormRegistration) {
   auto& ln = root->child_as<QuantLayerNorm>("ln");
   EXPECT_EQ(ln.quant_key(), "nn.LayerNorm");
   auto x = at::tensor({0.1f, -0.4f, 0.9f, 0.3f}).reshape({1, 4});
-  at::Tensor want = at::layer_norm(int8_fq(x, x.abs().max()), {4}, at::ones({4}), at::zeros({4}), 1e-5);
+  at::Tensor want =
+      at::layer_norm(int8_fq(x, x.abs().max()), {4}, at::ones({4}), at::zeros({4}), 1e-5);
   EXPECT_TRUE(at::equal(ln.forward(x), want));
   unregister_quant_module("nn.LayerNorm");
   EXPECT_FALSE(is_registered_quant_module("nn.LayerNorm"));

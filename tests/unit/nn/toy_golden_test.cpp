@@ -1,13 +1,13 @@
-// Golden test against ModelOpt 0.47.0 on CPU (tests/unit/nn/gen_toy_golden.py): a toy model (Embedding,
-// Linear with and without bias) quantized with several presets and a legacy-form config, max calibration
-// on fixed ids. Quantizer names, enabled flags, summary lines and every amax must match exactly.
+// Golden test against ModelOpt 0.47.0 on CPU (tests/unit/nn/gen_toy_golden.py): a toy model
+// (Embedding, Linear with and without bias) quantized with several presets and a legacy-form
+// config, max calibration on fixed ids. Quantizer names, enabled flags, summary lines and every
+// amax must match exactly.
+#include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
 #include <fstream>
 #include <map>
 #include <string>
-
-#include <ATen/ATen.h>
 
 #include "mq/calib/calibrate.hpp"
 #include "mq/config/presets.hpp"
@@ -24,9 +24,11 @@ const std::string kDir = std::string(MQ_SOURCE_DIR) + "/tests/unit/nn/golden/";
 struct Toy : nn::Module {
   explicit Toy(const std::map<std::string, at::Tensor>& w) {
     register_module("embed", std::make_shared<nn::Embedding>(w.at("embed.weight").clone()));
-    register_module("fc1", std::make_shared<nn::Linear>(w.at("fc1.weight").clone(), w.at("fc1.bias").clone()));
+    register_module(
+        "fc1", std::make_shared<nn::Linear>(w.at("fc1.weight").clone(), w.at("fc1.bias").clone()));
     register_module("fc2", std::make_shared<nn::Linear>(w.at("fc2.weight").clone(), at::Tensor()));
-    register_module("lm_head", std::make_shared<nn::Linear>(w.at("lm_head.weight").clone(), at::Tensor()));
+    register_module("lm_head",
+                    std::make_shared<nn::Linear>(w.at("lm_head.weight").clone(), at::Tensor()));
   }
   std::string type_name() const override { return "Toy"; }
   at::Tensor forward(const at::Tensor& ids) {
@@ -47,9 +49,10 @@ TEST_P(ToyGolden, MatchesModelOpt) {
   auto meta = nlohmann::ordered_json::parse(f);
   auto golden = io::load_safetensors(kDir + "toy_" + tag + ".safetensors");
 
-  config::QuantizeConfig cfg = meta["preset"].is_null()
-                                   ? config::parse_quantize_config(meta["config"], {"toy_" + tag + ".json", ""})
-                                   : config::load_quantize_config(meta["preset"].get<std::string>());
+  config::QuantizeConfig cfg =
+      meta["preset"].is_null()
+          ? config::parse_quantize_config(meta["config"], {"toy_" + tag + ".json", ""})
+          : config::load_quantize_config(meta["preset"].get<std::string>());
   if (!meta["algorithm_override"].is_null()) {
     cfg.algorithm = config::parse_algorithm(meta["algorithm_override"], {});
     cfg.fields_set.insert("algorithm");
@@ -75,7 +78,8 @@ TEST_P(ToyGolden, MatchesModelOpt) {
 
   std::string summary = nn::print_quant_summary(model, std::nullopt, false);
   std::vector<std::string> lines;
-  for (size_t s = 0, e; (e = summary.find('\n', s)) != std::string::npos; s = e + 1) lines.push_back(summary.substr(s, e - s));
+  for (size_t s = 0, e; (e = summary.find('\n', s)) != std::string::npos; s = e + 1)
+    lines.push_back(summary.substr(s, e - s));
   auto want_lines = meta["summary_lines"].get<std::vector<std::string>>();
   ASSERT_EQ(lines.size(), want_lines.size());
   for (size_t i = 0; i < lines.size(); ++i) EXPECT_EQ(lines[i], want_lines[i]);
@@ -98,7 +102,8 @@ TEST_P(ToyGolden, MatchesModelOpt) {
   at::Tensor out = model.forward(weights.at("eval_ids"));
   const at::Tensor& want = golden.at("output");
   // Same ops in the same order as torch (embedding, addmm, relu, add): bit-exact on the same build.
-  EXPECT_TRUE(at::equal(out, want)) << tag << ": max |diff| " << (out - want).abs().max().item<float>();
+  EXPECT_TRUE(at::equal(out, want))
+      << tag << ": max |diff| " << (out - want).abs().max().item<float>();
 }
 
 INSTANTIATE_TEST_SUITE_P(Presets, ToyGolden,
