@@ -1,5 +1,6 @@
-// A stand-in for mqdist in the launcher tests: an MPI program started the same way (launch/mqdist-rank
-// in front, mqdist's arguments behind) that shows what each rank got. Every rank prints one line
+// A stand-in for mqdist in the launcher tests: an MPI program started the same way
+// (launch/mqdist-rank in front, mqdist's arguments behind) that shows what each rank got. Every
+// rank prints one line
 //   mpi_probe: rank R of S local L cuda=<CUDA_VISIBLE_DEVICES|unset> omp=<OMP_NUM_THREADS|unset>
 // and rank 0 then checks an all-reduce over the world and prints
 //   mpi_probe: S ranks, allreduce ok
@@ -36,8 +37,9 @@ int main(int argc, char** argv) {
   for (int i = 1; i + 1 < argc; ++i)
     if (std::string(argv[i]) == "--exit-code") exit_code = std::atoi(argv[i + 1]);
 
-  std::printf("mpi_probe: rank %d of %d local %s cuda=%s omp=%s\n", rank, size, local_rank().c_str(),
-              env_or_unset("CUDA_VISIBLE_DEVICES").c_str(), env_or_unset("OMP_NUM_THREADS").c_str());
+  std::printf("mpi_probe: rank %d of %d local %s cuda=%s omp=%s\n", rank, size,
+              local_rank().c_str(), env_or_unset("CUDA_VISIBLE_DEVICES").c_str(),
+              env_or_unset("OMP_NUM_THREADS").c_str());
   std::fflush(stdout);
 
   // Sum of rank+1 over the world: catches ranks that came up as separate singletons (size 1 each).
