@@ -33,6 +33,45 @@ unset SLURM_JOB_ID SLURM_JOBID SLURM_NTASKS MQ_BIN MQ_OUTPUT MQ_LAUNCHER MQ_CFG 
       OMPI_ALLOW_RUN_AS_ROOT OMPI_ALLOW_RUN_AS_ROOT_CONFIRM OMPI_MCA_rmaps_base_oversubscribe
 export OMP_NUM_THREADS=1
 
+# Leftovers of a run killed outright: SIGKILL of the test's process tree takes the daemons, but the
+# job step daemons (slurmstepd, re-parented to init, deaf to TERM) with the job's processes and the
+# temp dir stay. Removed here: orphans (parent 1) whose SLURM_CONF names a temp dir whose slurmd is
+# gone, with all their descendants. A concurrent run's slurmd is alive, so its jobs are left alone.
+slurmd_alive() {
+  local dpid
+  dpid=$(cat "$1/slurmd.pid" 2>/dev/null) || return 0   # no pid file: starting, or not ours
+  [ "$(cat "/proc/$dpid/comm" 2>/dev/null)" = slurmd ]
+}
+sweep_leftovers() {
+  local proc pid stat rest conf dir
+  local -A parent=()
+  local -a doomed=()
+  for proc in /proc/[0-9]*; do
+    stat=$(cat "$proc/stat" 2>/dev/null) || continue
+    rest=${stat##*) }
+    rest=${rest#* }
+    parent[${proc#/proc/}]=${rest%% *}
+  done
+  for pid in "${!parent[@]}"; do
+    [ "${parent[$pid]}" = 1 ] || continue
+    conf=$(tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null | sed -n 's/^SLURM_CONF=//p')
+    [[ $conf == /tmp/mq-slurm.*/slurm.conf ]] || continue
+    slurmd_alive "${conf%/slurm.conf}" || doomed+=("$pid")
+  done
+  local i=0
+  while ((i < ${#doomed[@]})); do
+    for pid in "${!parent[@]}"; do [ "${parent[$pid]}" = "${doomed[i]}" ] && doomed+=("$pid"); done
+    i=$((i + 1))
+  done
+  ((${#doomed[@]} == 0)) || kill -9 "${doomed[@]}" 2>/dev/null || true
+  for dir in /tmp/mq-slurm.*; do
+    [ -f "$dir/slurmd.pid" ] && ! slurmd_alive "$dir" && [ -n "$(find "$dir" -maxdepth 0 -mmin +10)" ] &&
+      rm -rf "$dir"
+  done
+  return 0
+}
+sweep_leftovers
+
 tmp=$(mktemp -d /tmp/mq-slurm.XXXXXX)
 chmod 755 "$tmp"   # munged runs as user munge and must reach its socket directory
 export SLURM_CONF=$tmp/slurm.conf
@@ -68,7 +107,12 @@ stop_all() {
       tail -n 40 "$f" >&2
     done
   fi
-  if [ "${MQ_SLURM_KEEP:-0}" = 1 ]; then echo "kept $tmp"; else rm -rf "$tmp"; fi
+  if [ "${MQ_SLURM_KEEP:-0}" = 1 ]; then
+    rm -f "$tmp/slurmd.pid"   # not a leftover for sweep_leftovers
+    echo "kept $tmp"
+  else
+    rm -rf "$tmp"
+  fi
   exit "$rc"
 }
 trap stop_all EXIT
