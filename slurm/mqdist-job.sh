@@ -37,7 +37,10 @@ mq_on_term() {
   else
     mq_log "TERM (job $state): stopping"
   fi
-  [ -z "$mq_child" ] || kill -TERM "$mq_child" 2>/dev/null || true
+  if [ -n "$mq_child" ]; then
+    pkill -TERM -P "$mq_child" 2>/dev/null || true   # srun under the stderr-copying subshell
+    kill -TERM "$mq_child" 2>/dev/null || true
+  fi
 }
 
 # Every node runs mqdist and reads the job file from the same paths: one task per node checks that.
@@ -105,7 +108,15 @@ mq_slurm_job() {
   trap mq_on_term TERM
   # In the background so that the traps run while the ranks do (bash runs a trap only between
   # commands); wait returns > 128 on each trapped signal while the launcher is still alive.
-  "${cmd[@]}" &
+  # srun (22.05) exits 0 when a task could not be launched ("task 0 launch failed", e.g. the pmix
+  # plugin failing in the step), so its stderr also goes to a file that is checked afterwards.
+  local errlog=""
+  if [ "$launcher" = srun ]; then
+    errlog=$(mktemp "${TMPDIR:-/tmp}/mqdist-srun.XXXXXX")
+    ("${cmd[@]}" 2>&1 1>&3 3>&- | tee "$errlog" >&2; exit "${PIPESTATUS[0]}") 3>&1 &
+  else
+    "${cmd[@]}" &
+  fi
   mq_child=$!
   while :; do
     rc=0
@@ -113,6 +124,13 @@ mq_slurm_job() {
     kill -0 "$mq_child" 2>/dev/null || break
   done
   trap - USR1 TERM
+  if [ -n "$errlog" ]; then
+    if ((rc == 0)) && grep -qE '^srun: error: .*launch failed|aborted before step completely launched' "$errlog"; then
+      mq_log "srun exited 0 but did not launch every task"
+      rc=1
+    fi
+    rm -f "$errlog"
+  fi
   if ((mq_requeued)); then
     mq_log "requeued: exit $rc of this attempt"
     return "$rc"

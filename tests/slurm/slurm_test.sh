@@ -14,6 +14,8 @@
 #   requeue                     USR1 during the first attempt -> scontrol requeue -> the second
 #                               attempt (SLURM_RESTART_COUNT=1) writes the export
 #   no_config / bad_job         no job config -> exit 2 with one line; a rank fails -> its exit code
+#   launch_fail                 srun cannot launch the step (pmix directory taken) -> exit 1, although
+#                               srun itself exits 0
 # MQ_SLURM_KEEP=1 keeps the temp dir (configs, daemon and job logs).
 set -euo pipefail
 src=$1 mqdist=$2 probe=$3
@@ -119,7 +121,7 @@ trap stop_all EXIT
 trap 'exit 1' INT TERM HUP
 
 # ---- munge: private socket, the machine's key
-mkdir -p "$tmp/munge" "$tmp/ctld" "$tmp/spool" "$tmp/log"
+mkdir -p "$tmp/munge" "$tmp/ctld" "$tmp/spool" "$tmp/log" "$tmp/jobtmp"
 chown munge:munge "$tmp/munge"
 chmod 755 "$tmp/munge"
 sock=$tmp/munge/munge.socket
@@ -141,6 +143,10 @@ print(*[x.getsockname()[1] for x in s])')
 host=$(hostname -s)
 cat >"$SLURM_CONF" <<EOF
 ClusterName=mqtest
+# Job ids and TmpFS apart from concurrent runs: srun --mpi=pmix creates <TmpFS>/spmix_appdir_<uid>_<job>.<step>
+# and fails the launch when another cluster's job of the same id has it.
+FirstJobId=$((RANDOM * 1000 + 1000))
+TmpFS=$tmp/jobtmp
 SlurmctldHost=$host(127.0.0.1)
 SlurmctldPort=$ctld_port
 SlurmdPort=$d_port
@@ -225,6 +231,21 @@ submit no_config MQ_BIN="$mqdist" -- "${nores[@]}" --ntasks-per-node=1 "$one"
 submit bad_job MQ_BIN="$mqdist" -- "${nores[@]}" --ntasks-per-node=1 "$one" "$cfg" --set calib.seq_len=0 \
   --set "output=$tmp/out-bad"
 
+# launch_fail: the pmix plugin cannot create the step's directory, srun reports "task 0 launch
+# failed" and exits 0; the template must turn that into a failure.
+submit launch_fail MQ_BIN="$mqdist" -- "${nores[@]}" --hold --ntasks-per-node=1 "$one" "$cfg" \
+  --set "output=$tmp/out-launch-fail"
+for ((i = 0; i < 100; i++)); do
+  launch_fail_id=$(grep -o 'Submitted batch job [0-9]*' "$tmp/launch_fail.sbatch" 2>/dev/null | grep -o '[0-9]*$') && break
+  sleep 0.1
+done
+if [ -n "${launch_fail_id:-}" ]; then
+  mkdir -p "$tmp/jobtmp/spmix_appdir_$(id -u)_$launch_fail_id.0"
+  scontrol release "$launch_fail_id"
+else
+  fail "launch_fail: no job id"
+fi
+
 # The requeue job: USR1 to the batch shell once every rank waits, then release the requeued job at
 # once (Slurm holds a requeued job back ~2 minutes: Reason=BeginTime).
 deadline=$((SECONDS + 200))
@@ -287,6 +308,9 @@ has requeue "restart 1: $ranks tasks"
 export_ok requeue "$tmp/out-requeue"
 [ "$(rc_of no_config)" = 2 ] || fail "no_config: exit $(rc_of no_config), expected 2"
 has no_config "^mqdist-slurm: no job config: "
+[ "$(rc_of launch_fail)" = 1 ] || fail "launch_fail: exit $(rc_of launch_fail), expected 1"
+has launch_fail "srun exited 0 but did not launch every task"
+[ ! -e "$tmp/out-launch-fail" ] || fail "launch_fail: wrote $tmp/out-launch-fail"
 [ "$(rc_of bad_job)" = 1 ] || fail "bad_job: exit $(rc_of bad_job), expected 1"
 has bad_job "^mqdist: .*calib.seq_len: 0 must be > 0$"
 [ ! -e "$tmp/out-bad" ] || fail "bad_job: wrote $tmp/out-bad"
