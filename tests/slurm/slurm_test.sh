@@ -11,8 +11,9 @@
 #   job_srun / job_mpirun       mqdist-1node.sbatch, $MQ_RANKS ranks of mqdist on the embedded model
 #                               job: exit 0 and a complete NVFP4 export (--set output / MQ_OUTPUT=%j)
 #   job_multinode               mqdist-multinode.sbatch on one node: node check, then the same job
-#   requeue                     USR1 during the first attempt -> scontrol requeue -> the second
-#                               attempt (SLURM_RESTART_COUNT=1) writes the export
+#   requeue / requeue_term      USR1 / TERM (job RUNNING) during the first attempt -> scontrol requeue
+#                               -> the second attempt (SLURM_RESTART_COUNT=1) writes the export
+#   cancel                      scancel during the first attempt -> not requeued, no export
 #   no_config / bad_job         no job config -> exit 2 with one line; a rank fails -> its exit code
 #   launch_fail                 srun cannot launch the step (pmix directory taken) -> exit 1, although
 #                               srun itself exits 0
@@ -173,7 +174,7 @@ AccountingStorageType=accounting_storage/none
 JobAcctGatherType=jobacct_gather/none
 JobCompType=jobcomp/none
 SlurmdParameters=config_overrides
-NodeName=$host NodeAddr=127.0.0.1 CPUs=16 RealMemory=1000 State=UNKNOWN
+NodeName=$host NodeAddr=127.0.0.1 CPUs=24 RealMemory=1000 State=UNKNOWN
 PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE State=UP
 EOF
 slurmctld -D >"$tmp/log/slurmctld.stdout" 2>&1 &
@@ -228,7 +229,7 @@ submit job_multinode MQ_BIN="$mqdist" -- "${nores[@]}" --oversubscribe --nodes=1
 submit requeue MQ_BIN="$tmp/slow_first.sh" -- "${nores[@]}" --ntasks-per-node="$ranks" "$one" "$cfg" \
   "${small[@]}" --set "output=$tmp/out-requeue"
 submit no_config MQ_BIN="$mqdist" -- "${nores[@]}" --ntasks-per-node=1 "$one"
-submit bad_job MQ_BIN="$mqdist" -- "${nores[@]}" --ntasks-per-node=1 "$one" "$cfg" --set calib.seq_len=0 \
+submit bad_job MQ_BIN="$mqdist" -- "${nores[@]}" --ntasks-per-node="$ranks" "$one" "$cfg" --set calib.seq_len=0 \
   --set "output=$tmp/out-bad"
 
 # launch_fail: the pmix plugin cannot create the step's directory, srun reports "task 0 launch
@@ -246,27 +247,41 @@ else
   fail "launch_fail: no job id"
 fi
 
-# The requeue job: USR1 to the batch shell once every rank waits, then release the requeued job at
-# once (Slurm holds a requeued job back ~2 minutes: Reason=BeginTime).
+# Preemption: once every rank of the first attempt waits (slow_first.sh), signal the batch shell:
+#   requeue       USR1 (what --signal=B:USR1@120 sends before the time limit) -> requeued
+#   requeue_term  TERM while RUNNING (a preemption hook) -> requeued
+#   cancel        plain scancel (TERM while COMPLETING) -> not requeued
+# A requeued job is released at once (Slurm holds it back ~2 minutes: Reason=BeginTime).
+submit requeue_term MQ_BIN="$tmp/slow_first.sh" -- "${nores[@]}" --ntasks-per-node=1 "$one" "$cfg" \
+  "${small[@]}" --set "output=$tmp/out-requeue-term"
+submit cancel MQ_BIN="$tmp/slow_first.sh" -- "${nores[@]}" --ntasks-per-node=1 "$one" "$cfg" \
+  "${small[@]}" --set "output=$tmp/out-cancel"
 deadline=$((SECONDS + 200))
-waiting() {
-  local n
-  n=$(grep -c '^slow_first: attempt 0 waiting' "$tmp/requeue.out" 2>/dev/null) || true
-  echo "${n:-0}"
-}
-while (($(waiting) < ranks)); do
-  ((SECONDS < deadline)) || { fail "requeue: the first attempt did not start"; break; }
-  sleep 0.2
-done
-requeue_id=$(grep -o 'Submitted batch job [0-9]*' "$tmp/requeue.sbatch" | grep -o '[0-9]*$' || true)
-if [ -n "$requeue_id" ] && ((failed == 0)); then
-  scancel --batch --signal=USR1 "$requeue_id"
-  for ((i = 0; i < 100; i++)); do
-    [ "$(squeue -h -j "$requeue_id" -o %T 2>/dev/null)" = PENDING ] && break
+job_id() { grep -o 'Submitted batch job [0-9]*' "$tmp/$1.sbatch" 2>/dev/null | grep -o '[0-9]*$' || true; }
+# preempt NAME RANKS SCANCEL_ARGS...
+preempt() {
+  local name=$1 n=$2 id count
+  shift 2
+  while :; do
+    count=$(grep -c '^slow_first: attempt 0 waiting' "$tmp/$name.out" 2>/dev/null) || true
+    ((${count:-0} < n)) || break
+    ((SECONDS < deadline)) || { fail "$name: the first attempt did not start"; return; }
     sleep 0.2
   done
-  scontrol update JobId="$requeue_id" StartTime=now || fail "requeue: cannot release job $requeue_id"
-fi
+  id=$(job_id "$name")
+  [ -n "$id" ] || { fail "$name: no job id"; return; }
+  scancel "$@" "$id"
+  [ "$name" = cancel ] && return
+  for ((i = 0; i < 100; i++)); do
+    [ "$(squeue -h -j "$id" -o %T 2>/dev/null)" = PENDING ] && break
+    sleep 0.2
+  done
+  scontrol update JobId="$id" StartTime=now || fail "$name: cannot release job $id"
+}
+preempt requeue "$ranks" --batch --signal=USR1
+preempt requeue_term 1 --batch --signal=TERM
+preempt cancel 1
+requeue_id=$(job_id requeue)
 
 for name in "${!pids[@]}"; do
   while kill -0 "${pids[$name]}" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.5; done
@@ -306,13 +321,21 @@ export_ok job_multinode "$tmp/out-multinode"
 has requeue "USR1 (time limit close): requeueing job $requeue_id (restart 1)"
 has requeue "restart 1: $ranks tasks"
 export_ok requeue "$tmp/out-requeue"
+[ "$(rc_of requeue_term)" = 0 ] || fail "requeue_term: sbatch --wait exit $(rc_of requeue_term), expected 0"
+has requeue_term "TERM while RUNNING: requeueing job $(job_id requeue_term) (restart 1)"
+has requeue_term "restart 1: 1 tasks"
+export_ok requeue_term "$tmp/out-requeue-term"
+[ "$(rc_of cancel)" != 0 ] || fail "cancel: sbatch --wait exit 0 for a cancelled job"
+has cancel "TERM (job COMPLETING): stopping"
+! grep -q 'requeueing\|restart 1' "$tmp/cancel.out" || fail "cancel: a cancelled job was requeued"
+[ ! -e "$tmp/out-cancel" ] || fail "cancel: wrote $tmp/out-cancel"
 [ "$(rc_of no_config)" = 2 ] || fail "no_config: exit $(rc_of no_config), expected 2"
 has no_config "^mqdist-slurm: no job config: "
 [ "$(rc_of launch_fail)" = 1 ] || fail "launch_fail: exit $(rc_of launch_fail), expected 1"
 has launch_fail "srun exited 0 but did not launch every task"
 [ ! -e "$tmp/out-launch-fail" ] || fail "launch_fail: wrote $tmp/out-launch-fail"
-[ "$(rc_of bad_job)" = 1 ] || fail "bad_job: exit $(rc_of bad_job), expected 1"
-has bad_job "^mqdist: .*calib.seq_len: 0 must be > 0$"
+[ "$(rc_of bad_job)" != 0 ] || fail "bad_job: exit 0"
+has bad_job "calib.seq_len: 0 must be > 0$"
 [ ! -e "$tmp/out-bad" ] || fail "bad_job: wrote $tmp/out-bad"
 
 ((failed == 0)) || exit 1
