@@ -1,9 +1,10 @@
 # shellcheck shell=bash
 # The body shared by slurm/mqdist-1node.sbatch and slurm/mqdist-multinode.sbatch (sourced inside the
 # batch job; see slurm/README.md). Entry point: mq_slurm_job "$@" with the template's arguments
-# (JOB.json [mqdist arguments]) and MQ_ROOT = the checkout. Runs one mqdist rank per Slurm task, each through
-# launch/mqdist-rank (one GPU per rank), and requeues the job on USR1 (the --signal=B:USR1@120
-# warning before the time limit) or on a TERM that arrives while Slurm itself is not ending the job.
+# (JOB.json [mqdist arguments]) and MQ_ROOT = the checkout. Runs one mqdist rank per Slurm task, each
+# through launch/mqdist-rank (one GPU per rank), and requeues the job on USR1 (the
+# --signal=B:USR1@120 warning before the time limit) or on a TERM that arrives while Slurm itself is
+# not ending the job.
 
 mq_log() { echo "[mqdist-slurm $(date -u +%H:%M:%S)] $*"; }
 mq_fail() {
