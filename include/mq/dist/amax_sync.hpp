@@ -41,6 +41,10 @@
 ///     cfg.sync_expert_weight_amax (ModelOpt always reduces, merging different experts that happen
 ///     to have the same local index on their EP ranks).
 ///
+/// Quantizers of type "dynamic" never hold an amax and are not listed. The TP rule reads the
+/// config for static-block quantizers (never synced) and the axis otherwise, so the lists agree on
+/// ranks where a quantizer saw no data.
+///
 /// Preconditions: every rank of a group has the same module structure (local expert i of each EP
 /// rank stands in the same position) and the ParallelInfoFn gives modules at the same position
 /// the same kind of group. A mismatch in the number or shapes of exchanged quantizers throws the
