@@ -482,6 +482,41 @@ void metadata_from_json(const nlohmann::json& j, std::vector<TensorMeta>& metas,
   s.kv_cache_format = j.at("kv").get<std::string>();
 }
 
+// The single-process export gives every expert of a block one input amax per projection group
+// (gate/up or w1/w3 together, down / w2): the max over all experts. Each rank can only take the max
+// over its own experts, so equal input scales across EP ranks are what calibration's EP sync must
+// have provided; different ones would be written silently, so they are an error here.
+void check_expert_input_scales(const std::vector<std::vector<TensorMeta>>& ranks) {
+  static const std::string kExperts = ".experts.", kSuffix = ".input_scale";
+  struct Seen {
+    int rank;
+    std::string name;
+    uint64_t hash;
+  };
+  std::map<std::string, Seen> first;  // "<block>|<projection group>" -> first holder
+  for (size_t r = 0; r < ranks.size(); ++r)
+    for (const TensorMeta& m : ranks[r]) {
+      const std::string& n = m.name;
+      if (n.size() <= kSuffix.size() ||
+          n.compare(n.size() - kSuffix.size(), kSuffix.size(), kSuffix))
+        continue;
+      const size_t e = n.rfind(kExperts);
+      if (e == std::string::npos) continue;
+      const size_t idx_end = n.find('.', e + kExperts.size());
+      if (idx_end == std::string::npos) continue;
+      std::string proj = n.substr(idx_end + 1, n.size() - kSuffix.size() - idx_end - 1);
+      if (proj == "up_proj") proj = "gate_proj";
+      if (proj == "w3") proj = "w1";
+      const std::string key = n.substr(0, e) + "|" + proj;
+      auto [it, fresh] = first.emplace(key, Seen{static_cast<int>(r), n, m.hash});
+      if (fresh || it->second.hash == m.hash || it->second.rank == static_cast<int>(r)) continue;
+      MQ_THROW(Error, "MoE expert input scales differ between ranks: '", it->second.name,
+               "' on rank ", it->second.rank, " and '", n, "' on rank ", r,
+               " (the single-process export uses the max over all experts: synchronise expert "
+               "input amaxes over EP first)");
+    }
+}
+
 nlohmann::json report_to_json(const ExportReport& r) {
   return {{"quant_algo", r.quant_algo},
           {"kv_cache_quant_algo", r.kv_cache_quant_algo},
@@ -563,6 +598,7 @@ ExportReport export_hf_checkpoint_distributed(nn::Module& local, const std::stri
         metadata_from_json(nlohmann::json::parse(docs[static_cast<size_t>(r)]),
                            all[static_cast<size_t>(r)], sums[static_cast<size_t>(r)]);
       plan = plan_merge(all);
+      check_expert_input_scales(all);
       quant_config = make_hf_quant_config(merge_export_summaries(sums), options);
     });
     if (!err.empty()) err = detail::cat("merging the shards: ", err);

@@ -856,6 +856,39 @@ TEST(DistExportFailure, ReplicasThatDifferStopEveryRankAndWriteNothing) {
   expect_nothing_written(out);
 }
 
+TEST(DistExportFailure, UnsyncedExpertInputAmaxesAreAnError) {
+  World& w = world();
+  if (w.size < 2) GTEST_SKIP() << "needs two ranks";
+  const Case c{"mixtral", {"FP8_DEFAULT_CFG"}, false, "", "fp8"};
+  const ModelInfo mi = model_info("mixtral");
+  const Layout l{1, 2, 0, w.rank % 2};  // EP 2 (x DP)
+  SetActivationAmax set_act;
+  auto whole = quantized(mi, c, Layout{}, set_act);
+  CopyWholeAmax sync;
+  sync.whole = quantizers_by_name(*whole);
+  auto shard = load(mi.dir, l);
+  sync.global = global_names(*shard);
+  calib::quantize(*shard, make_config(c), {}, {&sync});
+  if (l.ep_rank == 1)  // what a missing EP sync looks like: other experts, other amaxes
+    for (const auto& q : nn::named_tensor_quantizers(*shard))
+      if (q.name.find(".experts.") != std::string::npos &&
+          q.name.find("input_quantizer") != std::string::npos)
+        q.quantizer->set_amax(q.quantizer->amax_buffer() * 2);
+  const fs::path out = work_dir() / "fail_experts";
+  std::string e;
+  try {
+    export_hf_checkpoint_distributed(*shard, mi.dir.string(), out.string(), {}, w.comm,
+                                     hf_decoder_shard_rule(0, 1), sync.global);
+  } catch (const Error& x) {
+    e = x.what();
+  }
+  EXPECT_NE(e.find("MoE expert input scales differ between ranks"), std::string::npos) << e;
+  EXPECT_NE(e.find("model.layers.0.block_sparse_moe.experts.0.w1.input_scale' on rank 0"),
+            std::string::npos)
+      << e;
+  expect_nothing_written(out);
+}
+
 TEST(DistExportFailure, ExistingOutputIsRefusedOnEveryRank) {
   World& w = world();
   const fs::path out = work_dir() / "fail_exists";

@@ -200,7 +200,9 @@ NameMap moe_expert_global_names(std::vector<std::pair<std::string, int64_t>> blo
 ///      "export_hf_checkpoint_distributed: rank R failed: <its message>" (lowest failing rank; the
 ///      others are counted) and nothing is written.
 ///   4. Metadata (names, dtypes, shapes, shards, content hashes, summaries) goes to rank 0, which
-///      plans the merge (plan_merge: replicas are compared by hash, never transferred).
+///      plans the merge (plan_merge: replicas are compared by hash, never transferred) and checks
+///      that the MoE expert input scales of each block and projection group agree across ranks
+///      (the single-process export writes the max over all experts; unsynced EP amaxes throw).
 ///   5. Each rank sends rank 0 exactly the tensors the plan takes from it, one message per tensor,
 ///      in plan order; rank 0 merges them and writes through write_hf_checkpoint (temporary
 ///      directory + rename). Other ranks write nothing.
