@@ -18,6 +18,40 @@ std::pair<int64_t, int64_t> ParallelSpec::range(int64_t n, int64_t rank, int64_t
   return {rank * k, (rank + 1) * k};
 }
 
+at::Tensor row_parallel_linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b,
+                               const ParallelSpec& parallel) {
+  const int64_t tp = parallel.tp_size, chunks = parallel.chunks();
+  MQ_CHECK(chunks % tp == 0, "row_parallel_linear: reduction_chunks ", chunks,
+           " is not a multiple of tp_size ", tp);
+  const int64_t local = chunks / tp, in = w.size(1);
+  MQ_CHECK(x.size(-1) == in, "row_parallel_linear: input has ", x.size(-1),
+           " features, weight has ", in);
+  MQ_CHECK(in % local == 0, "row_parallel_linear: local in_features ", in,
+           " is not divisible by reduction_chunks / tp_size = ", local);
+  const int64_t c = in / local;
+  // Contiguous chunks: every layout hands the GEMM the same operands with the same strides, so the
+  // partial products agree bit for bit whichever rank computes them.
+  std::vector<at::Tensor> parts;
+  parts.reserve(static_cast<size_t>(local));
+  for (int64_t j = 0; j < local; ++j)
+    parts.push_back(
+        at::linear(x.narrow(-1, j * c, c).contiguous(), w.narrow(1, j * c, c).contiguous()));
+  at::Tensor all = at::stack(parts);  // (local, ..., out)
+  if (tp > 1) {
+    at::Tensor g = parallel.tp_all_gather(all);  // (tp, local, ..., out), TP-rank order
+    MQ_CHECK(g.dim() == all.dim() + 1 && g.size(0) == tp, "row_parallel_linear: tp_all_gather ",
+             "returned shape ", g.sizes(), " for a local stack of ", all.sizes(), " and tp_size ",
+             tp);
+    std::vector<int64_t> shape = all.sizes().vec();
+    shape[0] = chunks;
+    all = g.reshape(shape);  // (chunks, ..., out), global chunk order
+  }
+  at::Tensor acc = all[0];
+  for (int64_t j = 1; j < chunks; ++j) acc = acc + all[j];
+  if (b.defined()) acc = acc + b;
+  return acc;
+}
+
 // ---- RMSNorm
 // ----------------------------------------------------------------------------------------
 
@@ -131,12 +165,24 @@ at::Tensor Attention::forward(const at::Tensor& x, const LayerContext& ctx) {
   k = repeat_kv(k, n_rep);
   v = repeat_kv(v, n_rep);
   const double scaling = std::pow(static_cast<double>(head_dim_), -0.5);
-  at::Tensor w = at::matmul(q, k.transpose(2, 3)) * scaling;
+  // Layout-invariant mode: ATen's CPU bmm picks its kernel by the batch count, so (B*H) batched
+  // products of a TP shard (H / tp heads) can differ in the last bit from the same heads of the
+  // whole model; one product per head on contiguous operands (batch B and strides the same in
+  // every layout) cannot.
+  auto product = [&](const at::Tensor& a, const at::Tensor& bt) {
+    if (!per_head_products_) return at::matmul(a, bt);
+    std::vector<at::Tensor> heads;
+    heads.reserve(static_cast<size_t>(a.size(1)));
+    for (int64_t i = 0; i < a.size(1); ++i)
+      heads.push_back(at::matmul(a.select(1, i).contiguous(), bt.select(1, i).contiguous()));
+    return at::stack(heads, 1);
+  };
+  at::Tensor w = product(q, k.transpose(2, 3)) * scaling;
   const at::Tensor& mask = sliding_ ? ctx.mask_sliding : ctx.mask_full;
   if (mask.defined()) w = w + mask;
   w = at::softmax(w, -1, at::kFloat).to(q.scalar_type());
   w = maybe_quantize(*this, "p_bmm_quantizer", w);
-  at::Tensor out = at::matmul(w, v).transpose(1, 2).contiguous().reshape({b, s, -1});
+  at::Tensor out = product(w, v).transpose(1, 2).contiguous().reshape({b, s, -1});
   return child_as<nn::Linear>("o_proj").forward(out);
 }
 
@@ -159,17 +205,39 @@ at::Tensor Mlp::forward(const at::Tensor& x) {
 // --------------------------------------------------------------------------------------
 
 SparseMoe::SparseMoe(std::string type, MoeRouting routing, int64_t num_experts, int64_t top_k,
-                     bool norm_topk_prob, int64_t expert_begin, int64_t num_local_experts)
+                     bool norm_topk_prob, int64_t expert_begin, int64_t num_local_experts,
+                     const ParallelSpec* parallel)
     : type_(std::move(type)),
       routing_(routing),
       num_experts_(num_experts),
       top_k_(top_k),
       norm_topk_prob_(norm_topk_prob),
-      expert_begin_(expert_begin) {
+      expert_begin_(expert_begin),
+      parallel_(parallel) {
   token_counts_.assign(static_cast<size_t>(num_local_experts), 0);
 }
 
 nn::ModuleList& SparseMoe::experts() { return child_as<nn::ModuleList>("experts"); }
+
+namespace {
+
+/// Routing of one source's tokens: (E, k, T) mask as HF's one_hot(top_k_index).permute(2, 1, 0)
+/// (tokens of an expert in (slot, token) order), tokens per expert, flat weights.
+struct Routed {
+  at::Tensor mask;
+  at::Tensor counts;  // (E,) int64 on the CPU
+  at::Tensor flat_w;  // (T * k)
+};
+
+Routed route(const at::Tensor& top_i, const at::Tensor& top_w, int64_t num_experts) {
+  Routed r;
+  r.mask = at::one_hot(top_i, num_experts).permute({2, 1, 0});
+  r.counts = r.mask.sum({1, 2}).to(at::kCPU).contiguous();
+  r.flat_w = top_w.reshape({-1});
+  return r;
+}
+
+}  // namespace
 
 at::Tensor SparseMoe::forward(const at::Tensor& x) {
   if (has_hooks()) run_pre_hooks(x);
@@ -185,23 +253,72 @@ at::Tensor SparseMoe::forward(const at::Tensor& x) {
   if (routing_ == MoeRouting::kQwen3Moe) top_w = top_w.to(logits.scalar_type());
 
   at::Tensor out = at::zeros_like(h);
-  // (E, k, T), as HF's one_hot(top_k_index).permute(2, 1, 0): tokens of an expert in (slot, token)
-  // order.
-  at::Tensor expert_mask = at::one_hot(top_i, num_experts_).permute({2, 1, 0});
-  at::Tensor per_expert = expert_mask.sum({1, 2}).to(at::kCPU);  // (E,)
-  const int64_t* counts = per_expert.data_ptr<int64_t>();
   nn::ModuleList& list = experts();
-  at::Tensor flat_w = top_w.reshape({-1});
-  for (size_t local = 0; local < list.size(); ++local) {
-    const int64_t e = expert_begin_ + static_cast<int64_t>(local);
-    token_counts_[local] += counts[e];
-    if (counts[e] == 0) continue;
-    std::vector<at::Tensor> where = at::where(expert_mask[e]);
+  const int64_t n_local = static_cast<int64_t>(list.size());
+  // Expert `e` (a local one) on the tokens of one source: weighted output rows in the order of
+  // where(mask[e]), in the output dtype; undefined when no token of the source chose it.
+  auto run_expert = [&](int64_t local, const at::Tensor& hs, const Routed& r) -> at::Tensor {
+    const int64_t e = expert_begin_ + local;
+    const int64_t n = r.counts.data_ptr<int64_t>()[e];
+    token_counts_[static_cast<size_t>(local)] += n;
+    if (n == 0) return {};
+    std::vector<at::Tensor> where = at::where(r.mask[e]);
     const at::Tensor& slot = where[0];
     const at::Tensor& token = where[1];
-    at::Tensor y = dynamic_cast<Mlp&>(list[local]).forward(h.index_select(0, token));
-    y = y * flat_w.index_select(0, token * top_k_ + slot).unsqueeze(-1);
-    out.index_add_(0, token, y.to(out.scalar_type()));
+    at::Tensor y =
+        dynamic_cast<Mlp&>(list[static_cast<size_t>(local)]).forward(hs.index_select(0, token));
+    y = y * r.flat_w.index_select(0, token * top_k_ + slot).unsqueeze(-1);
+    return y.to(out.scalar_type());
+  };
+
+  const Routed own = route(top_i, top_w, num_experts_);
+  if (parallel_ == nullptr || parallel_->ep_size == 1) {
+    for (int64_t local = 0; local < n_local; ++local) {
+      at::Tensor y = run_expert(local, h, own);
+      if (y.defined()) out.index_add_(0, at::where(own.mask[expert_begin_ + local])[1], y);
+    }
+  } else {
+    const ParallelSpec& p = *parallel_;
+    const int64_t ep = p.ep_size;
+    MQ_CHECK(n_local * ep == num_experts_, "SparseMoe: ", n_local, " local experts x ep_size ", ep,
+             " != ", num_experts_, " experts");
+    // Every EP rank issues the same five collectives, whatever its token counts (empty tensors
+    // included), so no rank waits for a collective another one skipped.
+    std::vector<at::Tensor> hs = p.ep_all_gather_v(h);
+    std::vector<at::Tensor> is = p.ep_all_gather_v(top_i.contiguous());
+    std::vector<at::Tensor> ws = p.ep_all_gather_v(top_w.contiguous());
+    MQ_CHECK(static_cast<int64_t>(hs.size()) == ep && static_cast<int64_t>(is.size()) == ep &&
+                 static_cast<int64_t>(ws.size()) == ep,
+             "SparseMoe: ep_all_gather_v returned ", hs.size(), " tensors for ep_size ", ep);
+    std::vector<at::Tensor> send(static_cast<size_t>(ep));
+    for (int64_t s = 0; s < ep; ++s) {
+      const auto su = static_cast<size_t>(s);
+      const Routed r = route(is[su], ws[su], num_experts_);
+      std::vector<at::Tensor> rows;
+      for (int64_t local = 0; local < n_local; ++local)
+        if (at::Tensor y = run_expert(local, hs[su], r); y.defined()) rows.push_back(y);
+      send[su] = rows.empty() ? at::empty({0, hidden}, out.options()) : at::cat(rows);
+    }
+    std::vector<at::Tensor> recv = p.ep_all_to_all_v(send);
+    MQ_CHECK(static_cast<int64_t>(recv.size()) == ep, "SparseMoe: ep_all_to_all_v returned ",
+             recv.size(), " tensors for ep_size ", ep);
+    // Global expert order, each expert's rows taken in turn from its rank's block: the additions
+    // into `out` happen in exactly the single-process order.
+    std::vector<int64_t> offset(static_cast<size_t>(ep), 0);
+    const int64_t* counts = own.counts.data_ptr<int64_t>();
+    for (int64_t e = 0; e < num_experts_; ++e) {
+      if (counts[e] == 0) continue;
+      const auto r = static_cast<size_t>(e / n_local);
+      MQ_CHECK(offset[r] + counts[e] <= recv[r].size(0), "SparseMoe: EP rank ", r, " sent ",
+               recv[r].size(0), " rows, expert ", e, " needs rows up to ", offset[r] + counts[e]);
+      out.index_add_(0, at::where(own.mask[e])[1], recv[r].narrow(0, offset[r], counts[e]));
+      offset[r] += counts[e];
+    }
+    for (int64_t r = 0; r < ep; ++r)
+      MQ_CHECK(offset[static_cast<size_t>(r)] == recv[static_cast<size_t>(r)].size(0),
+               "SparseMoe: EP rank ", r, " sent ", recv[static_cast<size_t>(r)].size(0),
+               " rows, this rank's tokens chose its experts ", offset[static_cast<size_t>(r)],
+               " times");
   }
   at::Tensor result = out.view(x.sizes());
   if (has_hooks()) run_forward_hooks(x, result);
@@ -211,26 +328,24 @@ at::Tensor SparseMoe::forward(const at::Tensor& x) {
 // ---- DecoderLayer
 // -----------------------------------------------------------------------------------
 
-DecoderLayer::DecoderLayer(std::string type, std::string mlp_name, const ParallelSpec* parallel)
-    : type_(std::move(type)), mlp_name_(std::move(mlp_name)), parallel_(parallel) {}
+DecoderLayer::DecoderLayer(std::string type, std::string mlp_name)
+    : type_(std::move(type)), mlp_name_(std::move(mlp_name)) {}
 
 SparseMoe* DecoderLayer::moe() const { return dynamic_cast<SparseMoe*>(child(mlp_name_)); }
 
 at::Tensor DecoderLayer::forward(const at::Tensor& hidden, const LayerContext& ctx) {
   if (has_hooks()) run_pre_hooks(hidden);
+  // Attention, dense MLP and MoE block all return the complete result on every TP rank (row-
+  // parallel o_proj / down_proj gather their partial products; experts are replicated over TP).
   at::Tensor h = child_as<Attention>("self_attn")
                      .forward(child_as<RMSNorm>("input_layernorm").forward(hidden), ctx);
-  if (parallel_->tp_size > 1) parallel_->tp_all_reduce(h);
   h = hidden + h;
   at::Tensor residual = h;
   h = child_as<RMSNorm>("post_attention_layernorm").forward(h);
-  if (SparseMoe* m = moe()) {
+  if (SparseMoe* m = moe())
     h = m->forward(h);
-    if (parallel_->ep_size > 1) parallel_->ep_all_reduce(h);
-  } else {
+  else
     h = child_as<Mlp>(mlp_name_).forward(h);
-    if (parallel_->tp_size > 1) parallel_->tp_all_reduce(h);
-  }
   at::Tensor out = residual + h;
   if (has_hooks()) run_forward_hooks(hidden, out);
   return out;

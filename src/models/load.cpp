@@ -3,6 +3,7 @@
 #include <set>
 
 #include "mq/core/error.hpp"
+#include "mq/dist/parallel_state.hpp"
 #include "mq/models/causal_lm.hpp"
 #include "mq/models/checkpoint.hpp"
 
@@ -33,14 +34,22 @@ class Builder {
     at::Tensor b = bias ? part(p + ".bias", {out}, 0, r) : at::Tensor();
     return std::make_shared<nn::Linear>(std::move(w), std::move(b));
   }
-  /// A linear whose input columns [r) are local (row parallel); the bias lives on tp_rank 0 only so
-  /// the all-reduce adds it once.
+  /// A linear whose input columns [r) are local (row parallel). Every TP rank holds the whole bias
+  /// and adds it after the chunked reduction (ParallelSpec), so all layouts give the same bits.
   std::shared_ptr<nn::Linear> row(const std::string& p, int64_t out, int64_t in,
                                   std::pair<int64_t, int64_t> r, bool bias) {
+    const int64_t chunks = par_.chunks();
+    MQ_CHECK(in % chunks == 0, "parallel: reduction_chunks ", chunks, " does not divide ", p,
+             " in_features ", in);
     at::Tensor w = part(p + ".weight", {out, in}, 1, r);
-    at::Tensor b;
-    if (bias && par_.tp_rank == 0) b = whole(p + ".bias", {out});
-    return std::make_shared<nn::Linear>(std::move(w), std::move(b));
+    at::Tensor b = bias ? whole(p + ".bias", {out}) : at::Tensor();
+    auto lin = std::make_shared<nn::Linear>(std::move(w), std::move(b));
+    if (par_.tp_size > 1 || chunks > 1)
+      lin->set_linear_fn(
+          [spec = par_](const at::Tensor& x, const at::Tensor& wt, const at::Tensor& bt) {
+            return row_parallel_linear(x, wt, bt, spec);
+          });
+    return lin;
   }
   std::shared_ptr<RMSNorm> norm(const std::string& p, int64_t n) {
     return std::make_shared<RMSNorm>(std::string(t_.norm_class), whole(p + ".weight", {n}),
@@ -69,6 +78,7 @@ class Builder {
         "v_proj", column(p + ".v_proj", cfg_.num_key_value_heads * hd, hid, scale(kv), qkv_bias));
     a->register_module(
         "o_proj", row(p + ".o_proj", hid, cfg_.num_attention_heads * hd, scale(heads), o_bias));
+    a->set_per_head_products(par_.tp_size > 1 || par_.chunks() > 1);
     if (t_.qk_norm) {
       a->register_module("q_norm", norm(p + ".q_norm", hd));
       a->register_module("k_norm", norm(p + ".k_norm", hd));
@@ -87,13 +97,13 @@ class Builder {
     return m;
   }
 
-  std::shared_ptr<SparseMoe> moe(const std::string& p) {
+  std::shared_ptr<SparseMoe> moe(const std::string& p, const ParallelSpec* spec) {
     const int64_t hid = cfg_.hidden_size, inter = cfg_.expert_intermediate_size(),
                   e_all = cfg_.num_experts;
     auto r = ParallelSpec::range(e_all, par_.ep_rank, par_.ep_size, "num_experts");
     auto m = std::make_shared<SparseMoe>(std::string(t_.moe_class), t_.routing, e_all,
                                          cfg_.num_experts_per_tok, cfg_.norm_topk_prob, r.first,
-                                         r.second - r.first);
+                                         r.second - r.first, spec);
     m->register_module("gate", std::make_shared<nn::Linear>(whole(p + ".gate.weight", {e_all, hid}),
                                                             at::Tensor()));
     auto experts = std::make_shared<nn::ModuleList>();
@@ -133,11 +143,10 @@ class Builder {
       const std::string p = "model.layers." + std::to_string(i);
       const bool is_moe = cfg_.is_moe_layer(i);
       const std::string mlp_name = is_moe ? std::string(t_.moe_child) : "mlp";
-      auto layer = std::make_shared<DecoderLayer>(std::string(t_.decoder_layer_class), mlp_name,
-                                                  &lm->parallel());
+      auto layer = std::make_shared<DecoderLayer>(std::string(t_.decoder_layer_class), mlp_name);
       layer->register_module("self_attn", attention(p + ".self_attn", i));
       if (is_moe)
-        layer->register_module(mlp_name, moe(p + "." + mlp_name));
+        layer->register_module(mlp_name, moe(p + "." + mlp_name, &lm->parallel()));
       else
         layer->register_module(mlp_name, dense_mlp(p + ".mlp"));
       layer->register_module("input_layernorm", norm(p + ".input_layernorm", hid));
@@ -168,10 +177,16 @@ void check_parallel(const ParallelSpec& p) {
            p.tp_rank, " / tp_size ", p.tp_size, " is invalid");
   MQ_CHECK(p.ep_size >= 1 && p.ep_rank >= 0 && p.ep_rank < p.ep_size, "parallel: ep_rank ",
            p.ep_rank, " / ep_size ", p.ep_size, " is invalid");
-  MQ_CHECK(p.tp_size == 1 || p.tp_all_reduce, "parallel: tp_size ", p.tp_size,
-           " needs tp_all_reduce");
-  MQ_CHECK(p.ep_size == 1 || p.ep_all_reduce, "parallel: ep_size ", p.ep_size,
-           " needs ep_all_reduce");
+  MQ_CHECK(p.reduction_chunks >= 0, "parallel: reduction_chunks ", p.reduction_chunks,
+           " is negative (0 means tp_size)");
+  MQ_CHECK(p.chunks() % p.tp_size == 0, "parallel: reduction_chunks ", p.chunks(),
+           " is not a multiple of tp_size ", p.tp_size);
+  MQ_CHECK(p.tp_size == 1 || p.tp_all_gather, "parallel: tp_size ", p.tp_size,
+           " needs tp_all_gather");
+  MQ_CHECK(p.ep_size == 1 || p.ep_all_gather_v, "parallel: ep_size ", p.ep_size,
+           " needs ep_all_gather_v");
+  MQ_CHECK(p.ep_size == 1 || p.ep_all_to_all_v, "parallel: ep_size ", p.ep_size,
+           " needs ep_all_to_all_v");
 }
 
 std::vector<int64_t> sliced(std::vector<int64_t> shape, int64_t dim, int64_t begin, int64_t end) {
@@ -202,8 +217,10 @@ std::vector<std::pair<std::string, std::vector<int64_t>>> planned_tensors(
   };
   ParallelSpec p = parallel;
   // The dry run never runs forward; placeholders satisfy the callback check.
-  if (!p.tp_all_reduce) p.tp_all_reduce = [](at::Tensor&) {};
-  if (!p.ep_all_reduce) p.ep_all_reduce = [](at::Tensor&) {};
+  if (!p.tp_all_gather) p.tp_all_gather = [](const at::Tensor& t) { return t; };
+  if (!p.ep_all_gather_v)
+    p.ep_all_gather_v = [](const at::Tensor& t) { return std::vector<at::Tensor>{t}; };
+  if (!p.ep_all_to_all_v) p.ep_all_to_all_v = [](const std::vector<at::Tensor>& t) { return t; };
   build_causal_lm(cfg, meta, at::kFloat, c10::kMeta, p);
   return out;
 }
@@ -257,6 +274,43 @@ std::unique_ptr<CausalLM> load_causal_lm(const std::string& dir, const LoadOptio
     return ck.load_slice(name, dim, b, e, dtype, options.device);
   };
   return build_causal_lm(cfg, src, dtype, options.device, options.parallel);
+}
+
+ParallelSpec parallel_spec_from_groups(const dist::ParallelGroups& groups,
+                                       int64_t reduction_chunks) {
+  const dist::ParallelLayout& l = groups.layout;
+  MQ_CHECK_T(ConfigError, l.pp == 1, "parallel_spec_from_groups: pipeline parallel size ", l.pp,
+             " is not supported by the model forward (use pp = 1)");
+  MQ_CHECK_T(
+      ConfigError, l.ep == 1 || l.expert_tp == 1, "parallel_spec_from_groups: expert_tp ",
+      l.expert_tp,
+      " is not supported by the model forward (experts are not TP-sharded: use expert_tp = 1)");
+  ParallelSpec p;
+  p.tp_rank = groups.ranks.tp_rank;
+  p.tp_size = l.tp;
+  p.ep_rank = groups.ranks.ep_rank;
+  p.ep_size = l.ep;
+  p.reduction_chunks = reduction_chunks;
+  // The lambdas hold copies of the groups, which share (and keep alive) the communicators.
+  if (groups.tp.is_initialized()) {
+    MQ_CHECK(groups.tp.size() == l.tp, "parallel_spec_from_groups: tp group has ", groups.tp.size(),
+             " ranks, layout tp ", l.tp);
+    p.tp_all_gather = [g = groups.tp](const at::Tensor& t) { return g.all_gather(t.contiguous()); };
+  }
+  if (groups.ep.is_initialized()) {
+    MQ_CHECK(groups.ep.size() == l.ep, "parallel_spec_from_groups: ep group has ", groups.ep.size(),
+             " ranks, layout ep ", l.ep);
+    p.ep_all_gather_v = [g = groups.ep](const at::Tensor& t) {
+      return g.all_gather_v(t.contiguous());
+    };
+    p.ep_all_to_all_v = [g = groups.ep](const std::vector<at::Tensor>& send) {
+      std::vector<at::Tensor> c;
+      c.reserve(send.size());
+      for (const at::Tensor& t : send) c.push_back(t.contiguous());
+      return g.all_to_all_v(c);
+    };
+  }
+  return p;
 }
 
 }  // namespace mq::models

@@ -291,9 +291,14 @@ Linear::Linear(at::Tensor weight, at::Tensor bias) {
 
 at::Tensor Linear::forward(const at::Tensor& x) {
   if (has_hooks()) run_pre_hooks(x);
-  at::Tensor y = at::linear(x, weight(), bias());
+  at::Tensor y = apply_linear(x, weight(), bias());
   if (has_hooks()) run_forward_hooks(x, y);
   return y;
+}
+
+at::Tensor Linear::apply_linear(const at::Tensor& x, const at::Tensor& w,
+                                const at::Tensor& b) const {
+  return linear_fn_ ? linear_fn_(x, w, b) : at::linear(x, w, b);
 }
 
 int64_t Linear::in_features() const { return parameter("weight").size(1); }

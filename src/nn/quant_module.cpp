@@ -189,7 +189,7 @@ at::Tensor QuantLinear::quantized_weight() {
 at::Tensor QuantLinear::forward(const at::Tensor& x) {
   if (has_hooks()) run_pre_hooks(x);
   at::Tensor xq = child_as<QuantizerModule>("input_quantizer").forward(x);
-  at::Tensor y = at::linear(xq, quantized_weight(), bias());
+  at::Tensor y = apply_linear(xq, quantized_weight(), bias());
   y = child_as<QuantizerModule>("output_quantizer").forward(y);
   if (has_hooks()) run_forward_hooks(x, y);
   return y;

@@ -54,28 +54,80 @@
 #include "mq/nn/module.hpp"
 #include "mq/nn/moe.hpp"
 
+namespace mq::dist {
+struct ParallelGroups;
+}  // namespace mq::dist
+
 namespace mq::models {
 
-/// Which part of the model this process holds. Tensor parallel: attention heads, KV heads and the
-/// (dense) intermediate dimension are split into tp_size contiguous equal ranges (q/k/v and gate/up
-/// column-parallel by output rows, o_proj/down_proj row-parallel by input columns, their bias on
-/// tp_rank 0 only). Expert parallel: experts are split into ep_size contiguous ranges; the router
-/// is replicated. The partial outputs of o_proj / down_proj / the MoE block are summed by the
-/// all-reduce callbacks (required when the matching size is > 1). Default: the whole model.
+/// Which part of the model this process holds, and how the sharded forward talks to its peers.
+///
+/// Tensor parallel (tp_size > 1): attention heads, KV heads and the dense intermediate dimension
+/// are split into tp_size contiguous equal ranges: q/k/v and gate/up are column-parallel (output
+/// rows split), o_proj and the dense down_proj row-parallel (input columns split; their bias, if
+/// any, is held whole by every TP rank). Embeddings, norms, routers, lm_head and, in MoE blocks,
+/// the experts are replicated over TP (expert_tp = 1).
+///
+/// Expert parallel (ep_size > 1): the experts of every MoE block are split into ep_size contiguous
+/// ranges; the router is replicated. Each rank routes its own tokens; the tokens are all-gathered
+/// over EP, every rank runs its local experts on the tokens of each source rank, and the results go
+/// back to their owner by all-to-all (EP ranks may hold different data: EP may span DP ranks).
+///
+/// Layout invariance: every activation (the inputs the quantizers see, the logits) is bit-identical
+/// to the single-process model with the same reduction_chunks R, for any TP/EP layout. Column
+/// splits and per-head/per-token work are exact already; the only sum across ranks, the
+/// row-parallel product, is computed as R partial products over R equal contiguous chunks of the
+/// input dimension, folded in chunk order (p0 + p1 + ...) and then the bias added, by every layout
+/// alike (each TP rank computes its R / tp_size chunks, tp_all_gather collects all R). With
+/// tp_size == 1 and R <= 1 the row-parallel linears are plain at::linear. In the same
+/// layout-invariant mode (tp_size > 1 or R > 1) attention multiplies QK^T and PV one head at a
+/// time (ATen's CPU bmm picks its kernel by batch count, so H and H / tp heads batched may differ
+/// in fp32). The MoE output is accumulated on the token's owner over the global experts in order,
+/// as one process does. Measured: fp32 and bf16 logits and linear inputs equal bit for bit on CPU
+/// (tests/unit/models/parallel_forward_test.cpp, tests/dist/model_forward_test.cpp).
+///
+/// Names: an EP rank's `experts` list holds its experts only, named from 0 (experts.<e - begin>);
+/// SparseMoe::expert_begin() maps them to the checkpoint's global index. Expert token counts
+/// count every source rank's tokens; TP peers share their batch, so summed over all ranks they
+/// are tp_size times the tokens of the distinct batches.
+///
+/// Example (one rank of an MPI job, see parallel_spec_from_groups):
+///   mq::models::LoadOptions opt;
+///   opt.parallel = mq::models::parallel_spec_from_groups(groups, /*reduction_chunks=*/4);
+///   auto lm = mq::models::load_causal_lm(dir, opt);  // reads only this rank's slices and experts
 struct ParallelSpec {
   int64_t tp_rank = 0;
   int64_t tp_size = 1;
   int64_t ep_rank = 0;
   int64_t ep_size = 1;
-  /// In-place sum over the TP group (after o_proj and the dense down_proj).
-  std::function<void(at::Tensor&)> tp_all_reduce;
-  /// In-place sum over the EP group (after a sparse MoE block).
-  std::function<void(at::Tensor&)> ep_all_reduce;
+  /// R: chunks of the input dimension of o_proj and the dense down_proj. 0 means tp_size. Must be a
+  /// multiple of tp_size and divide their (unsharded) in_features. Give every layout that must
+  /// agree bit for bit the same R (e.g. the largest tp_size in use).
+  int64_t reduction_chunks = 0;
+  /// Required when tp_size > 1. All-gather over the TP group: every rank passes a tensor of one
+  /// shape; returns (tp_size, *shape), row i from TP rank i.
+  std::function<at::Tensor(const at::Tensor&)> tp_all_gather;
+  /// Required when ep_size > 1. Variable all-gather over the EP group: returns every EP rank's
+  /// tensor in EP-rank order (dtype and trailing dims agree, dim 0 may differ and may be 0).
+  std::function<std::vector<at::Tensor>(const at::Tensor&)> ep_all_gather_v;
+  /// Required when ep_size > 1. All-to-all over the EP group: send[j] (ep_size tensors, dim 0 may
+  /// differ and may be 0) goes to EP rank j; returns recv[i], the tensor EP rank i sent here.
+  std::function<std::vector<at::Tensor>(const std::vector<at::Tensor>&)> ep_all_to_all_v;
+
+  /// R resolved (reduction_chunks, or tp_size when 0).
+  int64_t chunks() const { return reduction_chunks > 0 ? reduction_chunks : tp_size; }
 
   /// [begin, end) of `n` items for `rank` of `size`; throws naming `what` when size does not divide
   /// n.
   static std::pair<int64_t, int64_t> range(int64_t n, int64_t rank, int64_t size, const char* what);
 };
+
+/// The row-parallel product of ParallelSpec: x (..., in / tp_size) holds this TP rank's input
+/// columns, w (out, in / tp_size) the matching weight columns, b (out) the whole bias or undefined.
+/// Returns the full (..., out) result, identical on every TP rank and for every tp_size dividing
+/// `chunks`. Throws when the local in_features is not divisible by chunks / tp_size.
+at::Tensor row_parallel_linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b,
+                               const ParallelSpec& parallel);
 
 struct LoadOptions {
   /// Parameter and compute dtype. nullopt: the config's dtype (`dtype` / `torch_dtype`), fp32 when
@@ -131,16 +183,22 @@ class Attention : public nn::Module {
   Attention(std::string type, int64_t num_heads, int64_t num_kv_heads, int64_t head_dim,
             bool sliding);
   std::string type_name() const override { return type_; }
-  /// x (B, S, hidden) -> (B, S, hidden); partial sum when TP-sharded (the decoder layer reduces).
+  /// x (B, S, hidden) -> (B, S, hidden), complete on every TP rank (o_proj is row-parallel).
   virtual at::Tensor forward(const at::Tensor& x, const LayerContext& ctx);
   int64_t num_heads() const { return num_heads_; }
   int64_t num_kv_heads() const { return num_kv_heads_; }
   int64_t head_dim() const { return head_dim_; }
+  /// Layout-invariant mode (set by the builder when tp_size > 1 or reduction_chunks > 1): the
+  /// QK^T and PV products run one head at a time, so their bits do not depend on how many heads
+  /// this rank holds. Off: one batched product over (B, H), as HF.
+  void set_per_head_products(bool on) { per_head_products_ = on; }
+  bool per_head_products() const { return per_head_products_; }
 
  private:
   std::string type_;
   int64_t num_heads_, num_kv_heads_, head_dim_;
   bool sliding_;
+  bool per_head_products_ = false;
 };
 
 /// SiLU-gated MLP: down(silu(gate(x)) * up(x)). Dense MLPs ("LlamaMLP":
@@ -164,14 +222,25 @@ class Mlp : public nn::Module {
 /// routes them too), and calls an expert's linears only on the tokens routed to it: an expert that
 /// received no token is not called at all (calibration gives it a weight amax from its weights
 /// alone).
+///
+/// Expert parallel (parallel->ep_size > 1): the router runs on this rank's tokens; hidden states
+/// and routing are all-gathered over EP; for each source rank in order and each local expert in
+/// order the expert runs on exactly the rows one process would give it from that source (never on
+/// rows of several sources at once), weighted and cast to the output dtype; the results go back by
+/// all-to-all, and the owner adds them over the global experts 0..E-1 in order, as one process
+/// does. The token counts of a local expert sum the tokens of every source (a source that shares
+/// its data with another one, e.g. two TP ranks in one EP group, is counted once per source).
+/// Every collective is issued by every EP rank, also when it exchanges no row.
 class SparseMoe : public nn::SparseMoeBlock {
  public:
-  /// `expert_begin`: global id of experts.0 (expert parallel); `num_experts`: global expert count.
+  /// `expert_begin`: global id of experts.0 (expert parallel); `num_experts`: global expert count;
+  /// `parallel`: nullptr or ep_size 1 for a block holding every expert (must outlive the block).
   SparseMoe(std::string type, MoeRouting routing, int64_t num_experts, int64_t top_k,
-            bool norm_topk_prob, int64_t expert_begin, int64_t num_local_experts);
+            bool norm_topk_prob, int64_t expert_begin, int64_t num_local_experts,
+            const ParallelSpec* parallel = nullptr);
   std::string type_name() const override { return type_; }
   nn::ModuleList& experts() override;
-  /// x (B, S, hidden) -> (B, S, hidden); partial sum over local experts when EP-sharded.
+  /// x (B, S, hidden) -> (B, S, hidden), complete for this rank's tokens.
   virtual at::Tensor forward(const at::Tensor& x);
   int64_t num_experts() const { return num_experts_; }
   int64_t top_k() const { return top_k_; }
@@ -183,6 +252,7 @@ class SparseMoe : public nn::SparseMoeBlock {
   int64_t num_experts_, top_k_;
   bool norm_topk_prob_;
   int64_t expert_begin_;
+  const ParallelSpec* parallel_;
 };
 
 /// One decoder layer: x + attn(input_layernorm(x)), then h + mlp(post_attention_layernorm(h)).
@@ -190,7 +260,7 @@ class SparseMoe : public nn::SparseMoeBlock {
 /// output), so calibration can capture per-layer inputs.
 class DecoderLayer : public nn::Module {
  public:
-  DecoderLayer(std::string type, std::string mlp_name, const ParallelSpec* parallel);
+  DecoderLayer(std::string type, std::string mlp_name);
   std::string type_name() const override { return type_; }
   virtual at::Tensor forward(const at::Tensor& hidden, const LayerContext& ctx);
   /// "mlp" or "block_sparse_moe".
@@ -200,7 +270,6 @@ class DecoderLayer : public nn::Module {
 
  private:
   std::string type_, mlp_name_;
-  const ParallelSpec* parallel_;
 };
 
 /// "<Family>Model": embed_tokens, layers, norm, rotary_emb.
@@ -279,6 +348,13 @@ std::vector<std::string> expected_tensor_names(const HfConfig& cfg);
 /// `*.rotary_emb.inv_freq` buffers and `lm_head.weight` when the embeddings are tied (ignored, as
 /// HF ties it).
 std::unique_ptr<CausalLM> load_causal_lm(const std::string& dir, const LoadOptions& options = {});
+
+/// The ParallelSpec of this rank under `groups` (from mq::dist::make_parallel_groups): TP and EP
+/// ranks and sizes, and the callbacks on groups.tp (all_gather) and groups.ep (all_gather_v,
+/// all_to_all_v), which keep the groups' communicators alive. Throws mq::ConfigError when the
+/// layout has pipeline parallelism or expert_tp != 1 (not supported by the model forward).
+ParallelSpec parallel_spec_from_groups(const dist::ParallelGroups& groups,
+                                       int64_t reduction_chunks = 0);
 
 /// Registers every supported attention class (LlamaAttention, MistralAttention, Qwen2Attention,
 /// Qwen3Attention, MixtralAttention, Qwen3MoeAttention) with nn::register_quant_attention, so

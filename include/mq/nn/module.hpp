@@ -186,17 +186,34 @@ class QuantizerModule final : public Module {
 
 /// torch.nn.Linear: y = x W^T + b, W (out, in). Quantized form (QuantLinear, created by
 /// replace_quant_module) adds input/weight/output quantizers; see reference §4.4 for the defaults.
+///
+/// The product itself goes through apply_linear: at::linear(x, w, b) unless a linear function was
+/// set (a tensor-parallel row-parallel layer sets one that splits the reduction and gathers the
+/// partial sums over the TP group). Forward and QuantLinear::forward both call it with their
+/// (quantized) input and weight, and the function moves with the module into its QuantLinear.
 class Linear : public Module {
  public:
+  /// (x (..., in), w (out, in), b (out) or undefined) -> (..., out).
+  using LinearFn =
+      std::function<at::Tensor(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b)>;
+
   Linear() = default;
   Linear(at::Tensor weight, at::Tensor bias);
   std::string type_name() const override { return "nn.Linear"; }
   virtual at::Tensor forward(const at::Tensor& x);
+  /// Replaces at::linear in forward; an empty function restores it.
+  void set_linear_fn(LinearFn fn) { linear_fn_ = std::move(fn); }
+  const LinearFn& linear_fn() const { return linear_fn_; }
+  /// linear_fn()(x, w, b), or at::linear(x, w, b) when none is set.
+  at::Tensor apply_linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) const;
   at::Tensor& weight() { return parameter("weight"); }
   /// Undefined when the layer has no bias.
   at::Tensor bias() const { return has_parameter("bias") ? parameter("bias") : at::Tensor(); }
   int64_t in_features() const;
   int64_t out_features() const;
+
+ private:
+  LinearFn linear_fn_;
 };
 
 /// torch.nn.Embedding.

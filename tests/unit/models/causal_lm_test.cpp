@@ -242,21 +242,37 @@ TEST(CausalLM, QuantizedAttentionAndLinearsReplaceInPlace) {
   EXPECT_LT(rel_err(kq, ref), 5e-2);
 }
 
-// Tensor parallel (2 ranks: heads, KV heads and intermediate split; bias on rank 0) and expert
-// parallel (2 ranks: 2 of 4 experts each) reproduce the single-rank logits; two threads stand in
-// for two ranks.
+// Tensor parallel (2 ranks: heads, KV heads and intermediate split; row-parallel bias on both
+// ranks) and expert parallel (2 ranks: 2 of 4 experts each) reproduce the single-rank logits; two
+// threads stand in for two ranks (one group for TP and EP alike: both ranks share the data).
 TEST(CausalLM, TensorAndExpertParallelMatchSingleRank) {
   for (const std::string name : {"llama3_bias", "mixtral"}) {
     auto g = golden(name);
     const bool ep = name == "mixtral";
     std::vector<at::Tensor> slots(2);
+    std::vector<std::vector<at::Tensor>> vslots(2);
     std::barrier sync(2);
-    auto all_reduce = [&](int64_t rank, at::Tensor& t) {
+    auto all_gather = [&](int64_t rank, const at::Tensor& t) {
       slots[static_cast<size_t>(rank)] = t;
       sync.arrive_and_wait();
-      at::Tensor sum = slots[0] + slots[1];
+      at::Tensor all = at::stack(slots);
       sync.arrive_and_wait();
-      t.copy_(sum);
+      return all;
+    };
+    auto all_gather_v = [&](int64_t rank, const at::Tensor& t) {
+      slots[static_cast<size_t>(rank)] = t;
+      sync.arrive_and_wait();
+      std::vector<at::Tensor> all = {slots[0].clone(), slots[1].clone()};
+      sync.arrive_and_wait();
+      return all;
+    };
+    auto all_to_all_v = [&](int64_t rank, const std::vector<at::Tensor>& send) {
+      vslots[static_cast<size_t>(rank)] = send;
+      sync.arrive_and_wait();
+      std::vector<at::Tensor> recv = {vslots[0][static_cast<size_t>(rank)].clone(),
+                                      vslots[1][static_cast<size_t>(rank)].clone()};
+      sync.arrive_and_wait();
+      return recv;
     };
     std::vector<at::Tensor> out(2);
     std::vector<std::vector<int64_t>> counts(2);
@@ -266,11 +282,16 @@ TEST(CausalLM, TensorAndExpertParallelMatchSingleRank) {
         LoadOptions o = with_dtype(at::kFloat);
         o.parallel.tp_rank = rank;
         o.parallel.tp_size = 2;
-        o.parallel.tp_all_reduce = [&, rank](at::Tensor& t) { all_reduce(rank, t); };
+        o.parallel.tp_all_gather = [&, rank](const at::Tensor& t) { return all_gather(rank, t); };
         if (ep) {
           o.parallel.ep_rank = rank;
           o.parallel.ep_size = 2;
-          o.parallel.ep_all_reduce = [&, rank](at::Tensor& t) { all_reduce(rank, t); };
+          o.parallel.ep_all_gather_v = [&, rank](const at::Tensor& t) {
+            return all_gather_v(rank, t);
+          };
+          o.parallel.ep_all_to_all_v = [&, rank](const std::vector<at::Tensor>& t) {
+            return all_to_all_v(rank, t);
+          };
         }
         auto lm = mq::models::load_causal_lm(tiny(name), o);
         out[static_cast<size_t>(rank)] = lm->forward(g.at("input_ids"), g.at("attention_mask"));
@@ -286,21 +307,23 @@ TEST(CausalLM, TensorAndExpertParallelMatchSingleRank) {
     EXPECT_LT(rel_err(out[0], g.at("logits")), kFp32Tol) << name;
     EXPECT_TRUE(at::equal(out[0], out[1])) << name;
     if (ep) {
+      // Each expert counts the tokens of both sources, and both TP ranks hold the same batch: twice
+      // the single-rank counts.
       ASSERT_EQ(counts[0].size(), 2u);
       std::vector<int64_t> all = counts[0];
       all.insert(all.end(), counts[1].begin(), counts[1].end());
-      EXPECT_TRUE(at::equal(at::tensor(all, at::kLong), g.at("expert_counts")[0]));
+      EXPECT_TRUE(at::equal(at::tensor(all, at::kLong), g.at("expert_counts")[0] * 2));
     }
   }
 }
 
-TEST(CausalLM, ParallelNeedsAllReduce) {
+TEST(CausalLM, ParallelNeedsCollectives) {
   LoadOptions o;
   o.parallel.tp_size = 2;
   EXPECT_THROW(mq::models::load_causal_lm(tiny("llama"), o), mq::Error);
   LoadOptions bad;
   bad.parallel.tp_size = 3;  // 4 heads, 2 KV heads: not divisible
-  bad.parallel.tp_all_reduce = [](at::Tensor&) {};
+  bad.parallel.tp_all_gather = [](const at::Tensor& t) { return t; };
   try {
     mq::models::load_causal_lm(tiny("llama"), bad);
     FAIL();
