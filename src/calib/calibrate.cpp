@@ -269,12 +269,29 @@ std::vector<std::vector<std::string>> find_shared_weight_groups(
   return out;
 }
 
+namespace {
+
+// iter_weights_for_calibration with the dotted quantizer names.
+std::vector<std::pair<std::string, nn::QuantizerModule*>> named_weight_quantizers(
+    const std::string& module_name, nn::Module& module) {
+  std::vector<std::pair<std::string, nn::QuantizerModule*>> out;
+  for (const auto& w : nn::weight_attr_names(module)) {
+    const std::string qname = nn::weight_quantizer_name(w);
+    if (nn::QuantizerModule* q = module.quantizer(qname))
+      out.emplace_back(module_name.empty() ? qname : module_name + "." + qname, q);
+  }
+  return out;
+}
+
+}  // namespace
+
 int promote_static_block_weight_quantizers(
-    nn::Module& model, const std::map<std::string, at::Tensor>& shared_global_amax) {
+    nn::Module& model, const std::map<std::string, at::Tensor>& shared_global_amax,
+    const std::map<std::string, at::Tensor>& own_global_amax) {
   int converted = 0;
   for (auto& [name, m] : model.named_modules()) {
     if (m->quant_key().empty()) continue;
-    for (auto& [w, qm] : iter_weights_for_calibration(*m)) {
+    for (auto& [qname, qm] : named_weight_quantizers(name, *m)) {
       quant::TensorQuantizer& q = *qm->leaves()[0];
       if (!q.is_enabled() || !q.is_static_block_quant()) continue;
       auto amax = amax_of(q);
@@ -282,8 +299,11 @@ int promote_static_block_weight_quantizers(
       if (q.is_nvfp4_static()) {
         const bool already = q.is_static_block_scale_quantizer();
         auto it = shared_global_amax.find(name);
+        auto own = own_global_amax.find(qname);
         if (it != shared_global_amax.end()) {
           q.promote_to_static_block_scale(it->second);
+        } else if (own != own_global_amax.end()) {
+          q.promote_to_static_block_scale(own->second);
         } else {
           q.promote_to_static_block_scale(quant::reduce_amax(amax->detach().clone(), std::nullopt));
         }
@@ -325,7 +345,7 @@ void max_calibrate(nn::Module& model, const config::AlgorithmConfig& cfg, const 
   // Steps 7-11 (distributed): the seam for the multi-rank driver.
   if (cfg.distributed_sync && opts.parallel) opts.parallel->sync_amax(model, cfg);
   // Step 12a: each group's global amax = max over members' `_amax`, fp32.
-  std::map<std::string, at::Tensor> shared;
+  std::vector<GlobalAmaxSync> global;
   for (const auto& g : groups) {
     std::vector<at::Tensor> maxes;
     for (const auto& member : g) {
@@ -336,11 +356,37 @@ void max_calibrate(nn::Module& model, const config::AlgorithmConfig& cfg, const 
       maxes.push_back(quant::reduce_amax(wq->tensor().amax_buffer(), std::nullopt));
     }
     if (maxes.empty()) continue;
-    at::Tensor ga = at::max(at::stack(maxes)).clone().to(at::kFloat);
-    if (opts.parallel) opts.parallel->sync_shared_global_amax(ga);
-    for (const auto& member : g) shared[member] = ga;
+    global.push_back({g, "", true, at::max(at::stack(maxes)).clone().to(at::kFloat)});
   }
-  promote_static_block_weight_quantizers(model, shared);  // step 12b
+  std::map<std::string, at::Tensor> shared, own;
+  if (opts.parallel) {
+    // The own global amaxes promotion would compute (same value: MAX is exact and bf16/fp16 widen
+    // to fp32 exactly), listed so that the hook can reduce TP-sharded weights.
+    std::set<std::string> grouped;
+    for (const auto& e : global) grouped.insert(e.modules.begin(), e.modules.end());
+    for (auto& [name, m] : model.named_modules()) {
+      if (m->quant_key().empty() || grouped.count(name)) continue;
+      for (auto& [qname, qm] : named_weight_quantizers(name, *m)) {
+        quant::TensorQuantizer& q = *qm->leaves()[0];
+        if (!q.is_enabled() || !q.is_nvfp4_static()) continue;
+        auto amax = amax_of(q);
+        if (!amax) continue;
+        global.push_back({{name},
+                          qname,
+                          false,
+                          quant::reduce_amax(amax->detach(), std::nullopt).to(at::kFloat)});
+      }
+    }
+    opts.parallel->sync_global_amax(model, cfg, global);
+  }
+  for (const auto& e : global) {
+    if (e.shared) {
+      for (const auto& member : e.modules) shared[member] = e.global_amax;
+    } else {
+      own[e.quantizer] = e.global_amax;
+    }
+  }
+  promote_static_block_weight_quantizers(model, shared, own);  // step 12b
 }
 
 // ---- validation / driver ----

@@ -555,4 +555,118 @@ std::vector<at::Tensor> MpiComm::all_to_all_v(const std::vector<at::Tensor>& sen
   return parts;
 }
 
+// ---- point to point
+
+namespace {
+
+// Header of a point-to-point message: kind, then for tensors dtype, ndim, shape...; then bytes.
+constexpr int64_t kTensorMessage = 0x6d7154656e736f72;  // "mqTensor"
+constexpr int64_t kStringMessage = 0x6d71537472696e67;  // "mqString"
+constexpr int64_t kPieceBytes = int64_t{1} << 30;
+
+void send_payload(const char* p, int64_t bytes, int dest, int tag, MPI_Comm comm) {
+  for (int64_t off = 0; off < bytes; off += kPieceBytes) {
+    const int m = static_cast<int>(std::min(kPieceBytes, bytes - off));
+    MQ_MPI_CHECK(MPI_Send(p + off, m, MPI_BYTE, dest, tag, comm));
+  }
+}
+
+void recv_payload(char* p, int64_t bytes, int source, int tag, MPI_Comm comm) {
+  for (int64_t off = 0; off < bytes; off += kPieceBytes) {
+    const int m = static_cast<int>(std::min(kPieceBytes, bytes - off));
+    MQ_MPI_CHECK(MPI_Recv(p + off, m, MPI_BYTE, source, tag, comm, MPI_STATUS_IGNORE));
+  }
+}
+
+std::vector<int64_t> recv_header(int source, int tag, MPI_Comm comm, const char* what) {
+  MPI_Status st;
+  MQ_MPI_CHECK(MPI_Probe(source, tag, comm, &st));
+  int n = 0;
+  MQ_MPI_CHECK(MPI_Get_count(&st, MPI_INT64_T, &n));
+  MQ_CHECK(n >= 2 && n <= 64, what, ": the message from rank ", source, " tag ", tag,
+           " is not a header (", n, " int64 values)");
+  std::vector<int64_t> h(static_cast<size_t>(n));
+  MQ_MPI_CHECK(MPI_Recv(h.data(), n, MPI_INT64_T, source, tag, comm, MPI_STATUS_IGNORE));
+  return h;
+}
+
+// Receives and drops the payload of a message of the other kind, so that a wrong recv leaves no
+// message behind and no sender blocked.
+void drain_payload(const std::vector<int64_t>& h, int source, int tag, MPI_Comm comm) {
+  int64_t bytes = 0;
+  if (h[0] == kStringMessage && h.size() == 2) bytes = h[1];
+  if (h[0] == kTensorMessage && h.size() >= 4) bytes = h.back();
+  std::vector<char> sink(
+      static_cast<size_t>(std::min<int64_t>(std::max<int64_t>(bytes, 0), kPieceBytes)));
+  for (int64_t off = 0; off < bytes; off += kPieceBytes) {
+    const int m = static_cast<int>(std::min(kPieceBytes, bytes - off));
+    MQ_MPI_CHECK(MPI_Recv(sink.data(), m, MPI_BYTE, source, tag, comm, MPI_STATUS_IGNORE));
+  }
+}
+
+}  // namespace
+
+void MpiComm::send(const at::Tensor& t, int dest, int tag) const {
+  check_valid("send");
+  MQ_CHECK(dest >= 0 && dest < size_, "MpiComm::send: dest ", dest, " is outside [0, ", size_, ")");
+  MQ_CHECK(t.defined(), "MpiComm::send: tensor is undefined");
+  MQ_CHECK(t.device().is_cpu(), "MpiComm::send: MpiComm takes host tensors, got one on ",
+           t.device());
+  const at::Tensor c = t.contiguous();
+  const int64_t bytes = c.numel() * static_cast<int64_t>(c.element_size());
+  std::vector<int64_t> h{kTensorMessage, static_cast<int64_t>(c.scalar_type()), c.dim()};
+  h.insert(h.end(), c.sizes().begin(), c.sizes().end());
+  h.push_back(bytes);
+  MQ_CHECK(h.size() <= 64, "MpiComm::send: ", c.dim(), " dimensions are too many");
+  MQ_MPI_CHECK(MPI_Send(h.data(), static_cast<int>(h.size()), MPI_INT64_T, dest, tag, comm_));
+  send_payload(static_cast<const char*>(c.data_ptr()), bytes, dest, tag, comm_);
+}
+
+at::Tensor MpiComm::recv(int source, int tag) const {
+  check_valid("recv");
+  const char* what = "MpiComm::recv";
+  MQ_CHECK(source >= 0 && source < size_, what, ": source ", source, " is outside [0, ", size_,
+           ")");
+  const std::vector<int64_t> h = recv_header(source, tag, comm_, what);
+  if (!(h[0] == kTensorMessage && h.size() >= 4 && h[2] >= 0 &&
+        static_cast<int64_t>(h.size()) == 4 + h[2])) {
+    drain_payload(h, source, tag, comm_);
+    MQ_THROW(Error, what, ": the message from rank ", source, " tag ", tag, " is not a tensor");
+  }
+  MQ_CHECK(h[1] >= 0 && h[1] < static_cast<int64_t>(at::ScalarType::NumOptions), what, ": rank ",
+           source, " announced an unknown dtype code ", h[1]);
+  const auto st = static_cast<at::ScalarType>(h[1]);
+  const std::vector<int64_t> shape(h.begin() + 3, h.end() - 1);
+  at::Tensor out = at::empty(shape, at::TensorOptions().dtype(st));
+  const int64_t bytes = out.numel() * static_cast<int64_t>(out.element_size());
+  MQ_CHECK(bytes == h.back(), what, ": rank ", source, " announced ", h.back(), " bytes for ", st,
+           " ", out.sizes(), " (", bytes, " expected)");
+  recv_payload(static_cast<char*>(out.data_ptr()), bytes, source, tag, comm_);
+  return out;
+}
+
+void MpiComm::send_string(std::string_view s, int dest, int tag) const {
+  check_valid("send_string");
+  MQ_CHECK(dest >= 0 && dest < size_, "MpiComm::send_string: dest ", dest, " is outside [0, ",
+           size_, ")");
+  int64_t h[2] = {kStringMessage, static_cast<int64_t>(s.size())};
+  MQ_MPI_CHECK(MPI_Send(h, 2, MPI_INT64_T, dest, tag, comm_));
+  send_payload(s.data(), static_cast<int64_t>(s.size()), dest, tag, comm_);
+}
+
+std::string MpiComm::recv_string(int source, int tag) const {
+  check_valid("recv_string");
+  const char* what = "MpiComm::recv_string";
+  MQ_CHECK(source >= 0 && source < size_, what, ": source ", source, " is outside [0, ", size_,
+           ")");
+  const std::vector<int64_t> h = recv_header(source, tag, comm_, what);
+  if (!(h[0] == kStringMessage && h.size() == 2 && h[1] >= 0)) {
+    drain_payload(h, source, tag, comm_);
+    MQ_THROW(Error, what, ": the message from rank ", source, " tag ", tag, " is not a string");
+  }
+  std::string s(static_cast<size_t>(h[1]), '\0');
+  recv_payload(s.data(), h[1], source, tag, comm_);
+  return s;
+}
+
 }  // namespace mq::dist

@@ -548,15 +548,25 @@ nlohmann::ordered_json convert_hf_quant_config_format(const nlohmann::ordered_js
 std::vector<std::pair<std::string, at::Tensor>> build_export_state_dict(
     nn::Module& model, c10::ScalarType dtype, const ExportOptions& options,
     nlohmann::ordered_json* quant_config) {
+  ExportSummary summary;
+  auto out = build_export_state_dict(model, dtype, summary);
+  if (quant_config != nullptr) *quant_config = make_hf_quant_config(summary, options);
+  return out;
+}
+
+std::vector<std::pair<std::string, at::Tensor>> build_export_state_dict(nn::Module& model,
+                                                                        c10::ScalarType dtype,
+                                                                        ExportSummary& summary) {
   prepare_moe_inputs(model);
   unify_moe_experts(model);
   std::set<std::string> fused_with_prequant;
   fuse_linears(model, fused_with_prequant);
 
-  using oj = nlohmann::ordered_json;
-  std::vector<std::pair<std::string, oj>> layer_cfgs;  // quantized layers, in module order
-  std::vector<std::string> unquantized, quantized;
-  std::string kv_format;
+  summary = ExportSummary{};
+  auto& layer_cfgs = summary.layer_configs;  // quantized layers, in module order
+  auto& unquantized = summary.unquantized;
+  std::string& kv_format = summary.kv_cache_format;
+  std::vector<std::string> quantized;
   std::vector<std::pair<std::string, at::Tensor>> out;
   std::set<const void*> seen_storage;
   std::set<std::string> seen_names;
@@ -671,31 +681,35 @@ std::vector<std::pair<std::string, at::Tensor>> build_export_state_dict(
     }
   }
 
-  if (quant_config != nullptr) {
-    oj q = oj::object();
-    q["quant_algo"] = nullptr;
-    q["kv_cache_quant_algo"] = nullptr;
-    std::vector<std::string> distinct;
-    for (const auto& [n, c] : layer_cfgs)
-      if (std::find(distinct.begin(), distinct.end(), c.dump()) == distinct.end())
-        distinct.push_back(c.dump());
-    if (distinct.size() > 1) {
-      q["quant_algo"] = "MIXED_PRECISION";
-      oj layers = oj::object();
-      for (const auto& [n, c] : layer_cfgs) layers[n] = c;
-      q["quantized_layers"] = layers;
-    } else if (distinct.size() == 1) {
-      for (const auto& [k, v] : layer_cfgs.back().second.items()) q[k] = v;
-      q["exclude_modules"] = summarize_exclude_modules(unquantized, quantized);
-    } else {
-      q["quantized_layers"] = oj::object();
-    }
-    if (!kv_format.empty()) q["kv_cache_quant_algo"] = kv_format;
-    *quant_config =
-        oj{{"producer", {{"name", options.producer_name}, {"version", options.producer_version}}},
-           {"quantization", q}};
-  }
   return out;
+}
+nlohmann::ordered_json make_hf_quant_config(const ExportSummary& summary,
+                                            const ExportOptions& options) {
+  using oj = nlohmann::ordered_json;
+  const auto& layer_cfgs = summary.layer_configs;
+  std::vector<std::string> quantized;
+  for (const auto& [n, c] : layer_cfgs) quantized.push_back(n);
+  oj q = oj::object();
+  q["quant_algo"] = nullptr;
+  q["kv_cache_quant_algo"] = nullptr;
+  std::vector<std::string> distinct;
+  for (const auto& [n, c] : layer_cfgs)
+    if (std::find(distinct.begin(), distinct.end(), c.dump()) == distinct.end())
+      distinct.push_back(c.dump());
+  if (distinct.size() > 1) {
+    q["quant_algo"] = "MIXED_PRECISION";
+    oj layers = oj::object();
+    for (const auto& [n, c] : layer_cfgs) layers[n] = c;
+    q["quantized_layers"] = layers;
+  } else if (distinct.size() == 1) {
+    for (const auto& [k, v] : layer_cfgs.back().second.items()) q[k] = v;
+    q["exclude_modules"] = summarize_exclude_modules(summary.unquantized, quantized);
+  } else {
+    q["quantized_layers"] = oj::object();
+  }
+  if (!summary.kv_cache_format.empty()) q["kv_cache_quant_algo"] = summary.kv_cache_format;
+  return oj{{"producer", {{"name", options.producer_name}, {"version", options.producer_version}}},
+            {"quantization", q}};
 }
 
 // ---- writing
@@ -811,14 +825,21 @@ void write_export(const fs::path& dir, const std::vector<std::pair<std::string, 
 
 }  // namespace
 
-ExportReport export_hf_checkpoint(nn::Module& model, const std::string& source_dir,
-                                  const std::string& export_dir, const ExportOptions& options) {
-  const fs::path source(source_dir);
-  fs::path target(export_dir);
+namespace {
+
+// "out/" -> "out"
+fs::path normalized_target(const std::string& export_dir) {
   MQ_CHECK(!export_dir.empty(), "export_hf_checkpoint: empty export_dir");
+  fs::path target(export_dir);
   while (target.has_filename() == false && target.has_parent_path() && target != target.root_path())
-    target = target.parent_path();  // "out/" -> "out"
-  const fs::path cfg_path = source / "config.json";
+    target = target.parent_path();
+  return target;
+}
+
+}  // namespace
+
+nlohmann::ordered_json read_source_config(const std::string& source_dir) {
+  const fs::path cfg_path = fs::path(source_dir) / "config.json";
   std::ifstream cf(cfg_path);
   MQ_CHECK_T(IoError, cf.good(), cfg_path.string(),
              ": cannot open (export_hf_checkpoint needs the source config)");
@@ -829,38 +850,48 @@ ExportReport export_hf_checkpoint(nn::Module& model, const std::string& source_d
     MQ_THROW(IoError, cfg_path.string(), ": invalid JSON: ", e.what());
   }
   MQ_CHECK_T(IoError, hf_config.is_object(), cfg_path.string(), ": not a JSON object");
+  return hf_config;
+}
 
+void check_export_dir(const std::string& export_dir, bool overwrite) {
+  const fs::path target = normalized_target(export_dir);
   std::error_code ec;
-  const bool exists = fs::exists(target, ec);
-  if (exists) {
+  if (fs::exists(target, ec)) {
     MQ_CHECK_T(IoError, fs::is_directory(target), target.string(),
                ": exists and is not a directory");
-    MQ_CHECK_T(IoError, options.overwrite || fs::is_empty(target), target.string(),
+    MQ_CHECK_T(IoError, overwrite || fs::is_empty(target), target.string(),
                ": exists and is not empty (set overwrite to replace it)");
   }
+}
 
-  c10::ScalarType dtype;
-  if (options.dtype) {
-    dtype = *options.dtype;
-  } else if (hf_config.contains("dtype") && hf_config["dtype"].is_string()) {
-    dtype = parse_dtype(hf_config["dtype"].get<std::string>(), cfg_path.string() + ": dtype");
-  } else if (hf_config.contains("torch_dtype") && hf_config["torch_dtype"].is_string()) {
-    dtype = parse_dtype(hf_config["torch_dtype"].get<std::string>(),
-                        cfg_path.string() + ": torch_dtype");
-  } else {
-    auto ps = model.named_parameters();
-    MQ_CHECK(!ps.empty(), "export_hf_checkpoint: the model has no parameters");
-    dtype = ps.front().second.scalar_type();
-  }
+std::optional<c10::ScalarType> configured_export_dtype(const ExportOptions& options,
+                                                       const nlohmann::ordered_json& hf_config,
+                                                       const std::string& source_dir) {
+  const std::string cfg_path = (fs::path(source_dir) / "config.json").string();
+  if (options.dtype) return *options.dtype;
+  if (hf_config.contains("dtype") && hf_config["dtype"].is_string())
+    return parse_dtype(hf_config["dtype"].get<std::string>(), cfg_path + ": dtype");
+  if (hf_config.contains("torch_dtype") && hf_config["torch_dtype"].is_string())
+    return parse_dtype(hf_config["torch_dtype"].get<std::string>(), cfg_path + ": torch_dtype");
+  return std::nullopt;
+}
 
-  nlohmann::ordered_json quant_config;
-  std::vector<std::pair<std::string, at::Tensor>> sd;
-  try {
-    sd = build_export_state_dict(model, dtype, options, &quant_config);
-  } catch (const c10::Error& e) {
-    MQ_THROW(Error, "export_hf_checkpoint: ", first_line(e.what_without_backtrace()));
-  }
+c10::ScalarType model_export_dtype(nn::Module& model) {
+  auto ps = model.named_parameters();
+  MQ_CHECK(!ps.empty(), "export_hf_checkpoint: the model has no parameters");
+  return ps.front().second.scalar_type();
+}
 
+ExportReport write_hf_checkpoint(const std::string& source_dir, const std::string& export_dir,
+                                 const std::vector<std::pair<std::string, at::Tensor>>& sd,
+                                 const nlohmann::ordered_json& quant_config,
+                                 const nlohmann::ordered_json& hf_config,
+                                 const ExportOptions& options) {
+  const fs::path source(source_dir);
+  const fs::path target = normalized_target(export_dir);
+  check_export_dir(export_dir, options.overwrite);
+  std::error_code ec;
+  const bool exists = fs::exists(target, ec);
   const fs::path tmp = target.string() + ".tmp-" + std::to_string(::getpid());
   ExportReport report;
   try {
@@ -902,6 +933,25 @@ ExportReport export_hf_checkpoint(nn::Module& model, const std::string& source_d
     MQ_THROW(IoError, "export_hf_checkpoint: ", tmp.string(), ": ", first_line(e.what()));
   }
   return report;
+}
+
+ExportReport export_hf_checkpoint(nn::Module& model, const std::string& source_dir,
+                                  const std::string& export_dir, const ExportOptions& options) {
+  normalized_target(export_dir);
+  const nlohmann::ordered_json hf_config = read_source_config(source_dir);
+  check_export_dir(export_dir, options.overwrite);
+  const std::optional<c10::ScalarType> configured =
+      configured_export_dtype(options, hf_config, source_dir);
+  const c10::ScalarType dtype = configured ? *configured : model_export_dtype(model);
+
+  nlohmann::ordered_json quant_config;
+  std::vector<std::pair<std::string, at::Tensor>> sd;
+  try {
+    sd = build_export_state_dict(model, dtype, options, &quant_config);
+  } catch (const c10::Error& e) {
+    MQ_THROW(Error, "export_hf_checkpoint: ", first_line(e.what_without_backtrace()));
+  }
+  return write_hf_checkpoint(source_dir, export_dir, sd, quant_config, hf_config, options);
 }
 
 }  // namespace mq::hf_export

@@ -346,5 +346,83 @@ TEST(MpiComm, RejectsDeviceAndUnsupportedTensors) {
   EXPECT_THROW(c.world.all_reduce(undef, ReduceOp::kMax), Error);
 }
 
+// Point to point: every rank sends every other rank tensors whose dtype, shape and values are
+// functions of (source, destination), including float8, 0-d, empty and non-contiguous ones, and a
+// string; received in send order, compared bit for bit.
+TEST(MpiComm, SendRecvTensorsWithMetadata) {
+  Ctx c;
+  auto make = [](int src, int dst, int k) -> at::Tensor {
+    const double base = 100.0 * src + 10.0 * dst;
+    switch (k) {
+      case 0:  // bf16 (3, 5), odd sizes
+        return (at::arange(15, at::kFloat).reshape({3, 5}) * 0.37 + base).to(at::kBFloat16);
+      case 1:  // float8 e4m3 (2, 7)
+        return (at::arange(14, at::kFloat).reshape({2, 7}) * 0.5 - 3.0 + src)
+            .to(at::kFloat8_e4m3fn);
+      case 2:  // 0-d fp32
+        return at::scalar_tensor(base + 0.25, at::kFloat);
+      case 3:  // empty (0, 4) uint8
+        return at::empty({0, 4}, at::kByte);
+      case 4:  // non-contiguous int64 (4, 3) transposed view
+        return (at::arange(12, at::kLong).reshape({3, 4}) + src * 1000 + dst).t();
+      default:  // 1-D int8, length depends on the pair
+        return (at::arange(1 + src + 2 * dst, at::kLong) - 5).to(at::kChar);
+    }
+  };
+  constexpr int kKinds = 6;
+  // Ordering that cannot deadlock with blocking sends: for each ordered pair in rank order, the
+  // source sends everything, then the destination receives it.
+  for (int src = 0; src < c.w; ++src)
+    for (int dst = 0; dst < c.w; ++dst) {
+      if (src == dst) continue;
+      if (c.r == src) {
+        for (int k = 0; k < kKinds; ++k) c.world.send(make(src, dst, k), dst, 7);
+        c.world.send_string(std::string("from ") + std::to_string(src) + std::string(1, '\0') + "x",
+                            dst, 8);
+      }
+      if (c.r == dst) {
+        for (int k = 0; k < kKinds; ++k) {
+          const at::Tensor want = make(src, dst, k).contiguous();
+          const at::Tensor got = c.world.recv(src, 7);
+          ASSERT_EQ(got.scalar_type(), want.scalar_type()) << k;
+          ASSERT_EQ(got.sizes(), want.sizes()) << k;
+          ASSERT_TRUE(got.is_contiguous());
+          EXPECT_EQ(0, std::memcmp(got.data_ptr(), want.data_ptr(), want.nbytes())) << k;
+        }
+        EXPECT_EQ(c.world.recv_string(src, 8),
+                  std::string("from ") + std::to_string(src) + std::string(1, '\0') + "x");
+      }
+      c.world.barrier();
+    }
+  EXPECT_THROW(c.world.send(at::zeros({1}), c.w, 0), Error);
+  EXPECT_THROW(c.world.recv(-1, 0), Error);
+  EXPECT_THROW(c.world.send(at::Tensor(), 0, 0), Error);
+  if (c.w >= 2) {
+    // A string where a tensor is expected (and the reverse) is an error, not garbage.
+    if (c.r == 0) {
+      c.world.send_string("abc", 1, 9);
+      c.world.send(at::ones({1000}), 1, 9);
+      c.world.send_string("after", 1, 9);
+    }
+    if (c.r == 1) {
+      try {
+        c.world.recv(0, 9);
+        ADD_FAILURE() << "recv accepted a string message";
+      } catch (const Error& e) {
+        EXPECT_NE(std::string(e.what()).find("is not a tensor"), std::string::npos) << e.what();
+      }
+      try {
+        c.world.recv_string(0, 9);
+        ADD_FAILURE() << "recv_string accepted a tensor message";
+      } catch (const Error& e) {
+        EXPECT_NE(std::string(e.what()).find("is not a string"), std::string::npos) << e.what();
+      }
+      // Both wrong messages were consumed whole: the next one arrives intact.
+      EXPECT_EQ(c.world.recv_string(0, 9), "after");
+    }
+    c.world.barrier();
+  }
+}
+
 }  // namespace
 }  // namespace mq::dist

@@ -38,20 +38,41 @@ namespace mq::calib {
 /// Pushes the whole calibration set through the model; may be empty (weight-only configs).
 using ForwardLoop = std::function<void(nn::Module&)>;
 
-/// The seam for the distributed steps of max calibration (algorithms §1.2 steps 7-11: MoE
-/// completeness check, DP/EP/TP amax all-reduce, and the EP/TP sync of shared global amaxes).
-/// mqdist's single-process path passes none; the distributed driver implements it over its
-/// ParallelState.
+/// One global amax of max calibration's step 12a (algorithms §3), handed to the distributed hook
+/// before promotion.
+struct GlobalAmaxSync {
+  /// A shared sibling group (q/k/v, gate/up, w1/w3): its member modules, in named_modules() order.
+  /// A quantizer's own global amax: the one module holding it.
+  std::vector<std::string> modules;
+  /// Empty for a shared group; else the dotted weight quantizer name ("<module>.weight_quantizer").
+  std::string quantizer;
+  bool shared = false;
+  /// 0-d fp32, in/out.
+  at::Tensor global_amax;
+};
+
+/// The seam for the distributed steps of max calibration (algorithms §1.2 steps 7-12: MoE
+/// completeness check, DP/EP/TP amax all-reduce, and the sync of NVFP4-static global amaxes).
+/// mqdist's single-process path passes none; mq::dist::AmaxSync implements it over ParallelStates.
 class ParallelStateHook {
  public:
   virtual ~ParallelStateHook() = default;
   /// Called once every local `_amax` is final (after the local MoE sync), before shared global
-  /// amaxes are computed and static block weights are promoted. Must issue collectives in
-  /// named_modules() order on every rank.
+  /// amaxes are computed and static block weights are promoted, when cfg.distributed_sync. Must
+  /// issue the same collectives in the same order on every rank.
   virtual void sync_amax(nn::Module& model, const config::AlgorithmConfig& cfg) = 0;
-  /// Called on each shared weight global amax (0-d fp32) before promotion (all-reduce MAX over EP,
-  /// TP).
-  virtual void sync_shared_global_amax(at::Tensor& global_amax) { (void)global_amax; }
+  /// Called once (also without distributed_sync, as ModelOpt's populate syncs shared states then
+  /// too) with every NVFP4-static global amax before promotion: each shared group's (max over its
+  /// members' `_amax`), then, for every enabled NVFP4-static weight quantizer with an amax outside
+  /// the groups, its own (max over its per-block amax), which the single-process path computes at
+  /// promotion. Entries are in named_modules() order and the same on every rank of a group; the
+  /// hook updates global_amax in place.
+  virtual void sync_global_amax(nn::Module& model, const config::AlgorithmConfig& cfg,
+                                std::vector<GlobalAmaxSync>& entries) {
+    (void)model;
+    (void)cfg;
+    (void)entries;
+  }
 };
 
 struct CalibrateOptions {
@@ -126,11 +147,13 @@ std::vector<std::vector<std::string>> find_shared_weight_groups(
     nn::Module& model, const std::vector<std::string>& patterns);
 /// Promotes every enabled static-block weight quantizer with an amax (stage 0 of a
 /// SequentialQuantizer): NVFP4 static gets `_global_amax` = the group's shared value when
-/// `shared_global_amax` has one for its module name, else reduce_amax(_amax); integer static-block
-/// weights are promoted without a global amax. Returns the number of NVFP4 quantizers newly
-/// promoted.
+/// `shared_global_amax` has one for its module name, else the value of `own_global_amax` for its
+/// dotted quantizer name ("<module>.weight_quantizer"; the distributed path passes TP-reduced
+/// values there), else reduce_amax(_amax); integer static-block weights are promoted without a
+/// global amax. Returns the number of NVFP4 quantizers newly promoted.
 int promote_static_block_weight_quantizers(
-    nn::Module& model, const std::map<std::string, at::Tensor>& shared_global_amax = {});
+    nn::Module& model, const std::map<std::string, at::Tensor>& shared_global_amax = {},
+    const std::map<std::string, at::Tensor>& own_global_amax = {});
 /// Algorithms §1.2 for one process (steps 1-6 and 12), with opts.parallel->sync_amax as steps 7-11.
 void max_calibrate(nn::Module& model, const config::AlgorithmConfig& cfg, const ForwardLoop& loop,
                    const CalibrateOptions& opts = {});

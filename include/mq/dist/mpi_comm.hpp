@@ -117,6 +117,19 @@ class MpiComm {
   /// be 0). Returns recv[i], the tensor rank i sent to this rank.
   std::vector<at::Tensor> all_to_all_v(const std::vector<at::Tensor>& send) const;
 
+  /// Point to point (not collective): sends `t` (CPU, any dtype including float8, any shape
+  /// including 0-d and empty; non-contiguous tensors are sent as their contiguous copy) with its
+  /// dtype and shape to rank `dest`. Pairs with recv(this rank, tag) on `dest`; messages from one
+  /// rank with one tag arrive in send order. Blocks until the payload is handed to MPI (large
+  /// payloads: until `dest` receives), in pieces of at most 1 GiB.
+  void send(const at::Tensor& t, int dest, int tag = 0) const;
+  /// Receives the next send() from rank `source` with `tag`: a new contiguous CPU tensor of the
+  /// sent dtype and shape. Throws mq::Error when that message is not a send() tensor.
+  at::Tensor recv(int source, int tag = 0) const;
+  /// send / recv of a byte string (metadata documents).
+  void send_string(std::string_view s, int dest, int tag = 0) const;
+  std::string recv_string(int source, int tag = 0) const;
+
   /// Small exchanges for rank-dependent conditions ("has amax", token counts): element i is rank
   /// i's.
   std::vector<int64_t> all_gather_int64(int64_t value) const;

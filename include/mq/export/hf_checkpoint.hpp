@@ -130,6 +130,51 @@ std::vector<std::pair<std::string, at::Tensor>> build_export_state_dict(
     nn::Module& model, c10::ScalarType dtype, const ExportOptions& options,
     nlohmann::ordered_json* quant_config);
 
+/// What build_export_state_dict learns about the modules besides their tensors: the inputs of
+/// hf_quant_config.json (step 6). The distributed export merges the summaries of all ranks.
+struct ExportSummary {
+  /// Quantized modules with their layer_quant_config(), in named_modules() order.
+  std::vector<std::pair<std::string, nlohmann::ordered_json>> layer_configs;
+  /// Modules with quantizers that quantize nothing, in named_modules() order, then MoE routers
+  /// without quantizers.
+  std::vector<std::string> unquantized;
+  /// kv_cache_format() of the attention modules ("" when none).
+  std::string kv_cache_format;
+};
+
+/// Steps 1-5 of build_export_state_dict, filling `summary` instead of building the JSON.
+std::vector<std::pair<std::string, at::Tensor>> build_export_state_dict(nn::Module& model,
+                                                                        c10::ScalarType dtype,
+                                                                        ExportSummary& summary);
+
+/// hf_quant_config.json from a summary (step 6): one quant_algo + exclude_modules, or
+/// MIXED_PRECISION with quantized_layers in summary order.
+nlohmann::ordered_json make_hf_quant_config(const ExportSummary& summary,
+                                            const ExportOptions& options);
+
+/// source_dir/config.json as an ordered JSON object (mq::IoError naming the file otherwise).
+nlohmann::ordered_json read_source_config(const std::string& source_dir);
+
+/// Throws mq::IoError when export_dir exists and is not a directory, or is a non-empty directory
+/// and `overwrite` is false; mq::Error when export_dir is empty.
+void check_export_dir(const std::string& export_dir, bool overwrite);
+
+/// The export dtype that options / config.json ("dtype", legacy "torch_dtype") name; nullopt when
+/// neither does (then export_hf_checkpoint takes model_export_dtype()).
+std::optional<c10::ScalarType> configured_export_dtype(const ExportOptions& options,
+                                                       const nlohmann::ordered_json& hf_config,
+                                                       const std::string& source_dir);
+/// The dtype of the model's first parameter.
+c10::ScalarType model_export_dtype(nn::Module& model);
+
+/// Writes a built state dict (and hf_quant_config.json / config.json / copied files) into
+/// export_dir atomically, as export_hf_checkpoint does after building (see the file comment).
+ExportReport write_hf_checkpoint(const std::string& source_dir, const std::string& export_dir,
+                                 const std::vector<std::pair<std::string, at::Tensor>>& state_dict,
+                                 const nlohmann::ordered_json& quant_config,
+                                 const nlohmann::ordered_json& hf_config,
+                                 const ExportOptions& options);
+
 /// ModelOpt's `process_layer_quant_config` output for one layer format ("FP8", "W4A16_AWQ" +
 /// group_size,
 /// ...); `block_size` is the weight block along the input dim (0 when none).
