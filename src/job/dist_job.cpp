@@ -19,16 +19,6 @@
 
 namespace mq::job::detail {
 
-namespace {
-
-bool ends_with_any(const std::string& s, std::initializer_list<const char*> suffixes) {
-  for (const char* x : suffixes)
-    if (s.ends_with(x)) return true;
-  return false;
-}
-
-}  // namespace
-
 DistContext make_dist_context(const JobConfig& job, const models::HfConfig& hf,
                               const dist::MpiComm* world, bool use_nccl, int device) {
   const config::ErrorContext pk = config::ErrorContext{job.source, ""}.key("parallel");
@@ -90,37 +80,6 @@ models::ParallelSpec make_parallel_spec(const DistContext& ctx) {
   s.ep_all_gather_v = [ep](const at::Tensor& t) { return ep.all_gather_v(t); };
   s.ep_all_to_all_v = [ep](const std::vector<at::Tensor>& send) { return ep.all_to_all_v(send); };
   return s;
-}
-
-std::optional<dist::ModuleParallelInfo> module_parallel_info(const DistContext& ctx,
-                                                             const std::string& name) {
-  if (!ctx.groups) return std::nullopt;
-  const dist::ParallelGroups& g = *ctx.groups;
-  dist::ModuleParallelInfo info;
-  const bool routed =
-      name.find(".experts.") != std::string::npos && name.find("shared_experts") == std::string::npos;
-  if (routed) {
-    // A routed expert lives on one EP rank, whole (expert_tp = 1), replicated over expert DP.
-    info.state = g.experts();
-    info.role = dist::TpRole::kReplicated;
-    return info;
-  }
-  if (ends_with_any(name, {".q_proj", ".k_proj", ".v_proj", ".gate_proj", ".up_proj"})) {
-    info.state = g.dense();
-    info.role = dist::TpRole::kColumn;
-  } else if (ends_with_any(name, {".o_proj", ".down_proj"})) {
-    info.state = g.dense();
-    info.role = dist::TpRole::kRow;
-  } else if (name.ends_with(".self_attn")) {
-    // Heads are split: the k/v bmm quantizers' per-tensor amax is MAX-synced over TP.
-    info.state = g.dense();
-    info.role = dist::TpRole::kReplicated;
-  } else {
-    // Routers, lm_head, embeddings: replicated and computed identically on every TP rank; DP only.
-    info.state = dist::ParallelState{g.dp, {}, {}};
-    info.role = dist::TpRole::kReplicated;
-  }
-  return info;
 }
 
 std::vector<size_t> local_batches(const DistContext& ctx, size_t num_batches) {

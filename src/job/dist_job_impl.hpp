@@ -51,11 +51,6 @@ calib::MoeCoverage global_moe_coverage(const DistContext& ctx, nn::Module& model
 /// The model's ParallelSpec over the context's groups (the whole model when not distributed).
 models::ParallelSpec make_parallel_spec(const DistContext& ctx);
 
-/// Which group a module's quantizers sync over and how its weight is split over TP (column:
-/// q/k/v, gate/up of dense MLPs; row: o_proj, dense down_proj; routed experts: expert groups).
-std::optional<dist::ModuleParallelInfo> module_parallel_info(const DistContext& ctx,
-                                                             const std::string& name);
-
 /// The calibration batch indices this rank runs: i % dp == dp_rank (whole batches, so each batch
 /// is computed exactly as in a single process).
 std::vector<size_t> local_batches(const DistContext& ctx, size_t num_batches);

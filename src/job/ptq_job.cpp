@@ -320,11 +320,10 @@ JobResult run_ptq_job(const JobConfig& job, const RunOptions& options, std::ostr
     calib::CalibrateOptions co;
     std::unique_ptr<dist::AmaxSync> sync;
     if (dctx.groups) {
-      sync = std::make_unique<dist::AmaxSync>(
-          [&dctx](const std::string& name, nn::Module&) {
-            return detail::module_parallel_info(dctx, name);
-          },
-          dctx.groups->world);
+      // q/k/v, gate/up column-parallel; o, down row-parallel; routed experts over the expert
+      // groups (whole on each rank); everything else replicated.
+      sync = std::make_unique<dist::AmaxSync>(dist::hf_decoder_parallel_info(*dctx.groups),
+                                              dctx.groups->world);
       co.parallel = sync.get();
     }
     for (const auto& a : qcfg.algorithm) calib::calibrate(*model, a, loop, co);
