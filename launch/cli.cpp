@@ -72,7 +72,7 @@ po::options_description job_options() {
   return d;
 }
 
-int run_job(const po::variables_map& vm) {
+int run_job(const po::variables_map& vm, const dist::MpiComm* world) {
   std::vector<job::Override> overrides;
   if (vm.count("set"))
     for (const auto& s : vm["set"].as<std::vector<std::string>>())
@@ -81,6 +81,7 @@ int run_job(const po::variables_map& vm) {
   job::RunOptions ro;
   ro.dry_run = vm["dry-run"].as<bool>();
   ro.quiet = vm["quiet"].as<bool>();
+  ro.world = world;
   job::run_ptq_job(cfg, ro, std::cout);
   return 0;
 }
@@ -149,7 +150,7 @@ int run_tensor(const std::vector<std::string>& args) {
 
 }  // namespace
 
-int run_cli(int argc, char** argv) {
+int run_cli(int argc, char** argv, const dist::MpiComm* world) {
   po::options_description global("Options");
   global.add_options()("help,h", "this help")("version", "print the version");
   po::options_description hidden;
@@ -179,7 +180,7 @@ int run_cli(int argc, char** argv) {
         print_help();
         return 0;
       }
-      if (vm.count("cfg")) return run_job(vm);
+      if (vm.count("cfg")) return run_job(vm, world);
       MQ_THROW(ConfigError, "nothing to do: give --cfg <job.json> or a mode (tensor); see --help");
     }
     const std::string mode = vm["mode"].as<std::string>();

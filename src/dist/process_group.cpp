@@ -43,6 +43,12 @@ void ProcessGroup::barrier() const { mpi().barrier(); }
 
 namespace {
 bool on_device(const at::Tensor& t) { return t.defined() && !t.device().is_cpu(); }
+// Device tensors of a group without NCCL travel through host memory over MPI.
+at::Tensor to_host(const at::Tensor& t) { return t.cpu().contiguous(); }
+std::vector<at::Tensor> to_device(std::vector<at::Tensor> v, const at::Tensor& like) {
+  for (auto& x : v) x = x.to(like.device());
+  return v;
+}
 std::string device_error(const at::Tensor& t, const char* what) {
   if (!t.is_cuda())
     return detail::cat(what, ": tensors must be on the CPU or a CUDA device, got ", t.device());
@@ -54,6 +60,12 @@ std::string device_error(const at::Tensor& t, const char* what) {
 void ProcessGroup::all_reduce(at::Tensor& t, ReduceOp op) const {
   const MpiComm& m = mpi();
   if (!on_device(t)) return m.all_reduce(t, op);
+  if (!has_nccl()) {
+    at::Tensor h = to_host(t);
+    m.all_reduce(h, op);
+    t.copy_(h);
+    return;
+  }
   device_comm("ProcessGroup::all_reduce", &t, device_error(t, "ProcessGroup::all_reduce"),
               static_cast<int>(op), -1, false)
       .all_reduce(t, op);
@@ -62,6 +74,12 @@ void ProcessGroup::all_reduce(at::Tensor& t, ReduceOp op) const {
 void ProcessGroup::broadcast(at::Tensor& t, int root) const {
   const MpiComm& m = mpi();
   if (!on_device(t)) return m.broadcast(t, root);
+  if (!has_nccl()) {
+    at::Tensor h = to_host(t);
+    m.broadcast(h, root);
+    t.copy_(h);
+    return;
+  }
   device_comm("ProcessGroup::broadcast", &t, device_error(t, "ProcessGroup::broadcast"), -1, root,
               false)
       .broadcast(t, root);
@@ -70,6 +88,12 @@ void ProcessGroup::broadcast(at::Tensor& t, int root) const {
 void ProcessGroup::reduce(at::Tensor& t, ReduceOp op, int root) const {
   const MpiComm& m = mpi();
   if (!on_device(t)) return m.reduce(t, op, root);
+  if (!has_nccl()) {
+    at::Tensor h = to_host(t);
+    m.reduce(h, op, root);
+    t.copy_(h);
+    return;
+  }
   device_comm("ProcessGroup::reduce", &t, device_error(t, "ProcessGroup::reduce"),
               static_cast<int>(op), root, false)
       .reduce(t, op, root);
@@ -78,6 +102,7 @@ void ProcessGroup::reduce(at::Tensor& t, ReduceOp op, int root) const {
 at::Tensor ProcessGroup::all_gather(const at::Tensor& t) const {
   const MpiComm& m = mpi();
   if (!on_device(t)) return m.all_gather(t);
+  if (!has_nccl()) return m.all_gather(to_host(t)).to(t.device());
   return device_comm("ProcessGroup::all_gather", &t, device_error(t, "ProcessGroup::all_gather"),
                      -1, -1, false)
       .all_gather(t);
@@ -86,6 +111,7 @@ at::Tensor ProcessGroup::all_gather(const at::Tensor& t) const {
 std::vector<at::Tensor> ProcessGroup::all_gather_v(const at::Tensor& t) const {
   const MpiComm& m = mpi();
   if (!on_device(t)) return m.all_gather_v(t);
+  if (!has_nccl()) return to_device(m.all_gather_v(to_host(t)), t);
   std::string err = device_error(t, "ProcessGroup::all_gather_v");
   if (err.empty() && t.dim() == 0)
     err = "ProcessGroup::all_gather_v: tensor needs at least one dimension";
@@ -96,6 +122,7 @@ std::vector<at::Tensor> ProcessGroup::all_gather_v(const at::Tensor& t) const {
 at::Tensor ProcessGroup::all_to_all(const at::Tensor& t) const {
   const MpiComm& m = mpi();
   if (!on_device(t)) return m.all_to_all(t);
+  if (!has_nccl()) return m.all_to_all(to_host(t)).to(t.device());
   std::string err = device_error(t, "ProcessGroup::all_to_all");
   if (err.empty() && (t.dim() == 0 || t.size(0) % m.size() != 0))
     err = detail::cat("ProcessGroup::all_to_all: dim 0 must be a multiple of the group size ",
@@ -107,6 +134,11 @@ std::vector<at::Tensor> ProcessGroup::all_to_all_v(const std::vector<at::Tensor>
   const MpiComm& m = mpi();
   const bool device = !send.empty() && on_device(send[0]);
   if (!device) return m.all_to_all_v(send);
+  if (!has_nccl()) {
+    std::vector<at::Tensor> host;
+    for (const auto& x : send) host.push_back(on_device(x) ? to_host(x) : x);
+    return to_device(m.all_to_all_v(host), send[0]);
+  }
   const char* what = "ProcessGroup::all_to_all_v";
   std::string err;
   if (static_cast<int>(send.size()) != m.size())

@@ -131,7 +131,8 @@ JobConfig parse_job(ojson doc, const std::string& source, const fs::path& base_d
   const ErrorContext root{source, ""};
   cd::reject_unknown_keys(doc, root,
                           {"model", "quant", "kv_cache", "algorithm", "calib", "eval", "output",
-                           "overwrite", "dtype", "device", "export", "save_state", "restore_state"},
+                           "overwrite", "dtype", "device", "export", "save_state", "restore_state",
+                           "parallel"},
                           "a job");
   JobConfig job;
   job.source = source;
@@ -183,6 +184,32 @@ JobConfig parse_job(ojson doc, const std::string& source, const fs::path& base_d
     job.restore_state =
         resolve_path(cd::get_string(doc["restore_state"], root.key("restore_state")),
                      "restore_state", base_dir, overridden);
+  if (doc.contains("parallel") && !doc["parallel"].is_null()) {
+    const ErrorContext ctx = root.key("parallel");
+    const ojson& p = doc["parallel"];
+    cd::get_object(p, ctx, "a parallel layout");
+    cd::reject_unknown_keys(p, ctx, {"tp", "ep", "reduction_chunks", "nccl", "timeout_s"},
+                            "parallel");
+    auto size = [&](const char* k, int64_t& out, int64_t min) {
+      if (!p.contains(k)) return;
+      out = cd::get_int(p[k], ctx.key(k));
+      if (out < min) ctx.key(k).fail(std::to_string(out) + " must be >= " + std::to_string(min));
+    };
+    size("tp", job.parallel.tp, 1);
+    size("ep", job.parallel.ep, 1);
+    size("reduction_chunks", job.parallel.reduction_chunks, 0);
+    if (job.parallel.reduction_chunks % job.parallel.tp != 0)
+      ctx.key("reduction_chunks")
+          .fail(std::to_string(job.parallel.reduction_chunks) + " is not a multiple of tp = " +
+                std::to_string(job.parallel.tp));
+    if (p.contains("timeout_s")) {
+      job.parallel.timeout_s = cd::get_number(p["timeout_s"], ctx.key("timeout_s"));
+      if (!(job.parallel.timeout_s >= 0))
+        ctx.key("timeout_s").fail(cd::show(p["timeout_s"]) + " must be >= 0");
+    }
+    if (p.contains("nccl"))
+      job.parallel.nccl = cd::get_enum(p["nccl"], ctx.key("nccl"), {"auto", "on", "off"});
+  }
   if (job.do_export && job.output.empty())
     root.key("output").fail("is required when \"export\" is true");
   return job;
@@ -219,6 +246,11 @@ ojson to_json(const JobConfig& job) {
   j["export"] = job.do_export;
   j["save_state"] = job.save_state;
   if (job.restore_state) j["restore_state"] = *job.restore_state;
+  j["parallel"] = {{"tp", job.parallel.tp},
+                   {"ep", job.parallel.ep},
+                   {"reduction_chunks", job.parallel.reduction_chunks},
+                   {"nccl", job.parallel.nccl},
+                   {"timeout_s", job.parallel.timeout_s}};
   return j;
 }
 

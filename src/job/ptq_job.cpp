@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 #include <ATen/Context.h>
 #include <ATen/core/grad_mode.h>
+#include <ATen/detail/CUDAHooksInterface.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -15,12 +16,15 @@
 #include <sstream>
 
 #include "config/json_impl.hpp"
+#include "dist_job_impl.hpp"
 #include "mq/calib/calibrate.hpp"
 #include "mq/config/presets.hpp"
 #include "mq/config/quantize_config.hpp"
 #include "mq/core/error.hpp"
 #include "mq/data/dataset.hpp"
 #include "mq/data/tokenizer.hpp"
+#include "mq/dist/nccl_comm.hpp"
+#include "mq/export/dist_export.hpp"
 #include "mq/export/hf_checkpoint.hpp"
 #include "mq/io/safetensors.hpp"
 #include "mq/models/causal_lm.hpp"
@@ -99,10 +103,22 @@ std::optional<c10::ScalarType> compute_dtype(const std::string& d) {
   return std::nullopt;
 }
 
+// (MoE block name, global index of its experts.0) of every block: EP ranks number their experts
+// from 0.
+std::vector<std::pair<std::string, int64_t>> expert_begins(const models::CausalLM& model) {
+  std::vector<std::pair<std::string, int64_t>> v;
+  for (const auto& [name, moe] : model.moe_blocks()) v.emplace_back(name, moe->expert_begin());
+  return v;
+}
+
 }  // namespace
 
-JobResult run_ptq_job(const JobConfig& job, const RunOptions& options, std::ostream& out) {
+JobResult run_ptq_job(const JobConfig& job, const RunOptions& options, std::ostream& out_all) {
   const auto t_start = Clock::now();
+  // Rank 0 prints; the other ranks' lines would repeat it (their errors still reach stderr).
+  std::ostream null_out(nullptr);
+  const bool rank0 = options.world == nullptr || options.world->rank() == 0;
+  std::ostream& out = rank0 ? out_all : null_out;
   JobResult result;
   const config::ErrorContext root{job.source, ""};
 
@@ -115,8 +131,27 @@ JobResult run_ptq_job(const JobConfig& job, const RunOptions& options, std::ostr
     root.key("device").fail(
         "\"cuda\": this mqdist build or machine has no CUDA (build with -DMQ_TORCH_CUDA=ON on a "
         "GPU machine)");
-  const c10::Device device =
-      job.device == "cuda" ? c10::Device(c10::kCUDA, 0) : c10::Device(c10::kCPU);
+  if (job.parallel.nccl == "on" && job.device != "cuda")
+    root.key("parallel").key("nccl").fail("\"on\" needs \"device\": \"cuda\"");
+  const bool use_nccl = job.device == "cuda" && job.parallel.nccl != "off" &&
+                        options.world != nullptr && options.world->size() > 1;
+  // One GPU per rank: local rank -> device (collective; a rank that sees one device uses it).
+  int device_index = 0;
+  if (job.device == "cuda" && options.world != nullptr && options.world->size() > 1) {
+    if (use_nccl) {
+      device_index = dist::NcclComm::select_device(*options.world);
+    } else {
+      // Without NCCL several ranks may share a GPU (device tensors are staged through the host).
+      const dist::MpiComm node = options.world->split_shared();
+      const int n = static_cast<int>(at::detail::getCUDAHooks().deviceCount());
+      device_index = n > 0 ? node.rank() % n : 0;
+    }
+  }
+  const c10::Device device = job.device == "cuda"
+                                 ? c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(device_index))
+                                 : c10::Device(c10::kCPU);
+  const detail::DistContext dctx =
+      detail::make_dist_context(job, hf, options.world, use_nccl, device_index);
   if (job.do_export && fs::exists(job.output) && !fs::is_empty(job.output) && !job.overwrite)
     root.key("output").fail(job.output +
                             " exists and is not empty (set \"overwrite\": true to replace it)");
@@ -156,6 +191,10 @@ JobResult run_ptq_job(const JobConfig& job, const RunOptions& options, std::ostr
   out << "  output    " << (job.do_export ? job.output : std::string("none (export disabled)"))
       << "\n"
       << "  compute   " << job.dtype << " on " << job.device << "\n";
+  if (dctx.size > 1 || job.parallel.tp > 1 || job.parallel.ep > 1)
+    out << "  parallel  " << dist::to_string(dctx.layout) << ", reduction chunks "
+        << dctx.reduction_chunks << (use_nccl ? ", NCCL" : ", MPI host collectives") << "\n";
+  detail::Watchdog watchdog(options.dry_run ? 0.0 : job.parallel.timeout_s, dctx.distributed());
   if (options.dry_run) {
     out << "resolved job:\n"
         << to_json(job).dump(2) << "\nquant config:\n"
@@ -178,15 +217,18 @@ JobResult run_ptq_job(const JobConfig& job, const RunOptions& options, std::ostr
                  ": text data needs the checkpoint's tokenizer: ", tokenizer_path,
                  ": no such file");
   }
+  watchdog.beat("load");
   auto t0 = Clock::now();
   models::LoadOptions lo;
   lo.dtype = compute_dtype(job.dtype);
   lo.device = device;
+  lo.parallel = detail::make_parallel_spec(dctx);
   std::unique_ptr<models::CausalLM> model = models::load_causal_lm(job.model, lo);
   int64_t n_params = 0;
   for (const auto& [name, p] : model->named_parameters()) n_params += p.numel();
-  out << "loaded " << n_params << " parameters (" << c10::toString(model->dtype()) << ") in "
-      << fmt("%.1f s", seconds_since(t0)) << "\n";
+  out << "loaded " << n_params << " parameters (" << c10::toString(model->dtype()) << ")"
+      << (dctx.size > 1 ? " on rank 0" : "") << " in " << fmt("%.1f s", seconds_since(t0))
+      << "\n";
   const data::Tokenizer* tok = tokenizer ? &*tokenizer : nullptr;
 
   auto logits_fn = [&](const at::Tensor& ids) { return model->forward(ids.to(device)); };
@@ -197,6 +239,7 @@ JobResult run_ptq_job(const JobConfig& job, const RunOptions& options, std::ostr
     po.seq_len = job.eval->seq_len;
     po.batch_size = job.eval->batch_size;
     po.max_windows = job.eval->max_windows;
+    watchdog.beat("perplexity before quantization");
     t0 = Clock::now();
     const auto r = data::perplexity(eval_tokens, logits_fn, po);
     result.ppl_before = r.perplexity();
@@ -231,32 +274,60 @@ JobResult run_ptq_job(const JobConfig& job, const RunOptions& options, std::ostr
           " calibrates activations; give calibration data or use a weight-only config");
   }
   result.calib_batches = static_cast<int64_t>(batches.size());
+  // Data parallel: whole batches per DP rank (each batch is computed exactly as in one process).
+  const std::vector<size_t> mine = detail::local_batches(dctx, batches.size());
+  if (detail::ep_spans_data_parallel(dctx) && batches.size() % static_cast<size_t>(dctx.dp_size()))
+    root.key("calib").fail(std::to_string(batches.size()) +
+                           " calibration batches do not split evenly over dp = " +
+                           std::to_string(dctx.dp_size()) +
+                           " (expert-parallel ranks exchange tokens every batch): make "
+                           "num_samples / batch_size a multiple of dp");
   calib::reset_moe_token_counts(*model);
   calib::ForwardLoop loop;
   if (!batches.empty()) {
     loop = [&](nn::Module&) {
       const auto tl = Clock::now();
-      for (size_t i = 0; i < batches.size(); ++i) {
-        model->forward(batches[i].input_ids.to(device), batches[i].attention_mask.to(device));
+      for (size_t j = 0; j < mine.size(); ++j) {
+        watchdog.beat("calibration batch " + std::to_string(mine[j]));
+        const data::Batch& b = batches[mine[j]];
+        model->forward(b.input_ids.to(device), b.attention_mask.to(device));
         const double el = seconds_since(tl);
-        const double eta =
-            el / static_cast<double>(i + 1) * static_cast<double>(batches.size() - i - 1);
+        const double eta = el / static_cast<double>(j + 1) * static_cast<double>(mine.size() - j - 1);
         // About ten progress lines per pass, whatever the number of batches (logs are files, not
         // ttys).
-        const size_t every = std::max<size_t>(1, batches.size() / 10);
-        if ((i + 1) % every == 0 || i + 1 == batches.size())
-          out << "calibrating: batch " << (i + 1) << "/" << batches.size() << ", "
-              << fmt("%.1f s", el) << ", ETA " << fmt("%.1f s", eta) << std::endl;
+        const size_t every = std::max<size_t>(1, mine.size() / 10);
+        if ((j + 1) % every == 0 || j + 1 == mine.size())
+          out << "calibrating: batch " << (j + 1) << "/" << mine.size()
+              << (dctx.dp_size() > 1 ? " (of " + std::to_string(batches.size()) + " over dp " +
+                                           std::to_string(dctx.dp_size()) + ")"
+                                     : std::string())
+              << ", " << fmt("%.1f s", el) << ", ETA " << fmt("%.1f s", eta) << std::endl;
       }
     };
   }
   t0 = Clock::now();
   if (job.restore_state) {
     // A saved calibration replaces the algorithm: same quantizer names required (restore checks).
-    nn::restore_quantizer_state(*model, nn::load_quantizer_state(*job.restore_state));
+    std::string state_path = *job.restore_state;
+    if (dctx.distributed()) {
+      char rank_dir[32];
+      std::snprintf(rank_dir, sizeof rank_dir, "rank-%05d", dctx.rank);
+      if (fs::exists(fs::path(state_path) / rank_dir)) state_path = fs::path(state_path) / rank_dir;
+    }
+    nn::restore_quantizer_state(*model, nn::load_quantizer_state(state_path));
     out << "restored quantizer state from " << *job.restore_state << " (no calibration)\n";
   } else {
-    for (const auto& a : qcfg.algorithm) calib::calibrate(*model, a, loop);
+    calib::CalibrateOptions co;
+    std::unique_ptr<dist::AmaxSync> sync;
+    if (dctx.groups) {
+      // q/k/v, gate/up column-parallel; o, down row-parallel; routed experts over the expert
+      // groups (whole on each rank); everything else replicated.
+      sync = std::make_unique<dist::AmaxSync>(dist::hf_decoder_parallel_info(*dctx.groups),
+                                              dctx.groups->world);
+      co.parallel = sync.get();
+    }
+    for (const auto& a : qcfg.algorithm) calib::calibrate(*model, a, loop, co);
+    watchdog.beat("summary");
     out << "calibrated (" << algorithm_label(qcfg) << ") in " << fmt("%.1f s", seconds_since(t0))
         << "\n";
   }
@@ -264,7 +335,7 @@ JobResult run_ptq_job(const JobConfig& job, const RunOptions& options, std::ostr
   const std::string summary = nn::print_quant_summary(*model, std::nullopt, /*print=*/false);
   if (!options.quiet) out << summary << "\n";
   result.num_quantizers = static_cast<int64_t>(nn::named_tensor_quantizers(*model).size());
-  const calib::MoeCoverage coverage = calib::moe_coverage(*model);
+  const calib::MoeCoverage coverage = detail::global_moe_coverage(dctx, *model);
   for (const auto& block : coverage.blocks) {
     std::string line;
     for (size_t e = 0; e < block.token_counts.size(); ++e)
@@ -276,6 +347,7 @@ JobResult run_ptq_job(const JobConfig& job, const RunOptions& options, std::ostr
         << " (weights still calibrated; inputs take the siblings' max at export)\n";
 
   if (job.eval) {
+    watchdog.beat("perplexity after quantization");
     t0 = Clock::now();
     const auto r = data::perplexity(eval_tokens, logits_fn, po);
     result.ppl_after = r.perplexity();
@@ -290,17 +362,43 @@ JobResult run_ptq_job(const JobConfig& job, const RunOptions& options, std::ostr
   // ---- export
   // -----------------------------------------------------------------------------------------
   if (job.do_export) {
+    watchdog.beat("export");
     t0 = Clock::now();
-    const fs::path state_tmp = job.output + ".state.tmp-" + std::to_string(::getpid());
+    // One temp name for every rank: rank 0's pid.
+    const int64_t token =
+        dctx.distributed() ? options.world->all_gather_int64(::getpid())[0] : ::getpid();
+    const fs::path state_tmp = job.output + ".state.tmp-" + std::to_string(token);
+    ojson job_json = to_json(job);
+    job_json["parallel"]["world_size"] = dctx.size;
     try {
-      if (job.save_state) nn::save_quantizer_state(*model, state_tmp.string(), to_json(job));
+      if (job.save_state) {
+        if (dctx.distributed()) {
+          // Each rank's quantizers (its shards): restorable into the same layout.
+          if (rank0) fs::create_directories(state_tmp);
+          options.world->barrier();
+          char rank_dir[32];
+          std::snprintf(rank_dir, sizeof rank_dir, "rank-%05d", dctx.rank);
+          nn::save_quantizer_state(*model, (state_tmp / rank_dir).string(), job_json);
+        } else {
+          nn::save_quantizer_state(*model, state_tmp.string(), job_json);
+        }
+      }
       hf_export::ExportOptions eo;
       eo.overwrite = job.overwrite;
-      const auto rep = hf_export::export_hf_checkpoint(*model, job.model, job.output, eo);
-      if (job.save_state) fs::rename(state_tmp, fs::path(job.output) / "mqdist_state");
-      const std::string job_text = to_json(job).dump(2) + "\n";
-      io::write_file_atomic((fs::path(job.output) / "mqdist_job.json").string(),
-                            std::as_bytes(std::span(job_text.data(), job_text.size())));
+      const auto rep =
+          dctx.distributed()
+              ? hf_export::export_hf_checkpoint_distributed(
+                    *model, job.model, job.output, eo, *options.world,
+                    hf_export::hf_decoder_shard_rule(model->parallel().tp_rank,
+                                                     model->parallel().tp_size),
+                    hf_export::moe_expert_global_names(expert_begins(*model)))
+              : hf_export::export_hf_checkpoint(*model, job.model, job.output, eo);
+      if (dctx.distributed()) options.world->barrier();
+      if (rank0 && job.save_state) fs::rename(state_tmp, fs::path(job.output) / "mqdist_state");
+      const std::string job_text = job_json.dump(2) + "\n";
+      if (rank0)
+        io::write_file_atomic((fs::path(job.output) / "mqdist_job.json").string(),
+                              std::as_bytes(std::span(job_text.data(), job_text.size())));
       out << "exported " << rep.num_tensors << " tensors ("
           << fmt("%.2f MB", static_cast<double>(rep.total_bytes) / 1e6) << ", quant_algo "
           << (rep.quant_algo.empty() ? "none" : rep.quant_algo)
@@ -313,6 +411,26 @@ JobResult run_ptq_job(const JobConfig& job, const RunOptions& options, std::ostr
       fs::remove_all(state_tmp, ec);
       throw;
     }
+  }
+  if (dctx.distributed()) {
+    const auto peaks = options.world->all_gather_int64(static_cast<int64_t>(detail::peak_host_bytes()));
+    out << "peak host memory per rank:";
+    for (size_t r = 0; r < peaks.size(); ++r)
+      out << (r ? ", " : " ") << fmt("%.0f MB", static_cast<double>(peaks[r]) / 1e6);
+    out << "\n";
+    if (device.is_cuda()) {
+      const auto dev = options.world->all_gather_int64(
+          static_cast<int64_t>(detail::peak_device_bytes(device)));
+      out << "peak device memory per rank:";
+      for (size_t r = 0; r < dev.size(); ++r)
+        out << (r ? ", " : " ") << fmt("%.0f MB", static_cast<double>(dev[r]) / 1e6);
+      out << "\n";
+    }
+  } else {
+    out << "peak host memory: " << fmt("%.0f MB", static_cast<double>(detail::peak_host_bytes()) / 1e6)
+        << (device.is_cuda() ? ", device " + fmt("%.0f MB", static_cast<double>(detail::peak_device_bytes(device)) / 1e6)
+                             : std::string())
+        << "\n";
   }
   out << "done in " << fmt("%.1f s", seconds_since(t_start)) << "\n";
   return result;

@@ -5,7 +5,9 @@
 /// skip such groups, as ModelOpt does).
 ///
 /// Collectives dispatch on the tensor's device: host tensors go to the group's MpiComm, CUDA
-/// tensors to its NcclComm (present when the groups were made with NCCL). In both cases the ranks
+/// tensors to its NcclComm (present when the groups were made with NCCL). A group without NCCL
+/// stages CUDA tensors through host memory over MPI (same results for MAX and gathers; slower;
+/// lets several ranks share one GPU, which NCCL refuses). In both cases the ranks
 /// first agree on the arguments over MPI (dtype, shape, op, root), so a mismatch raises the same
 /// mq::Error on every rank; the row counts of the variable-size collectives travel over MPI too.
 /// Copies share the communicators.

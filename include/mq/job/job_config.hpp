@@ -52,6 +52,26 @@ struct DataSpec {
   int64_t max_windows = 0;  ///< eval: 0 = every window of the text
 };
 
+/// "parallel": how `mpirun -np N` / `srun -n N` ranks split the work. World = tp x dp (dp derived);
+/// experts are split over ep ranks of the same layout (expert_tp = 1: an expert is never split).
+///   tp               tensor parallel size: attention heads, KV heads and the dense MLP split
+///                    (q/k/v, gate/up column-parallel; o/down row-parallel); must divide the KV
+///                    heads and the intermediate size
+///   ep               expert parallel size: must divide the number of experts and tp x dp
+///   reduction_chunks the input dim of row-parallel linears is summed in this many chunks, in
+///                    order, whatever the layout: runs with equal values give bit-identical
+///                    results for every tp/ep/dp (0: tp; must be a multiple of tp)
+///   nccl             "auto" (device tensors over NCCL when device is cuda), "on", "off"
+///   timeout_s        a rank that makes no progress (one calibration batch, one phase) for this
+///                    long ends every rank with a message naming the phase; 0: never
+struct ParallelJob {
+  int64_t tp = 1;
+  int64_t ep = 1;
+  int64_t reduction_chunks = 0;
+  std::string nccl = "auto";
+  double timeout_s = 1800;
+};
+
 struct JobConfig {
   std::string source;  ///< the job file ("<inline>" for a JSON string)
   std::string model;
@@ -67,6 +87,7 @@ struct JobConfig {
   bool do_export = true;
   bool save_state = true;
   std::optional<std::string> restore_state;
+  ParallelJob parallel;
 };
 
 /// One `--set key=value` override: key is a dotted path into the job JSON ("calib.num_samples");

@@ -25,11 +25,19 @@
 
 #include "mq/job/job_config.hpp"
 
+namespace mq::dist {
+class MpiComm;
+}
+
 namespace mq::job {
 
 struct RunOptions {
   bool dry_run = false;  ///< print the plan and stop (nothing loaded, nothing written)
   bool quiet = false;    ///< no per-quantizer summary
+  /// The world of `mpirun -np N mqdist` (nullptr: one process). Every rank calls run_ptq_job with
+  /// the same job; the job's "parallel" layout splits the model (tp, ep) and the calibration
+  /// batches (dp); rank 0 prints and writes the export (every rank sends its shards).
+  const dist::MpiComm* world = nullptr;
 };
 
 struct JobResult {
