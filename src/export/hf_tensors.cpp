@@ -28,7 +28,8 @@ int64_t last_block(const std::optional<config::BlockSizes>& bs) {
   return it != bs->axes.end() && it->second ? *it->second : 0;
 }
 
-at::Tensor f32(const at::Tensor& t) { return t.to(at::kFloat).contiguous(); }
+// The export packs on the host (C++ reference kernels): every amax and scale comes to the CPU.
+at::Tensor f32(const at::Tensor& t) { return t.to(at::kCPU, at::kFloat).contiguous(); }
 
 at::Tensor scalar_f32(float v) { return at::scalar_tensor(v, at::TensorOptions().dtype(at::kFloat)); }
 

@@ -9,7 +9,7 @@ set -euo pipefail
 job=$1 nps=$2 tp=$3
 shift 3
 mqdist=${MQDIST:-build/launch/mqdist}
-mpiexec=${MPIEXEC:-mpiexec}
+read -ra mpiexec <<< "${MPIEXEC:-mpiexec}"
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -19,7 +19,7 @@ run() {  # np tp label [--set ...]: prints the log path
   shift 3
   local cmd=("$mqdist" --cfg "$job" --quiet "${dev[@]}" --set export=false --set "parallel.tp=$t" "$@")
   if [ "$np" = 1 ]; then "${cmd[@]}" > "$log" 2>&1; else
-    "$mpiexec" -n "$np" --oversubscribe "${cmd[@]}" > "$log" 2>&1; fi || { cat "$log" >&2; exit 1; }
+    "${mpiexec[@]}" -n "$np" --oversubscribe "${cmd[@]}" > "$log" 2>&1; fi || { cat "$log" >&2; exit 1; }
   echo "$log"
 }
 echo "| ranks | layout | calib batches | calibration s | tokens/s | scaling eff. | peak host MB per rank | peak device MB per rank |"

@@ -9,7 +9,7 @@
 set -euo pipefail
 mqdist=$1 job=$2 work=$3 preset=$4 kv=$5
 shift 5
-mpiexec=${MPIEXEC:-mpiexec}
+read -ra mpiexec <<< "${MPIEXEC:-mpiexec}"
 export OMP_NUM_THREADS=1 OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 export OMPI_MCA_rmaps_base_oversubscribe=1
 rm -rf "$work" && mkdir -p "$work"
@@ -30,7 +30,7 @@ run() {  # np tp ep -> $work/<np>-<tp>-<ep>/{out,log}
   if [ "$np" = 1 ]; then
     "${cmd[@]}" > "$d/log" 2>&1 || { cat "$d/log"; echo "FAIL: np=1 run failed"; exit 1; }
   else
-    "$mpiexec" -n "$np" --oversubscribe "${cmd[@]}" > "$d/log" 2>&1 ||
+    "${mpiexec[@]}" -n "$np" --oversubscribe "${cmd[@]}" > "$d/log" 2>&1 ||
       { cat "$d/log"; echo "FAIL: np=$np tp=$tp ep=$ep run failed"; exit 1; }
   fi
 }
