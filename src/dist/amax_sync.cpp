@@ -114,7 +114,7 @@ void run_phase(const std::string& phase, std::vector<Item>& items, AmaxSyncRepor
       const auto dtype = static_cast<at::ScalarType>(cls.second);
       at::TensorOptions opts = at::TensorOptions().dtype(dtype);
       if (static_cast<at::DeviceType>(cls.first) != at::kCPU)
-        opts = opts.device(at::kCUDA, g.nccl().device());
+        opts = opts.device(at::kCUDA, std::max(g.device(), 0));
       std::vector<at::Tensor> parts;
       parts.reserve(members.size());
       for (auto& [i, row] : members) {

@@ -66,8 +66,8 @@ ParallelGroups make_parallel_groups(const MpiComm& world, ParallelLayout layout,
     if (device < 0) device = NcclComm::select_device(world);
     world_nccl = std::make_shared<NcclComm>(NcclComm::bootstrap(world, device));
   }
-  g.world =
-      ProcessGroup("world", std::make_shared<MpiComm>(world.split(0, world.rank())), world_nccl);
+  g.world = ProcessGroup("world", std::make_shared<MpiComm>(world.split(0, world.rank())),
+                         world_nccl, device);
   for (GroupKind kind : kAllGroupKinds) {
     const std::vector<int>& members = g.ranks.members(kind);
     const int color = members.front();
@@ -75,7 +75,7 @@ ParallelGroups make_parallel_groups(const MpiComm& world, ParallelLayout layout,
     auto mpi = std::make_shared<MpiComm>(world.split(color, key));
     std::shared_ptr<NcclComm> nccl;
     if (world_nccl) nccl = std::make_shared<NcclComm>(world_nccl->split(color, key));
-    ProcessGroup pg(group_kind_name(kind), std::move(mpi), std::move(nccl));
+    ProcessGroup pg(group_kind_name(kind), std::move(mpi), std::move(nccl), device);
     MQ_ASSERT(pg.world_ranks() == members);
     switch (kind) {
       case GroupKind::kTensor:
@@ -161,7 +161,7 @@ OptionalSyncResult sync_optional_amax_max(std::optional<at::Tensor>& amax,
     const auto st = static_cast<at::ScalarType>(f[1]);
     at::TensorOptions opts = at::TensorOptions().dtype(st);
     if (static_cast<at::DeviceType>(f[2]) != at::kCPU)
-      opts = opts.device(at::kCUDA, group.nccl().device());
+      opts = opts.device(at::kCUDA, std::max(group.device(), 0));
     amax = at::full(shape, -std::numeric_limits<double>::infinity(), opts);
   }
   group.all_reduce(*amax, ReduceOp::kMax);

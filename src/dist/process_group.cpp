@@ -7,8 +7,8 @@
 namespace mq::dist {
 
 ProcessGroup::ProcessGroup(std::string name, std::shared_ptr<MpiComm> mpi,
-                           std::shared_ptr<NcclComm> nccl)
-    : name_(std::move(name)), mpi_(std::move(mpi)), nccl_(std::move(nccl)) {
+                           std::shared_ptr<NcclComm> nccl, int device)
+    : name_(std::move(name)), mpi_(std::move(mpi)), nccl_(std::move(nccl)), device_(device) {
   MQ_CHECK(mpi_ != nullptr && mpi_->valid(), "ProcessGroup ", name_,
            ": needs a valid MPI communicator");
   MQ_CHECK(nccl_ == nullptr || !nccl_->valid() || nccl_->size() == mpi_->size(), "ProcessGroup ",
@@ -16,6 +16,8 @@ ProcessGroup::ProcessGroup(std::string name, std::shared_ptr<MpiComm> mpi,
            " for an MPI group of size ", mpi_->size());
   world_ranks_ = mpi_->world_ranks();
 }
+
+int ProcessGroup::device() const { return has_nccl() ? nccl_->device() : device_; }
 
 const MpiComm& ProcessGroup::mpi() const {
   MQ_CHECK(is_initialized(), "ProcessGroup ", name_, ": not initialised");

@@ -33,7 +33,7 @@ class ProcessGroup {
   ProcessGroup() = default;
   /// `name` is for messages ("tp", "dp", ...). `mpi` must be valid; `nccl` may be null (host only).
   ProcessGroup(std::string name, std::shared_ptr<MpiComm> mpi,
-               std::shared_ptr<NcclComm> nccl = nullptr);
+               std::shared_ptr<NcclComm> nccl = nullptr, int device = -1);
 
   bool is_initialized() const { return mpi_ != nullptr; }
   int rank() const { return mpi_ ? mpi_->rank() : -1; }
@@ -42,6 +42,9 @@ class ProcessGroup {
   /// Members as MPI_COMM_WORLD ranks, in group-rank order (empty when not initialised).
   const std::vector<int>& world_ranks() const { return world_ranks_; }
   bool has_nccl() const { return nccl_ != nullptr && nccl_->valid(); }
+  /// CUDA device of this rank's device tensors: the NCCL communicator's, else the one given at
+  /// creation (-1: none given).
+  int device() const;
   const MpiComm& mpi() const;
   NcclComm& nccl() const;
 
@@ -69,6 +72,7 @@ class ProcessGroup {
   std::shared_ptr<MpiComm> mpi_;
   std::shared_ptr<NcclComm> nccl_;
   std::vector<int> world_ranks_;
+  int device_ = -1;
 };
 
 }  // namespace mq::dist
