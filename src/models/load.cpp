@@ -32,7 +32,23 @@ class Builder {
                                      std::pair<int64_t, int64_t> r, bool bias) {
     at::Tensor w = part(p + ".weight", {out, in}, 0, r);
     at::Tensor b = bias ? part(p + ".bias", {out}, 0, r) : at::Tensor();
-    return std::make_shared<nn::Linear>(std::move(w), std::move(b));
+    auto lin = std::make_shared<nn::Linear>(std::move(w), std::move(b));
+    // Layout-invariant mode: the product runs in `chunks` equal output slices of the whole weight,
+    // whatever the TP split, so every GEMM has the same shape in every layout (cuBLAS chooses its
+    // kernel, and so its summation order, by shape; on the CPU slices are exact anyway).
+    const int64_t chunks = par_.chunks();
+    if (chunks > 1 && out % chunks == 0) {
+      const int64_t local = chunks / par_.tp_size;
+      lin->set_linear_fn([local](const at::Tensor& x, const at::Tensor& wt, const at::Tensor& bt) {
+        std::vector<at::Tensor> parts;
+        const int64_t n = wt.size(0) / local;
+        for (int64_t c = 0; c < local; ++c)
+          parts.push_back(at::linear(x, wt.narrow(0, c * n, n),
+                                     bt.defined() ? bt.narrow(0, c * n, n) : at::Tensor()));
+        return local == 1 ? parts[0] : at::cat(parts, -1);
+      });
+    }
+    return lin;
   }
   /// A linear whose input columns [r) are local (row parallel). Every TP rank holds the whole bias
   /// and adds it after the chunked reduction (ParallelSpec), so all layouts give the same bits.
