@@ -368,6 +368,9 @@ JobResult run_ptq_job(const JobConfig& job, const RunOptions& options, std::ostr
     const int64_t token =
         dctx.distributed() ? options.world->all_gather_int64(::getpid())[0] : ::getpid();
     const fs::path state_tmp = job.output + ".state.tmp-" + std::to_string(token);
+    // The export, its quantizer state and mqdist_job.json are assembled in one staging directory
+    // that is renamed to "output" last: a reader never sees an export without them.
+    const fs::path staging = job.output + ".partial-" + std::to_string(token);
     ojson job_json = to_json(job);
     job_json["parallel"]["world_size"] = dctx.size;
     try {
@@ -384,21 +387,30 @@ JobResult run_ptq_job(const JobConfig& job, const RunOptions& options, std::ostr
         }
       }
       hf_export::ExportOptions eo;
-      eo.overwrite = job.overwrite;
+      eo.overwrite = true;  // the staging directory is ours; "output" itself was checked above
       const auto rep =
           dctx.distributed()
               ? hf_export::export_hf_checkpoint_distributed(
-                    *model, job.model, job.output, eo, *options.world,
+                    *model, job.model, staging.string(), eo, *options.world,
                     hf_export::hf_decoder_shard_rule(model->parallel().tp_rank,
                                                      model->parallel().tp_size),
                     hf_export::moe_expert_global_names(expert_begins(*model)))
-              : hf_export::export_hf_checkpoint(*model, job.model, job.output, eo);
+              : hf_export::export_hf_checkpoint(*model, job.model, staging.string(), eo);
       if (dctx.distributed()) options.world->barrier();
-      if (rank0 && job.save_state) fs::rename(state_tmp, fs::path(job.output) / "mqdist_state");
-      const std::string job_text = job_json.dump(2) + "\n";
-      if (rank0)
-        io::write_file_atomic((fs::path(job.output) / "mqdist_job.json").string(),
+      if (rank0) {
+        if (job.save_state) fs::rename(state_tmp, staging / "mqdist_state");
+        const std::string job_text = job_json.dump(2) + "\n";
+        io::write_file_atomic((staging / "mqdist_job.json").string(),
                               std::as_bytes(std::span(job_text.data(), job_text.size())));
+        // Replace an existing output (allowed by "overwrite", checked in the plan) by renames.
+        const fs::path old = job.output + ".old-" + std::to_string(token);
+        const bool had = fs::exists(job.output);
+        if (had) fs::rename(job.output, old);
+        fs::rename(staging, job.output);
+        std::error_code ec;
+        if (had) fs::remove_all(old, ec);
+      }
+      if (dctx.distributed()) options.world->barrier();
       out << "exported " << rep.num_tensors << " tensors ("
           << fmt("%.2f MB", static_cast<double>(rep.total_bytes) / 1e6) << ", quant_algo "
           << (rep.quant_algo.empty() ? "none" : rep.quant_algo)
@@ -408,7 +420,10 @@ JobResult run_ptq_job(const JobConfig& job, const RunOptions& options, std::ostr
       result.export_dir = job.output;
     } catch (...) {
       std::error_code ec;
-      fs::remove_all(state_tmp, ec);
+      if (rank0) {
+        fs::remove_all(state_tmp, ec);
+        fs::remove_all(staging, ec);
+      }
       throw;
     }
   }

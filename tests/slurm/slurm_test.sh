@@ -57,7 +57,8 @@ sweep_leftovers() {
   done
   for pid in "${!parent[@]}"; do
     [ "${parent[$pid]}" = 1 ] || continue
-    conf=$(tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null | sed -n 's/^SLURM_CONF=//p')
+    # The process may be gone by now: a read error is "not ours", not a failure.
+    conf=$(cat "/proc/$pid/environ" 2>/dev/null | tr '\0' '\n' | sed -n 's/^SLURM_CONF=//p') || conf=
     [[ $conf == /tmp/mq-slurm.*/slurm.conf ]] || continue
     slurmd_alive "${conf%/slurm.conf}" || doomed+=("$pid")
   done
