@@ -1,10 +1,10 @@
 #include "mq/export/hf_tensors.hpp"
 
+#include <ATen/ATen.h>
+
 #include <cmath>
 #include <cstring>
 #include <vector>
-
-#include <ATen/ATen.h>
 
 #include "mq/core/error.hpp"
 #include "mqk/ref.hpp"
@@ -31,7 +31,9 @@ int64_t last_block(const std::optional<config::BlockSizes>& bs) {
 // The export packs on the host (C++ reference kernels): every amax and scale comes to the CPU.
 at::Tensor f32(const at::Tensor& t) { return t.to(at::kCPU, at::kFloat).contiguous(); }
 
-at::Tensor scalar_f32(float v) { return at::scalar_tensor(v, at::TensorOptions().dtype(at::kFloat)); }
+at::Tensor scalar_f32(float v) {
+  return at::scalar_tensor(v, at::TensorOptions().dtype(at::kFloat));
+}
 
 // The fp32 copy the mqk packers read (exact for bf16/fp16/fp32 weights).
 struct Weight2d {
@@ -101,22 +103,38 @@ void nvfp4_pack_with_scale_2(const float* x, int64_t rows, int64_t cols, int64_t
 
 std::string_view quant_format_name(QuantFormat f) {
   switch (f) {
-    case QuantFormat::kNone: return "";
-    case QuantFormat::kFp8: return "fp8";
-    case QuantFormat::kFp8PcPt: return "fp8_pc_pt";
-    case QuantFormat::kFp8PbWo: return "fp8_pb_wo";
-    case QuantFormat::kInt8Sq: return "int8_sq";
-    case QuantFormat::kInt8Wo: return "int8_wo";
-    case QuantFormat::kInt4Awq: return "int4_awq";
-    case QuantFormat::kW4A8Awq: return "w4a8_awq";
-    case QuantFormat::kNvfp4: return "nvfp4";
-    case QuantFormat::kNvfp4Awq: return "nvfp4_awq";
-    case QuantFormat::kNvfp4Svdquant: return "nvfp4_svdquant";
-    case QuantFormat::kW4A16Nvfp4: return "w4a16_nvfp4";
-    case QuantFormat::kW4A8Nvfp4Fp8: return "w4a8_nvfp4_fp8";
-    case QuantFormat::kMxfp4: return "mxfp4";
-    case QuantFormat::kW4A8Mxfp4Fp8: return "w4a8_mxfp4_fp8";
-    case QuantFormat::kMxfp8: return "mxfp8";
+    case QuantFormat::kNone:
+      return "";
+    case QuantFormat::kFp8:
+      return "fp8";
+    case QuantFormat::kFp8PcPt:
+      return "fp8_pc_pt";
+    case QuantFormat::kFp8PbWo:
+      return "fp8_pb_wo";
+    case QuantFormat::kInt8Sq:
+      return "int8_sq";
+    case QuantFormat::kInt8Wo:
+      return "int8_wo";
+    case QuantFormat::kInt4Awq:
+      return "int4_awq";
+    case QuantFormat::kW4A8Awq:
+      return "w4a8_awq";
+    case QuantFormat::kNvfp4:
+      return "nvfp4";
+    case QuantFormat::kNvfp4Awq:
+      return "nvfp4_awq";
+    case QuantFormat::kNvfp4Svdquant:
+      return "nvfp4_svdquant";
+    case QuantFormat::kW4A16Nvfp4:
+      return "w4a16_nvfp4";
+    case QuantFormat::kW4A8Nvfp4Fp8:
+      return "w4a8_nvfp4_fp8";
+    case QuantFormat::kMxfp4:
+      return "mxfp4";
+    case QuantFormat::kW4A8Mxfp4Fp8:
+      return "w4a8_mxfp4_fp8";
+    case QuantFormat::kMxfp8:
+      return "mxfp8";
   }
   MQ_ASSERT(false);
   return "";
@@ -129,7 +147,8 @@ QuantFormat detect_quant_format(const quant::TensorQuantizer& wq, const quant::T
   const auto& bs = wq.block_sizes();
   const bool input_on = iq != nullptr && iq->is_enabled();
   if (nb.is_int() && nb.bits == 4) {
-    MQ_CHECK(last_block(bs) > 0, "export: an INT4 weight quantizer needs block_sizes with a positive "
+    MQ_CHECK(last_block(bs) > 0,
+             "export: an INT4 weight quantizer needs block_sizes with a positive "
              "block along -1");
     return QuantFormat::kInt4Awq;
   }
@@ -139,10 +158,12 @@ QuantFormat detect_quant_format(const quant::TensorQuantizer& wq, const quant::T
   }
   if (is_fp8(nb)) {
     if (bs) {
-      MQ_CHECK(last_block(bs) > 0, "export: an FP8 block weight quantizer needs a positive block "
+      MQ_CHECK(last_block(bs) > 0,
+               "export: an FP8 block weight quantizer needs a positive block "
                "along -1");
       if (bs->is_dynamic() && scale_bits_are(bs, 8, 0)) return QuantFormat::kMxfp8;
-      MQ_CHECK(wq.fake_quant(), "export: real-quantized FP8 block weights (fp8_pb_real) are not "
+      MQ_CHECK(wq.fake_quant(),
+               "export: real-quantized FP8 block weights (fp8_pb_real) are not "
                "supported");
       return QuantFormat::kFp8PbWo;
     }
@@ -158,17 +179,21 @@ QuantFormat detect_quant_format(const quant::TensorQuantizer& wq, const quant::T
     if (!input_on && scale_bits_are(bs, 4, 3)) return QuantFormat::kW4A16Nvfp4;
     MQ_CHECK(iq != nullptr, "export: an MXFP4 weight needs an input quantizer (ModelOpt asserts)");
     const bool fp8_input = input_on && is_fp8(iq->num_bits()) && !iq->block_sizes();
-    if (bs->is_dynamic() && scale_bits_are(bs, 8, 0) && fp8_input) return QuantFormat::kW4A8Mxfp4Fp8;
-    if (bs->is_dynamic() && scale_bits_are(bs, 4, 3) && fp8_input) return QuantFormat::kW4A8Nvfp4Fp8;
+    if (bs->is_dynamic() && scale_bits_are(bs, 8, 0) && fp8_input)
+      return QuantFormat::kW4A8Mxfp4Fp8;
+    if (bs->is_dynamic() && scale_bits_are(bs, 4, 3) && fp8_input)
+      return QuantFormat::kW4A8Nvfp4Fp8;
     if (scale_bits_are(bs, 4, 3)) return QuantFormat::kNvfp4;
     if (scale_bits_are(bs, 8, 0)) return QuantFormat::kMxfp4;
   }
-  MQ_THROW(::mq::Error, "export: ModelOpt has no HF export format for a weight quantizer with "
-           "num_bits=", quant::py_repr(nb),
-           bs ? " block_sizes=" + quant::py_repr(*bs) : std::string());
+  MQ_THROW(::mq::Error,
+           "export: ModelOpt has no HF export format for a weight quantizer with "
+           "num_bits=",
+           quant::py_repr(nb), bs ? " block_sizes=" + quant::py_repr(*bs) : std::string());
 }
 
-QuantFormat detect_quant_format(const quant::SequentialQuantizer& wq, const quant::TensorQuantizer*) {
+QuantFormat detect_quant_format(const quant::SequentialQuantizer& wq,
+                                const quant::TensorQuantizer*) {
   if (!wq.is_enabled()) return QuantFormat::kNone;
   MQ_CHECK(wq.size() == 2 && wq[0].num_bits().is_int() && wq[0].num_bits().bits == 4 &&
                is_fp8(wq[1].num_bits()),
@@ -222,7 +247,8 @@ LinearExportInputs linear_export_inputs(const quant::TensorQuantizer& wq,
     case QuantFormat::kW4A16Nvfp4:
     case QuantFormat::kW4A8Nvfp4Fp8:
       // ModelOpt reads `_amax` directly here, not export_amax().
-      MQ_CHECK(wq.has_amax_buffer(), "export: the weight quantizer has no amax (calibrate it first)");
+      MQ_CHECK(wq.has_amax_buffer(),
+               "export: the weight quantizer has no amax (calibrate it first)");
       in.weight_amax = wq.amax_buffer();
       if (auto g = wq.global_amax()) {
         in.global_amax = *g;
@@ -244,7 +270,8 @@ LinearExportInputs linear_export_inputs(const quant::SequentialQuantizer& wq,
   if (in.format == QuantFormat::kNone) return in;
   in.block_size = last_block(wq[0].block_sizes());
   in.weight_amax = need_amax(wq[0].export_amax(), "INT4 stage of the weight quantizer");
-  if (wq[1].is_enabled()) in.weight_amax_2 = need_amax(wq[1].export_amax(), "FP8 stage of the weight quantizer");
+  if (wq[1].is_enabled())
+    in.weight_amax_2 = need_amax(wq[1].export_amax(), "FP8 stage of the weight quantizer");
   fill_input(in, iq);
   return in;
 }
@@ -253,7 +280,8 @@ std::map<std::string, at::Tensor> export_linear(const std::string& weight_name,
                                                 const at::Tensor& weight,
                                                 const LinearExportInputs& in) {
   const QuantFormat f = in.format;
-  MQ_CHECK(f != QuantFormat::kNone, weight_name, ": the weight quantizer is disabled: nothing to export");
+  MQ_CHECK(f != QuantFormat::kNone, weight_name,
+           ": the weight quantizer is disabled: nothing to export");
   const HfTensorNames names = hf_tensor_names(weight_name);
   const Weight2d w = prepare_weight(weight_name, weight);
   const int64_t rows = w.rows, cols = w.cols, n = rows * cols;
@@ -307,10 +335,12 @@ std::map<std::string, at::Tensor> export_linear(const std::string& weight_name,
     }
     case QuantFormat::kInt8Sq:
     case QuantFormat::kInt8Wo: {
-      need(in.weight_amax.defined() && (in.weight_amax.numel() == rows || in.weight_amax.numel() == 1),
+      need(in.weight_amax.defined() &&
+               (in.weight_amax.numel() == rows || in.weight_amax.numel() == 1),
            weight_name, f, "the weight amax is neither per output channel nor per tensor");
       const at::Tensor ws = f32(in.weight_amax) / 127.0;
-      const mqk::AmaxLayout layout = ws.numel() == 1 ? mqk::AmaxLayout{} : mqk::AmaxLayout{rows, cols};
+      const mqk::AmaxLayout layout =
+          ws.numel() == 1 ? mqk::AmaxLayout{} : mqk::AmaxLayout{rows, cols};
       at::Tensor q = at::empty({rows, cols}, at::TensorOptions().dtype(at::kChar));
       mqk::int8_quantize_ref(x, n, ws.data_ptr<float>(), layout, q.data_ptr<int8_t>());
       out[names.weight] = q;
@@ -351,17 +381,18 @@ std::map<std::string, at::Tensor> export_linear(const std::string& weight_name,
       if (f == QuantFormat::kW4A8Nvfp4Fp8) {
         // ModelOpt: weight_scale_2 = amax/448 so that weight_scale spans 448/6 (the kernel
         // dequantizes the weight to FP8).
-        wsf2 = static_cast<float>(f32(in.weight_amax).max().item<float>() / static_cast<float>(kE4M3Max));
+        wsf2 = static_cast<float>(f32(in.weight_amax).max().item<float>() /
+                                  static_cast<float>(kE4M3Max));
         nvfp4_pack_with_scale_2(x, rows, cols, bs, wsf2, packed.data_ptr<uint8_t>(),
                                 scales.data_ptr<uint8_t>());
       } else if (in.global_amax.defined()) {
         const at::Tensor block_amax = f32(in.weight_amax).reshape({-1});
         need(block_amax.numel() == rows * (cols / bs), weight_name, f,
              "the static per-block amax is not one value per (row, block)");
-        wsf2 = mqk::nvfp4_static_quantize_ref(x, rows, cols, static_cast<int>(bs),
-                                              block_amax.data_ptr<float>(),
-                                              f32(in.global_amax).item<float>(), in.four_over_six,
-                                              packed.data_ptr<uint8_t>(), scales.data_ptr<uint8_t>());
+        wsf2 = mqk::nvfp4_static_quantize_ref(
+            x, rows, cols, static_cast<int>(bs), block_amax.data_ptr<float>(),
+            f32(in.global_amax).item<float>(), in.four_over_six, packed.data_ptr<uint8_t>(),
+            scales.data_ptr<uint8_t>());
       } else {
         need(in.weight_amax.numel() == 1, weight_name, f, "the global weight amax is not a scalar");
         wsf2 = mqk::nvfp4_quantize_ref(x, rows, cols, static_cast<int>(bs),

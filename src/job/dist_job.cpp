@@ -36,8 +36,8 @@ DistContext make_dist_context(const JobConfig& job, const models::HfConfig& hf,
     c.layout = dist::resolve_layout(l);
   } catch (const Error& e) {
     pk.fail(std::string(e.what()) + (c.size == 1 && (tp > 1 || ep > 1)
-                                          ? " (tp/ep > 1 need as many ranks: mpirun -np N mqdist)"
-                                          : ""));
+                                         ? " (tp/ep > 1 need as many ranks: mpirun -np N mqdist)"
+                                         : ""));
   }
   auto divides = [&](const char* key, int64_t size, int64_t n, const std::string& what) {
     if (n % size != 0)
@@ -55,8 +55,8 @@ DistContext make_dist_context(const JobConfig& job, const models::HfConfig& hf,
   c.reduction_chunks = job.parallel.reduction_chunks > 0 ? job.parallel.reduction_chunks : tp;
   const int64_t attn_in = hf.num_attention_heads * hf.head_dim;
   divides("reduction_chunks", c.reduction_chunks, attn_in, "num_attention_heads x head_dim");
-  if (dense_mlp) divides("reduction_chunks", c.reduction_chunks, hf.intermediate_size,
-                         "intermediate_size");
+  if (dense_mlp)
+    divides("reduction_chunks", c.reduction_chunks, hf.intermediate_size, "intermediate_size");
   if (world && c.size > 1) {
     dist::GroupOptions go;
     go.nccl = use_nccl;
@@ -111,8 +111,8 @@ calib::MoeCoverage global_moe_coverage(const DistContext& ctx, nn::Module& model
     ep_data.insert(d);
     same_data += d == ctx.dp_rank();
   }
-  const int64_t cover = static_cast<int64_t>(g.ranks.expert_dp_group.size() * ep_data.size()) /
-                        ctx.dp_size();
+  const int64_t cover =
+      static_cast<int64_t>(g.ranks.expert_dp_group.size() * ep_data.size()) / ctx.dp_size();
   calib::MoeCoverage cov;
   for (auto& b : local.blocks) {
     at::Tensor c = at::tensor(b.token_counts, at::kLong);
@@ -160,7 +160,8 @@ uint64_t peak_device_bytes(c10::Device device) {
   if (device.is_cuda()) {
     const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(device.index());
     return static_cast<uint64_t>(
-        stats.allocated_bytes[static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE)].peak);
+        stats.allocated_bytes[static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE)]
+            .peak);
   }
 #endif
   (void)device;

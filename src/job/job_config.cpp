@@ -129,11 +129,11 @@ JobConfig parse_job(ojson doc, const std::string& source, const fs::path& base_d
   for (const auto& o : overrides) apply_override(doc, o, overridden);
 
   const ErrorContext root{source, ""};
-  cd::reject_unknown_keys(doc, root,
-                          {"model", "quant", "kv_cache", "algorithm", "calib", "eval", "output",
-                           "overwrite", "dtype", "device", "export", "save_state", "restore_state",
-                           "parallel"},
-                          "a job");
+  cd::reject_unknown_keys(
+      doc, root,
+      {"model", "quant", "kv_cache", "algorithm", "calib", "eval", "output", "overwrite", "dtype",
+       "device", "export", "save_state", "restore_state", "parallel"},
+      "a job");
   JobConfig job;
   job.source = source;
   for (const char* k : {"model", "quant"})
@@ -200,8 +200,8 @@ JobConfig parse_job(ojson doc, const std::string& source, const fs::path& base_d
     size("reduction_chunks", job.parallel.reduction_chunks, 0);
     if (job.parallel.reduction_chunks % job.parallel.tp != 0)
       ctx.key("reduction_chunks")
-          .fail(std::to_string(job.parallel.reduction_chunks) + " is not a multiple of tp = " +
-                std::to_string(job.parallel.tp));
+          .fail(std::to_string(job.parallel.reduction_chunks) +
+                " is not a multiple of tp = " + std::to_string(job.parallel.tp));
     if (p.contains("timeout_s")) {
       job.parallel.timeout_s = cd::get_number(p["timeout_s"], ctx.key("timeout_s"));
       if (!(job.parallel.timeout_s >= 0))

@@ -147,9 +147,9 @@ JobResult run_ptq_job(const JobConfig& job, const RunOptions& options, std::ostr
       device_index = n > 0 ? node.rank() % n : 0;
     }
   }
-  const c10::Device device = job.device == "cuda"
-                                 ? c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(device_index))
-                                 : c10::Device(c10::kCPU);
+  const c10::Device device =
+      job.device == "cuda" ? c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(device_index))
+                           : c10::Device(c10::kCPU);
   const detail::DistContext dctx =
       detail::make_dist_context(job, hf, options.world, use_nccl, device_index);
   if (job.do_export && fs::exists(job.output) && !fs::is_empty(job.output) && !job.overwrite)
@@ -227,8 +227,7 @@ JobResult run_ptq_job(const JobConfig& job, const RunOptions& options, std::ostr
   int64_t n_params = 0;
   for (const auto& [name, p] : model->named_parameters()) n_params += p.numel();
   out << "loaded " << n_params << " parameters (" << c10::toString(model->dtype()) << ")"
-      << (dctx.size > 1 ? " on rank 0" : "") << " in " << fmt("%.1f s", seconds_since(t0))
-      << "\n";
+      << (dctx.size > 1 ? " on rank 0" : "") << " in " << fmt("%.1f s", seconds_since(t0)) << "\n";
   const data::Tokenizer* tok = tokenizer ? &*tokenizer : nullptr;
 
   auto logits_fn = [&](const at::Tensor& ids) { return model->forward(ids.to(device)); };
@@ -277,11 +276,11 @@ JobResult run_ptq_job(const JobConfig& job, const RunOptions& options, std::ostr
   // Data parallel: whole batches per DP rank (each batch is computed exactly as in one process).
   const std::vector<size_t> mine = detail::local_batches(dctx, batches.size());
   if (detail::ep_spans_data_parallel(dctx) && batches.size() % static_cast<size_t>(dctx.dp_size()))
-    root.key("calib").fail(std::to_string(batches.size()) +
-                           " calibration batches do not split evenly over dp = " +
-                           std::to_string(dctx.dp_size()) +
-                           " (expert-parallel ranks exchange tokens every batch): make "
-                           "num_samples / batch_size a multiple of dp");
+    root.key("calib").fail(
+        std::to_string(batches.size()) +
+        " calibration batches do not split evenly over dp = " + std::to_string(dctx.dp_size()) +
+        " (expert-parallel ranks exchange tokens every batch): make "
+        "num_samples / batch_size a multiple of dp");
   calib::reset_moe_token_counts(*model);
   calib::ForwardLoop loop;
   if (!batches.empty()) {
@@ -292,7 +291,8 @@ JobResult run_ptq_job(const JobConfig& job, const RunOptions& options, std::ostr
         const data::Batch& b = batches[mine[j]];
         model->forward(b.input_ids.to(device), b.attention_mask.to(device));
         const double el = seconds_since(tl);
-        const double eta = el / static_cast<double>(j + 1) * static_cast<double>(mine.size() - j - 1);
+        const double eta =
+            el / static_cast<double>(j + 1) * static_cast<double>(mine.size() - j - 1);
         // About ten progress lines per pass, whatever the number of batches (logs are files, not
         // ttys).
         const size_t every = std::max<size_t>(1, mine.size() / 10);
@@ -428,23 +428,27 @@ JobResult run_ptq_job(const JobConfig& job, const RunOptions& options, std::ostr
     }
   }
   if (dctx.distributed()) {
-    const auto peaks = options.world->all_gather_int64(static_cast<int64_t>(detail::peak_host_bytes()));
+    const auto peaks =
+        options.world->all_gather_int64(static_cast<int64_t>(detail::peak_host_bytes()));
     out << "peak host memory per rank:";
     for (size_t r = 0; r < peaks.size(); ++r)
       out << (r ? ", " : " ") << fmt("%.0f MB", static_cast<double>(peaks[r]) / 1e6);
     out << "\n";
     if (device.is_cuda()) {
-      const auto dev = options.world->all_gather_int64(
-          static_cast<int64_t>(detail::peak_device_bytes(device)));
+      const auto dev =
+          options.world->all_gather_int64(static_cast<int64_t>(detail::peak_device_bytes(device)));
       out << "peak device memory per rank:";
       for (size_t r = 0; r < dev.size(); ++r)
         out << (r ? ", " : " ") << fmt("%.0f MB", static_cast<double>(dev[r]) / 1e6);
       out << "\n";
     }
   } else {
-    out << "peak host memory: " << fmt("%.0f MB", static_cast<double>(detail::peak_host_bytes()) / 1e6)
-        << (device.is_cuda() ? ", device " + fmt("%.0f MB", static_cast<double>(detail::peak_device_bytes(device)) / 1e6)
-                             : std::string())
+    out << "peak host memory: "
+        << fmt("%.0f MB", static_cast<double>(detail::peak_host_bytes()) / 1e6)
+        << (device.is_cuda()
+                ? ", device " +
+                      fmt("%.0f MB", static_cast<double>(detail::peak_device_bytes(device)) / 1e6)
+                : std::string())
         << "\n";
   }
   out << "done in " << fmt("%.1f s", seconds_since(t_start)) << "\n";
