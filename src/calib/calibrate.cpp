@@ -496,20 +496,28 @@ MoeCoverage moe_coverage(nn::Module& model) {
   for (auto& [name, m] : model.named_modules()) {
     auto* moe = dynamic_cast<nn::SparseMoeBlock*>(m);
     if (!moe) continue;
-    MoeBlockCoverage b{name, moe->expert_token_counts(), {}};
-    for (size_t e = 0; e < b.token_counts.size(); ++e)
-      if (b.token_counts[e] == 0) b.starved.push_back(static_cast<int64_t>(e));
-    if (!b.starved.empty()) {
-      std::string list;
-      for (int64_t e : b.starved) list += (list.empty() ? "" : ", ") + std::to_string(e);
-      cov.warnings.push_back(name + ": " + std::to_string(b.starved.size()) + " of " +
-                             std::to_string(b.token_counts.size()) +
-                             " experts received no calibration tokens (experts " + list +
-                             "); their input amax comes from the other experts");
-    }
-    cov.blocks.push_back(std::move(b));
+    std::string warning;
+    cov.blocks.push_back(moe_block_coverage(name, moe->expert_token_counts(), &warning));
+    if (!warning.empty()) cov.warnings.push_back(std::move(warning));
   }
   return cov;
+}
+
+MoeBlockCoverage moe_block_coverage(std::string name, std::vector<int64_t> token_counts,
+                                    std::string* warning) {
+  MoeBlockCoverage b{std::move(name), std::move(token_counts), {}};
+  for (size_t e = 0; e < b.token_counts.size(); ++e)
+    if (b.token_counts[e] == 0) b.starved.push_back(static_cast<int64_t>(e));
+  warning->clear();
+  if (!b.starved.empty()) {
+    std::string list;
+    for (int64_t e : b.starved) list += (list.empty() ? "" : ", ") + std::to_string(e);
+    *warning = b.name + ": " + std::to_string(b.starved.size()) + " of " +
+               std::to_string(b.token_counts.size()) +
+               " experts received no calibration tokens (experts " + list +
+               "); their input amax comes from the other experts";
+  }
+  return b;
 }
 
 void reset_moe_token_counts(nn::Module& model) {

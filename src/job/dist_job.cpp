@@ -66,22 +66,6 @@ DistContext make_dist_context(const JobConfig& job, const models::HfConfig& hf,
   return c;
 }
 
-models::ParallelSpec make_parallel_spec(const DistContext& ctx) {
-  models::ParallelSpec s;
-  s.reduction_chunks = ctx.reduction_chunks;
-  if (!ctx.groups) return s;
-  const dist::ParallelGroups& g = *ctx.groups;
-  s.tp_rank = g.ranks.tp_rank;
-  s.tp_size = ctx.layout.tp;
-  s.ep_rank = g.ranks.ep_rank;
-  s.ep_size = ctx.layout.ep;
-  const dist::ProcessGroup tp = g.tp, ep = g.ep;
-  s.tp_all_gather = [tp](const at::Tensor& t) { return tp.all_gather(t); };
-  s.ep_all_gather_v = [ep](const at::Tensor& t) { return ep.all_gather_v(t); };
-  s.ep_all_to_all_v = [ep](const std::vector<at::Tensor>& send) { return ep.all_to_all_v(send); };
-  return s;
-}
-
 std::vector<size_t> local_batches(const DistContext& ctx, size_t num_batches) {
   std::vector<size_t> idx;
   const size_t dp = static_cast<size_t>(ctx.dp_size()), r = static_cast<size_t>(ctx.dp_rank());
@@ -116,26 +100,18 @@ calib::MoeCoverage global_moe_coverage(const DistContext& ctx, nn::Module& model
   calib::MoeCoverage cov;
   for (auto& b : local.blocks) {
     at::Tensor c = at::tensor(b.token_counts, at::kLong);
-    MQ_CHECK(at::equal(c.remainder(same_data), at::zeros_like(c)), "token counts of ", b.name,
-             " are not a multiple of ", same_data, " (EP peers sharing a batch)");
-    c = c.div(same_data, "floor");
     g.expert_dp.all_reduce(c, dist::ReduceOp::kSum);
-    MQ_CHECK(at::equal(c.remainder(cover), at::zeros_like(c)), "token counts of ", b.name,
-             " are not a multiple of ", cover, " (expert holders per DP replica)");
-    c = c.div(cover, "floor");
+    const int64_t times = same_data * cover;  // how often each token was counted
+    MQ_CHECK(at::equal(c.remainder(times), at::zeros_like(c)), "token counts of ", b.name,
+             " are not a multiple of ", times, " (EP peers sharing a batch x expert holders)");
+    c = c.div(times, "floor");
     at::Tensor all = g.ep.all_gather(c).reshape({-1}).contiguous();
-    calib::MoeBlockCoverage gb{b.name, {}, {}};
-    gb.token_counts.assign(all.data_ptr<int64_t>(), all.data_ptr<int64_t>() + all.numel());
-    for (size_t e = 0; e < gb.token_counts.size(); ++e)
-      if (gb.token_counts[e] == 0) gb.starved.push_back(static_cast<int64_t>(e));
-    if (!gb.starved.empty()) {
-      std::string list;
-      for (int64_t e : gb.starved) list += (list.empty() ? "" : ", ") + std::to_string(e);
-      cov.warnings.push_back(gb.name + ": " + std::to_string(gb.starved.size()) + " of " +
-                             std::to_string(gb.token_counts.size()) +
-                             " experts received no calibration tokens on any rank (experts " +
-                             list + "); their input amax comes from the other experts");
-    }
+    std::string warning;
+    calib::MoeBlockCoverage gb = calib::moe_block_coverage(
+        b.name,
+        std::vector<int64_t>(all.data_ptr<int64_t>(), all.data_ptr<int64_t>() + all.numel()),
+        &warning);
+    if (!warning.empty()) cov.warnings.push_back(std::move(warning));
     cov.blocks.push_back(std::move(gb));
   }
   return cov;

@@ -48,9 +48,6 @@ bool ep_spans_data_parallel(const DistContext& ctx);
 /// starved-expert warnings of the global counts. Collective.
 calib::MoeCoverage global_moe_coverage(const DistContext& ctx, nn::Module& model);
 
-/// The model's ParallelSpec over the context's groups (the whole model when not distributed).
-models::ParallelSpec make_parallel_spec(const DistContext& ctx);
-
 /// The calibration batch indices this rank runs: i % dp == dp_rank (whole batches, so each batch
 /// is computed exactly as in a single process).
 std::vector<size_t> local_batches(const DistContext& ctx, size_t num_batches);

@@ -222,7 +222,11 @@ JobResult run_ptq_job(const JobConfig& job, const RunOptions& options, std::ostr
   models::LoadOptions lo;
   lo.dtype = compute_dtype(job.dtype);
   lo.device = device;
-  lo.parallel = detail::make_parallel_spec(dctx);
+  if (dctx.groups) {
+    lo.parallel = models::parallel_spec_from_groups(*dctx.groups, dctx.reduction_chunks);
+  } else {
+    lo.parallel.reduction_chunks = dctx.reduction_chunks;
+  }
   std::unique_ptr<models::CausalLM> model = models::load_causal_lm(job.model, lo);
   int64_t n_params = 0;
   for (const auto& [name, p] : model->named_parameters()) n_params += p.numel();

@@ -174,6 +174,10 @@ struct MoeCoverage {
   std::vector<std::string> warnings;  ///< one line per block with starved experts
 };
 MoeCoverage moe_coverage(nn::Module& model);
+/// One block's coverage from its per-expert token counts (starved = the experts with 0), and the
+/// warning moe_coverage gives for it ("" when no expert is starved).
+MoeBlockCoverage moe_block_coverage(std::string name, std::vector<int64_t> token_counts,
+                                    std::string* warning);
 /// Calls reset_token_counts() on every SparseMoeBlock.
 void reset_moe_token_counts(nn::Module& model);
 

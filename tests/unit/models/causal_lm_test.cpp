@@ -14,6 +14,7 @@
 #include "mq/io/safetensors_torch.hpp"
 #include "mq/models/checkpoint.hpp"
 #include "mq/nn/quant_module.hpp"
+#include "tiny_models_impl.hpp"
 
 namespace {
 
@@ -26,19 +27,9 @@ mq::models::LoadOptions with_dtype(c10::ScalarType t) {
   return o;
 }
 
-std::string tiny(const std::string& name) {
-  return std::string(MQ_SOURCE_DIR) + "/tests/models/tiny/" + name;
-}
-
-std::map<std::string, at::Tensor> golden(const std::string& name) {
-  return mq::io::load_safetensors(tiny(name) + "/golden.safetensors");
-}
-
-/// Max |a - b| relative to max |b|.
-double rel_err(const at::Tensor& a, const at::Tensor& b) {
-  return (a.to(at::kDouble) - b.to(at::kDouble)).abs().max().item<double>() /
-         b.abs().max().item<double>();
-}
+using mq::test::golden;
+using mq::test::rel_err;
+using mq::test::tiny;
 
 const std::vector<std::string> kFamilies = {"llama", "llama3_bias", "qwen2",
                                             "qwen3", "mixtral",     "qwen3_moe"};

@@ -17,6 +17,7 @@
 #include "mq/io/safetensors_torch.hpp"
 #include "mq/models/causal_lm.hpp"
 #include "mq/nn/quant_module.hpp"
+#include "tiny_models_impl.hpp"
 
 namespace {
 
@@ -24,18 +25,9 @@ using mq::models::CausalLM;
 using mq::models::LoadOptions;
 using mq::models::ParallelSpec;
 
-std::string tiny(const std::string& name) {
-  return std::string(MQ_SOURCE_DIR) + "/tests/models/tiny/" + name;
-}
-
-std::map<std::string, at::Tensor> golden(const std::string& name) {
-  return mq::io::load_safetensors(tiny(name) + "/golden.safetensors");
-}
-
-double rel_err(const at::Tensor& a, const at::Tensor& b) {
-  return (a.to(at::kDouble) - b.to(at::kDouble)).abs().max().item<double>() /
-         b.abs().max().item<double>();
-}
+using mq::test::golden;
+using mq::test::rel_err;
+using mq::test::tiny;
 
 /// In-memory collectives of `n` threads (rank = thread index), the semantics of ProcessGroup's.
 class ThreadGroup {
