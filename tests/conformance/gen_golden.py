@@ -855,6 +855,172 @@ def real_quant_cases(w, device):
                 }
                 w.add(case, cid, tensors)
 
+# ----------------------------------------------------------------------------------------------
+# Replay of the CPU manifest on another device (--replay-cpu-manifest)
+# ----------------------------------------------------------------------------------------------
+REPLAY_MANIFEST = "manifest_cuda_replay.json"
+REPLAY_FILE = "cuda_replay.safetensors"
+# Fields of a CPU case that a replay case repeats, so that it is self-contained except for tensors
+# (cfg_sources: see the CPU case of the same id).
+REPLAY_COPY = ("id", "cfg_id", "cfg", "kind", "shape", "dtype", "pattern",
+               "amax_source", "calibrated", "qtensor_class", "quantized_dtype")
+
+
+def bits_equal(a, b):
+    """Same dtype, shape and bits (NaN payloads and only those ignored; the sign of zero counts)."""
+    if a.dtype != b.dtype or tuple(a.shape) != tuple(b.shape):
+        return False
+    if a.is_floating_point():
+        return n_diff(a, b) == 0
+    return bool(torch.equal(a.cpu(), b.cpu()))
+
+
+def replay_describe(case, device):
+    if device == "cpu":
+        return "replay on CPU: " + case["modelopt_path"]
+    if case["kind"] == "real_quant":
+        return f"TensorQuantizer._real_quantize -> {case.get('qtensor_class', 'QTensor')}.quantize on CUDA tensors"
+    cfg = case["cfg"]
+    if isinstance(cfg, list):
+        return "SequentialQuantizer on CUDA tensors: stage-by-stage ModelOpt CUDA paths"
+    c0 = cfg
+    fp8 = isinstance(c0.get("num_bits"), list)
+    if c0.get("block_sizes"):
+        return ("tensor_quant._fp8_eager on CUDA tensors (block-reshaped, multi-dim amax)" if fp8
+                else "tensor_quant fake_tensor_quant on CUDA tensors (block-reshaped)")
+    return ("CUDA ext fake_e4m3fy(_with_axis) (ModelOpt's FP8 CUDA kernel; eager torch-on-CUDA for a "
+            "multi-dim amax)" if fp8 else "CUDA ext fake_tensor_quant(_with_axis)")
+
+
+def replay_cpu_manifest(device, out_dir, golden_dir, extra):
+    """Feeds every case of <golden_dir>/manifest.json (its stored input, its loaded amax, its config
+    and calibration procedure) through ModelOpt on `device` tensors and writes
+    <out_dir>/manifest_cuda_replay.json + <out_dir>/cuda_replay.safetensors. A result tensor that is
+    bit-identical to the CPU golden of the same role is not stored again: the case references the CPU
+    file ({"file": "cpu/<cfg>.safetensors", "key": ...}); only differing results go to the replay file.
+    Run with --device cpu this reproduces the CPU goldens exactly (every tensor references cpu/*)."""
+    from safetensors.torch import load_file
+    cpu_doc = json.load(open(os.path.join(golden_dir, "manifest.json")))
+    py_cfgs = {json.dumps(to_json(py), sort_keys=True): py for py, _ in collect_cfgs().values()}
+    for cid, cfg in REAL_CFGS.items():
+        py_cfgs[json.dumps(to_json(cfg), sort_keys=True)] = cfg
+    stores = {}
+
+    def cpu_tensor(case, role):
+        f = case["file"]
+        if f not in stores:
+            stores[f] = load_file(os.path.join(golden_dir, f))
+        return stores[f][case["tensors"][role]]
+
+    out_store, cases, skipped = {}, [], []
+    n_stored = 0
+    for cc in cpu_doc["cases"]:
+        cid = cc["id"]
+        rc = {k: cc[k] for k in REPLAY_COPY if k in cc}
+        key = json.dumps(cc["cfg"], sort_keys=True)
+        if key not in py_cfgs:
+            skipped.append({"case": cid, "cfg_id": cc["cfg_id"],
+                            "reason": "generator: config of the CPU case not found among the presets"})
+            continue
+        cfg = py_cfgs[key]
+        x = cpu_tensor(cc, "input")
+        mode = cc["amax_source"]
+        try:
+            if cc["kind"] == "real_quant":
+                q = build(cfg, device)
+                if cc["calibrated"]:
+                    calibrate(q, x.to(device))
+                with torch.no_grad():
+                    qt = q(x.to(device))
+                res = {"quantized_data": qt._quantized_data}
+                if "dequantized" in cc["tensors"]:
+                    with torch.no_grad():
+                        res["dequantized"] = q(qt)
+            else:
+                if mode == "loaded":
+                    q = build(cfg, device)
+                    q.amax = cpu_tensor(cc, "_amax").clone().to(device)
+                    with torch.no_grad():
+                        y = q(x.to(device))
+                else:
+                    q, y = run_case(cfg, x, device, mode)
+                res = {"output": y.to(x.dtype) if y.dtype != x.dtype else y}
+            if device == "cuda":
+                torch.cuda.synchronize()
+            res.update(state_tensors(q))
+            res = {r: t.detach().cpu().contiguous() for r, t in res.items()}
+        except Exception as e:  # record what ModelOpt on this device refuses, never fail the run
+            skipped.append({"case": cid, "cfg_id": cc["cfg_id"],
+                            "reason": f"ModelOpt on {device} raised {type(e).__name__}: {str(e)[:300]}"})
+            if device == "cuda":
+                try:
+                    torch.cuda.synchronize()
+                except Exception:
+                    pass
+            continue
+        refs, diff_vs_cpu = {"input": {"file": cc["file"], "key": cc["tensors"]["input"]}}, {}
+        for role, t in res.items():
+            if role in cc["tensors"] and bits_equal(t, cpu_tensor(cc, role)):
+                refs[role] = {"file": cc["file"], "key": cc["tensors"][role]}
+                continue
+            k = f"{cid}/{role}"
+            out_store[k] = t.clone()
+            refs[role] = {"file": REPLAY_FILE, "key": k}
+            n_stored += 1
+            if role in cc["tensors"]:
+                c = cpu_tensor(cc, role)
+                diff_vs_cpu[role] = (n_diff(t, c) if t.is_floating_point() and t.shape == c.shape
+                                     and t.dtype == c.dtype else "dtype/shape/bits")
+            else:
+                diff_vs_cpu[role] = "not in the CPU golden"
+        for role in cc["tensors"]:
+            if role not in res and role != "input" and not role.startswith("output"):
+                diff_vs_cpu[role] = "not produced on " + device
+        notes = []
+        out_role = "quantized_data" if cc["kind"] == "real_quant" else "output"
+        # The CPU golden's expect.cuda is what the CPU generator predicted (emulated) for ModelOpt's
+        # CUDA path; say whether ModelOpt on this device agrees.
+        pred = cc["expect"]["cuda"]
+        if pred != out_role and device == "cuda":
+            nd = n_diff(res[out_role], cpu_tensor(cc, pred))
+            notes.append(f"the CPU manifest's predicted CUDA result ({pred}, emulated) differs from "
+                         f"ModelOpt's {device} output in {nd} element(s)")
+        if out_role in diff_vs_cpu:
+            notes.append(f"ModelOpt on {device} differs from its CPU golden: {out_role} "
+                         f"{diff_vs_cpu[out_role]} element(s)")
+        rc.update({
+            "modelopt_path": replay_describe(cc, device),
+            "expect": {device: out_role},
+            "annotation": "; ".join(notes),
+            "tensors": refs,
+            "diff_vs_cpu": diff_vs_cpu,
+        })
+        cases.append(rc)
+    if out_store:
+        path = os.path.join(out_dir, REPLAY_FILE)
+        save_file(out_store, path, metadata={"generator": "tests/conformance/gen_golden.py"})
+        os.chmod(path, 0o644)
+    doc = {
+        "generator": "tests/conformance/gen_golden.py --replay-cpu-manifest",
+        "device": device,
+        "torch_version": torch.__version__,
+        "modelopt_version": modelopt.__version__,
+        **extra,
+        "source_manifest": "manifest.json",
+        "source_num_cases": len(cpu_doc["cases"]),
+        "tensors_stored": n_stored,
+        "num_cases": len(cases),
+        "skipped": skipped,
+        "cases": cases,
+    }
+    with open(os.path.join(out_dir, REPLAY_MANIFEST), "w") as f:
+        json.dump(doc, f, indent=1, allow_nan=False)
+        f.write("\n")
+    print(f"replay on {device}: {len(cases)} cases ({n_stored} tensors differ from the CPU goldens), "
+          f"{len(skipped)} skipped -> {out_dir}", file=sys.stderr)
+    for s_ in skipped:
+        print("skipped:", s_["case"], "-", s_["reason"][:200], file=sys.stderr)
+
 
 def main():
     ap = argparse.ArgumentParser()
@@ -862,14 +1028,16 @@ def main():
     ap.add_argument("--out", default=os.path.join(HERE, "golden"))
     ap.add_argument("--reannotate", action="store_true",
                     help="recompute the emulated columns of <out>/manifest_cuda.json on the CPU")
+    ap.add_argument("--replay-cpu-manifest", action="store_true",
+                    help="run every case of golden/manifest.json (same inputs, amaxes, configs, "
+                         "calibration) through ModelOpt on --device and write "
+                         "<out>/manifest_cuda_replay.json + <out>/cuda_replay.safetensors")
     args = ap.parse_args()
     if args.reannotate:
         reannotate(args.out)
         return
     torch.manual_seed(0)
-    cfgs = collect_cfgs()
     cuda = args.device == "cuda"
-    w = Writer(args.device, args.out, single_file=cuda)
     extra = {}
     if cuda:
         # Build ModelOpt's JIT CUDA extensions once, up front: a failed build is then recorded
@@ -884,14 +1052,20 @@ def main():
             built[name] = ext is not None
             print(f"{name}: {'ok' if ext is not None else 'FAILED'} in {time.time() - t0:.0f}s", file=sys.stderr)
         extra["cuda_extensions_built"] = built
-    fake_quant_cases(w, cfgs, args.device, cuda)
-    if cuda:
         extra["gpu"] = torch.cuda.get_device_name(0)
         try:
             import triton
             extra["triton_version"] = triton.__version__
         except ImportError:
             extra["triton_version"] = None
+    if args.replay_cpu_manifest:
+        os.makedirs(args.out, exist_ok=True)
+        replay_cpu_manifest(args.device, args.out, os.path.join(HERE, "golden"), extra)
+        return
+    cfgs = collect_cfgs()
+    w = Writer(args.device, args.out, single_file=cuda)
+    fake_quant_cases(w, cfgs, args.device, cuda)
+    if cuda:
         extra["nvfp4_triton_available"] = bool(tensor_quant.triton_kernel.IS_AVAILABLE and hasattr(
             tensor_quant.triton_kernel, "fp4_fake_quant_block"))
     else:
