@@ -12,6 +12,13 @@
 // ModelOpt's `output` except where ModelOpt's result is not the intended arithmetic (the manifest's
 // `annotation` says why: Triton's approximate division at E2M1 ties, the NVFP4 block-32 Triton bug,
 // ModelOpt's CPU-vs-CUDA FP8 scale rounding).
+//
+// CUDA replay: golden/manifest_cuda_replay.json (gen_golden.py --device cuda --replay-cpu-manifest)
+// holds ModelOpt's results for every CPU case of manifest.json run on CUDA tensors (same stored input,
+// loaded amax, config and calibration). Where it is present and CUDA is available, each CPU case also
+// runs on CUDA tensors against that golden, bit for bit. MQ_CONFORMANCE_REPLAY=<path> names another
+// replay manifest (e.g. one written with --device cpu, which then runs on CPU: a self-check of the
+// mechanism); without the file or without CUDA the suite is the CPU + GPU-golden one.
 #include <ATen/ATen.h>
 #include <ATen/Context.h>
 #include <gtest/gtest.h>
@@ -44,12 +51,14 @@ namespace {
 
 const fs::path kGoldenDir = fs::path(MQ_SOURCE_DIR) / "tests" / "conformance" / "golden";
 const char* const kManifests[] = {"manifest.json", "manifest_cuda.json"};
+const char* const kReplayManifest = "manifest_cuda_replay.json";
 
 struct Case {
   std::string manifest;  // file name inside golden/
   size_t index = 0;      // position in its "cases" array
   json spec;             // the case object
   std::string test_name;
+  fs::path dir = kGoldenDir;  // directory the case's tensor files are relative to
 };
 
 json read_json(const fs::path& p) {
@@ -85,25 +94,64 @@ const std::vector<Case>& all_cases() {
 }
 
 // Golden safetensors files, loaded on first use and kept for the rest of the process.
-const std::map<std::string, at::Tensor>& golden_file(const std::string& rel) {
+const std::map<std::string, at::Tensor>& golden_file(const fs::path& path) {
   static std::mutex mu;
   static std::map<std::string, std::map<std::string, at::Tensor>> cache;
   std::lock_guard<std::mutex> lock(mu);
-  auto it = cache.find(rel);
+  auto it = cache.find(path.string());
   if (it == cache.end())
-    it = cache.emplace(rel, mq::io::load_safetensors((kGoldenDir / rel).string())).first;
+    it = cache.emplace(path.string(), mq::io::load_safetensors(path.string())).first;
   return it->second;
 }
 
+// A tensor role of a case: "key" (in the case's "file") or, in the replay manifest,
+// {"file": ..., "key": ...} (a result equal to the CPU golden references the CPU file). Files are
+// relative to the manifest's directory, else to golden/ (a replay manifest written elsewhere).
 at::Tensor golden(const Case& c, const std::string& role) {
   const json& keys = c.spec.at("tensors");
   if (!keys.contains(role))
     throw std::runtime_error(c.spec["id"].get<std::string>() + ": no tensor role " + role);
-  const auto& file = golden_file(c.spec.at("file").get<std::string>());
-  const auto it = file.find(keys[role].get<std::string>());
-  if (it == file.end())
-    throw std::runtime_error("golden file lacks " + keys[role].get<std::string>());
+  const json& ref = keys[role];
+  const std::string rel = ref.is_object() ? ref.at("file").get<std::string>()
+                                          : c.spec.at("file").get<std::string>();
+  const std::string key = ref.is_object() ? ref.at("key").get<std::string>() : ref.get<std::string>();
+  const fs::path p = fs::exists(c.dir / rel) ? c.dir / rel : kGoldenDir / rel;
+  const auto& file = golden_file(p);
+  const auto it = file.find(key);
+  if (it == file.end()) throw std::runtime_error(p.string() + " lacks " + key);
   return it->second;
+}
+
+fs::path replay_manifest_path() {
+  const char* env = std::getenv("MQ_CONFORMANCE_REPLAY");
+  return env && *env ? fs::path(env) : kGoldenDir / kReplayManifest;
+}
+
+// The replay manifest (if present): its device and its cases by CPU case id.
+struct Replay {
+  bool present = false;
+  std::string device;
+  json doc;
+  std::map<std::string, Case> by_id;
+};
+
+const Replay& replay() {
+  static const Replay r = [] {
+    Replay out;
+    const fs::path p = replay_manifest_path();
+    if (!fs::exists(p)) return out;
+    out.present = true;
+    out.doc = read_json(p);
+    out.device = out.doc.at("device").get<std::string>();
+    const json& cases = out.doc.at("cases");
+    for (size_t i = 0; i < cases.size(); ++i) {
+      const std::string id = cases[i].at("id").get<std::string>();
+      out.by_id.emplace(id, Case{kReplayManifest, i, cases[i], "replay_" + sanitize(id),
+                                 p.parent_path()});
+    }
+    return out;
+  }();
+  return r;
 }
 
 std::string bits_hex(const at::Tensor& t, int64_t i) {
@@ -291,7 +339,8 @@ void run_case(const Case& c, const std::string& device) {
     const auto buffers = stages[stage]->named_buffers();
     const auto it = buffers.find(name);
     const at::Tensor got = it == buffers.end() ? at::Tensor() : it->second;
-    if (name == "_bias_value" && c.manifest == "manifest_cuda.json" && got.defined()) {
+    if (name == "_bias_value" && c.manifest == "manifest_cuda.json" && device == "cpu" &&
+        got.defined()) {
       // Named tolerance (the only one in this suite): ModelOpt's static affine bias of the GPU
       // goldens is torch's CUDA mean, whose summation order (interleaved partial sums, then a
       // multiply by fp32(1/n)) mqdist's mean does not reproduce; see README item 8. The difference
@@ -327,13 +376,18 @@ TEST_P(ModelOptConformance, BitExact) {
   const Case& c = GetParam();
   RecordProperty("modelopt_path", c.spec.at("modelopt_path").get<std::string>());
   run_case(c, "cpu");
-  // On CUDA tensors only the goldens ModelOpt itself produced on a GPU are a valid reference: a CPU
-  // golden says nothing about ModelOpt's CUDA arithmetic (reciprocal scalar division, kernel vs
-  // eager dispatch). MQ_CONFORMANCE_CUDA_ALL=1 replays the CPU goldens on CUDA as well
-  // (exploratory).
-  const char* all = std::getenv("MQ_CONFORMANCE_CUDA_ALL");
-  const bool cuda_golden = c.manifest == "manifest_cuda.json";
-  if (at::hasCUDA() && (cuda_golden || (all && std::string(all) == "1"))) run_case(c, "cuda");
+  // On CUDA tensors only goldens ModelOpt itself produced on a GPU are a valid reference: a CPU
+  // golden says nothing about ModelOpt's CUDA arithmetic (reciprocal scalar division, CUDA kernels
+  // vs eager dispatch). GPU-only formats: manifest_cuda.json; CPU cases: their CUDA replay.
+  if (c.manifest == "manifest_cuda.json") {
+    if (at::hasCUDA()) run_case(c, "cuda");
+    return;
+  }
+  const Replay& r = replay();
+  const auto it = r.by_id.find(c.spec.at("id").get<std::string>());
+  if (it == r.by_id.end()) return;
+  if (r.device == "cuda" && !at::hasCUDA()) return;
+  run_case(it->second, r.device);
 }
 
 INSTANTIATE_TEST_SUITE_P(Golden, ModelOptConformance, ::testing::ValuesIn(all_cases()),
@@ -355,6 +409,29 @@ TEST(ConformanceManifest, BothManifestsLoadedFromPinnedModelOpt) {
   std::set<std::string> names;
   for (const auto& c : all_cases())
     EXPECT_TRUE(names.insert(c.test_name).second) << "duplicate " << c.test_name;
+}
+
+// The CUDA replay (optional): pinned reference, and every CPU case either replayed or skipped with a
+// reason (a replay case with no CPU case would never run).
+TEST(ConformanceManifest, CudaReplayCoversTheCpuManifest) {
+  const Replay& r = replay();
+  if (!r.present) GTEST_SKIP() << replay_manifest_path() << " absent: CPU cases run on CPU only";
+  EXPECT_EQ(r.doc.at("modelopt_version"), "0.47.0");
+  EXPECT_EQ(r.doc.at("torch_version").get<std::string>().substr(0, 6), "2.11.0");
+  EXPECT_EQ(r.doc.at("num_cases").get<size_t>(), r.doc.at("cases").size());
+  const json cpu = read_json(kGoldenDir / "manifest.json");
+  std::set<std::string> ids, skipped;
+  for (const auto& c : cpu.at("cases")) ids.insert(c.at("id").get<std::string>());
+  for (const auto& sk : r.doc.at("skipped")) {
+    EXPECT_FALSE(sk.at("reason").get<std::string>().empty());
+    skipped.insert(sk.at("case").get<std::string>());
+  }
+  for (const auto& [id, c] : r.by_id) {
+    EXPECT_TRUE(ids.count(id)) << "replay case " << id << " is not in manifest.json";
+    EXPECT_TRUE(c.spec.at("expect").contains(r.device)) << id;
+  }
+  for (const auto& id : ids)
+    EXPECT_TRUE(r.by_id.count(id) || skipped.count(id)) << id << " neither replayed nor skipped";
 }
 
 // Every distinct preset quantizer config is either covered by a case or listed as skipped with a
