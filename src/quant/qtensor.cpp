@@ -76,9 +76,22 @@ at::Tensor axis_amax(const at::Tensor& x, const std::optional<config::Axis>& axi
   return reduce_amax(x, convert_quantization_axis_to_reduce_axis(x, ax));
 }
 
-// (rows, cols) view of x over its last dim, fp32 contiguous.
+// (rows, cols) view of x over its last dim, fp32 contiguous, on the host: the mqk packers are host
+// code reading data_ptr (a CUDA input is copied over; results go back with to_device_of).
 at::Tensor rows_f32(const at::Tensor& x) {
-  return x.to(at::kFloat).contiguous().reshape({-1, x.size(-1)});
+  return x.to(at::kFloat).contiguous().reshape({-1, x.size(-1)}).cpu();
+}
+
+at::Tensor to_device_of(const at::Tensor& t, const at::Tensor& like) {
+  return t.device() == like.device() ? t : t.to(like.device());
+}
+
+// ModelOpt's NF4 table (bf16 values) as fp32, on `device`.
+at::Tensor nf4_table(const at::Device& device) {
+  at::Tensor lut = at::empty({16}, at::kFloat);  // host: filled element by element
+  float* p = lut.data_ptr<float>();
+  for (int i = 0; i < 16; ++i) p[i] = mqk::nf4_lut(i);
+  return lut.to(device);
 }
 
 std::vector<int64_t> last_dim_replaced(const std::vector<int64_t>& shape, int64_t v) {
@@ -203,9 +216,9 @@ QTensor nvfp4_quantize(const at::Tensor& x, int64_t block_size, const std::optio
   const auto div = x.is_cuda() ? mqk::ScalarDivMode::kReciprocal : mqk::ScalarDivMode::kDivide;
   const float s2 = mqk::nvfp4_quantize_ref(xf.data_ptr<float>(), rows, cols, static_cast<int>(block_size), g,
                                            packed.data_ptr<uint8_t>(), scales.data_ptr<uint8_t>(), div);
-  q.data = packed.reshape(last_dim_replaced(q.shape, (cols + 1) / 2));
-  q.scale = scales.view(kFp8).reshape(last_dim_replaced(q.shape, nb));
-  q.double_scale = at::scalar_tensor(s2, at::kFloat);
+  q.data = to_device_of(packed.reshape(last_dim_replaced(q.shape, (cols + 1) / 2)), x);
+  q.scale = to_device_of(scales.view(kFp8).reshape(last_dim_replaced(q.shape, nb)), x);
+  q.double_scale = at::scalar_tensor(s2, x.options().dtype(at::kFloat));
   return q;
 }
 
@@ -224,8 +237,8 @@ QTensor mxfp4_quantize(const at::Tensor& x, int64_t block_size) {
   at::Tensor scales = at::empty({rows, cols / block_size}, at::kByte);
   mqk::mxfp4_quantize_ref(xf.data_ptr<float>(), rows, cols, static_cast<int>(block_size), packed.data_ptr<uint8_t>(),
                           scales.data_ptr<uint8_t>());
-  q.data = packed.reshape(last_dim_replaced(q.shape, cols / 2));
-  q.scale = scales.reshape({-1, 1});  // MXFP4QTensor keeps one E8M0 byte per block as (n_blocks, 1)
+  q.data = to_device_of(packed.reshape(last_dim_replaced(q.shape, cols / 2)), x);
+  q.scale = to_device_of(scales.reshape({-1, 1}), x);  // MXFP4QTensor: one E8M0 byte per block, (n_blocks, 1)
   return q;
 }
 
@@ -244,8 +257,8 @@ QTensor mxfp8_quantize(const at::Tensor& x, int64_t block_size) {
   at::Tensor scales = at::empty({rows, cols / block_size}, at::kByte);
   mqk::mxfp8_quantize_ref(xf.data_ptr<float>(), rows, cols, static_cast<int>(block_size), data.data_ptr<uint8_t>(),
                           scales.data_ptr<uint8_t>());
-  q.data = data.view(kFp8).reshape(q.shape);
-  q.scale = scales.reshape(last_dim_replaced(q.shape, cols / block_size));
+  q.data = to_device_of(data.view(kFp8).reshape(q.shape), x);
+  q.scale = to_device_of(scales.reshape(last_dim_replaced(q.shape, cols / block_size)), x);
   return q;
 }
 
@@ -261,9 +274,7 @@ QTensor nf4_quantize(const at::Tensor& x, int64_t block_size, int64_t scale_bloc
   at::Tensor flat = pad_blocks(x.reshape({-1}), {{0, block_size}});
   at::Tensor blocks = flat.view({-1, block_size});
   at::Tensor scales = reduce_amax(blocks, std::vector<int64_t>{-1}).view({blocks.size(0), -1});
-  at::Tensor lut = at::empty({16}, at::kFloat);
-  for (int i = 0; i < 16; ++i) lut[i] = mqk::nf4_lut(i);
-  lut = lut.to(at::kBFloat16).to(x.scalar_type());
+  const at::Tensor lut = nf4_table(x.device()).to(at::kBFloat16).to(x.scalar_type());
   at::Tensor scaled = (blocks / scales).flatten();
   at::Tensor idx = at::argmin(at::abs(scaled.unsqueeze(1) - lut), -1).to(at::kByte);
   q.data = at::bitwise_or(at::__lshift__(idx.slice(0, 0, idx.numel(), 2), 4), idx.slice(0, 1, idx.numel(), 2));
@@ -310,8 +321,9 @@ at::Tensor QTensor::dequantize(std::optional<at::ScalarType> out_dtype) const {
     case QFormat::kInt4: {
       at::Tensor first = at::__rshift__(data, 4).to(at::kLong) - 8;
       at::Tensor second = at::bitwise_and(data, 0x0F).to(at::kLong) - 8;
-      first = first.reshape({-1, block_size / 2}) / scale.view({-1, 1});
-      second = second.reshape({-1, block_size / 2}) / scale.view({-1, 1});
+      const at::Tensor sc = to_device_of(scale, data).view({-1, 1});
+      first = first.reshape({-1, block_size / 2}) / sc;
+      second = second.reshape({-1, block_size / 2}) / sc;
       at::Tensor inter = at::stack({first.flatten(), second.flatten()}, -1).reshape({-1});
       return inter.slice(0, 0, numel).reshape(shape).to(dt);
     }
@@ -320,11 +332,10 @@ at::Tensor QTensor::dequantize(std::optional<at::ScalarType> out_dtype) const {
       const int64_t nblocks = (data.numel() * 2) / block_size;
       // ModelOpt divides the flattened scales by double_scale.unsqueeze(-1), which only broadcasts
       // correctly with a single scale block; we divide each scale block by its own double scale.
-      at::Tensor s = (scale.view({double_scale.numel(), -1}) / double_scale.unsqueeze(-1)).to(dt) + scale_zeros;
-      s = s.flatten().slice(0, 0, nblocks);
-      at::Tensor lut = at::empty({16}, at::kFloat);
-      for (int i = 0; i < 16; ++i) lut[i] = mqk::nf4_lut(i);
-      lut = lut.to(at::kBFloat16);
+      at::Tensor s = (scale.view({double_scale.numel(), -1}) / double_scale.to(scale.device()).unsqueeze(-1)).to(dt) +
+                     scale_zeros.to(scale.device());
+      s = to_device_of(s.flatten().slice(0, 0, nblocks), data);
+      const at::Tensor lut = nf4_table(data.device()).to(at::kBFloat16);
       at::Tensor hi = lut.index({at::__rshift__(data, 4).to(at::kLong)});
       at::Tensor lo = lut.index({at::bitwise_and(data, 0x0F).to(at::kLong)});
       hi = hi.reshape({-1, block_size / 2}) * s.view({-1, 1});
@@ -335,19 +346,20 @@ at::Tensor QTensor::dequantize(std::optional<at::ScalarType> out_dtype) const {
     case QFormat::kNvfp4: {
       const int64_t cols = shape.back();
       const int64_t rows = numel / cols;
-      at::Tensor p = data.contiguous().view(at::kByte);
-      at::Tensor s = scale.contiguous().view(at::kByte);
+      // Host unpacker: the codes and scales come to the host, the result goes back to data's device.
+      at::Tensor p = data.contiguous().view(at::kByte).cpu();
+      at::Tensor s = scale.contiguous().view(at::kByte).cpu();
       at::Tensor y = at::empty({rows, cols}, at::kFloat);
       mqk::nvfp4_dequantize_ref(p.data_ptr<uint8_t>(), s.data_ptr<uint8_t>(), double_scale.to(at::kFloat).item<float>(),
                                 rows, cols, static_cast<int>(block_size), y.data_ptr<float>());
-      return y.reshape(shape).to(dt);
+      return to_device_of(y.reshape(shape).to(dt), data);
     }
     case QFormat::kMxfp4:
     case QFormat::kMxfp8: {
       const int64_t cols = shape.back();
       const int64_t rows = numel / cols;
-      at::Tensor p = data.contiguous().view(at::kByte);
-      at::Tensor s = scale.contiguous();
+      at::Tensor p = data.contiguous().view(at::kByte).cpu();  // host unpacker, as for NVFP4
+      at::Tensor s = scale.contiguous().cpu();
       at::Tensor y = at::empty({rows, cols}, at::kFloat);
       if (format == QFormat::kMxfp4) {
         mqk::mxfp4_dequantize_ref(p.data_ptr<uint8_t>(), s.data_ptr<uint8_t>(), rows, cols,
@@ -356,7 +368,7 @@ at::Tensor QTensor::dequantize(std::optional<at::ScalarType> out_dtype) const {
         mqk::mxfp8_dequantize_ref(p.data_ptr<uint8_t>(), s.data_ptr<uint8_t>(), rows, cols,
                                   static_cast<int>(block_size), y.data_ptr<float>());
       }
-      return y.reshape(shape).to(dt);
+      return to_device_of(y.reshape(shape).to(dt), data);
     }
   }
   MQ_THROW(::mq::InternalError, "unknown QFormat");
