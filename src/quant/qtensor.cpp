@@ -1,6 +1,9 @@
 // Real quantization. INT8/FP8/INT4/NF4 mirror ModelOpt's torch arithmetic op by op (it runs in the
 // input dtype, which a float-only packer could not reproduce for bf16/fp16); NVFP4 and MX use the mqk
-// packers, whose ModelOpt counterparts compute in fp32.
+// packers, whose ModelOpt counterparts compute in fp32. On a CUDA tensor, INT4 and NF4 follow
+// ModelOpt's CUDA extension kernels (INT4_quantize, NF4_quantize, NF4_dequantize in
+// tensor_quant_gpu.cu), which ModelOpt uses there instead of its torch path and which round
+// differently (checked against golden/manifest_cuda_replay.json).
 #include "mq/quant/qtensor.hpp"
 
 #include <ATen/ATen.h>
@@ -8,6 +11,7 @@
 
 #include "mq/core/error.hpp"
 #include "mq/quant/utils.hpp"
+#include "mqk/formats.hpp"
 #include "mqk/ref.hpp"
 
 namespace mq::quant {
@@ -92,6 +96,19 @@ at::Tensor nf4_table(const at::Device& device) {
   float* p = lut.data_ptr<float>();
   for (int i = 0; i < 16; ++i) p[i] = mqk::nf4_lut(i);
   return lut.to(device);
+}
+
+// The table of ModelOpt's CUDA NF4 kernels: the fp32 constants as written (not rounded to bf16).
+at::Tensor nf4_table_fp32(const at::Device& device) {
+  at::Tensor lut = at::empty({16}, at::kFloat);
+  float* p = lut.data_ptr<float>();
+  for (int i = 0; i < 16; ++i) p[i] = mqk::kNf4Table[i];
+  return lut.to(device);
+}
+
+// (w0, w1, w2, ...) 4-bit codes (uint8 values 0..15) packed as (w0 << 4 | w1), (w2 << 4 | w3), ...
+at::Tensor pack_nibbles(const at::Tensor& codes) {
+  return at::bitwise_or(at::__lshift__(codes.slice(0, 0, codes.numel(), 2), 4), codes.slice(0, 1, codes.numel(), 2));
 }
 
 std::vector<int64_t> last_dim_replaced(const std::vector<int64_t>& shape, int64_t v) {
@@ -187,6 +204,21 @@ QTensor int4_quantize(const at::Tensor& x, int64_t block_size) {
   // Python's `7 / tensor` is Tensor.__rtruediv__, i.e. reciprocal() * 7 (ATen's C++ Scalar / Tensor
   // divides exactly, which differs by an ulp).
   at::Tensor scales = (reduce_amax(blocks, std::vector<int64_t>{-1}).reciprocal() * 7.0).view({blocks.size(0), -1});
+  if (x.is_cuda()) {
+    // ModelOpt's INT4_quantize kernel: v = x * scale in the input dtype; min(7, v) is fminf, so NaN
+    // (0 * inf for an all-zero block) becomes 7; clamp to [-8, 7]; code = roundf(v + 8), i.e. half
+    // away from zero (v + 8 >= 0: floor, plus one from .5 up), where the torch path rounds half to even.
+    at::Tensor v = blocks * scales;
+    v = at::where(at::isnan(v), at::scalar_tensor(7.0, v.options()), v).clamp(-8, 7);
+    const at::Tensor w = (v + 8).to(at::kFloat).flatten();
+    const at::Tensor fl = at::floor(w);
+    const at::Tensor code = (fl + (w - fl >= 0.5).to(at::kFloat)).to(at::kByte);
+    std::vector<int64_t> out_shape(q.shape.begin(), q.shape.end() - 1);
+    out_shape.push_back(-1);
+    q.data = pack_nibbles(code).reshape(out_shape);
+    q.scale = scales;
+    return q;
+  }
   at::Tensor f = (blocks * scales).flatten().round().clamp(-8, 7) + 8;
   at::Tensor u = f.to(at::kByte);
   at::Tensor packed = at::bitwise_or(at::__lshift__(u.slice(0, 0, u.numel(), 2), 4), u.slice(0, 1, u.numel(), 2));
@@ -274,10 +306,19 @@ QTensor nf4_quantize(const at::Tensor& x, int64_t block_size, int64_t scale_bloc
   at::Tensor flat = pad_blocks(x.reshape({-1}), {{0, block_size}});
   at::Tensor blocks = flat.view({-1, block_size});
   at::Tensor scales = reduce_amax(blocks, std::vector<int64_t>{-1}).view({blocks.size(0), -1});
-  const at::Tensor lut = nf4_table(x.device()).to(at::kBFloat16).to(x.scalar_type());
-  at::Tensor scaled = (blocks / scales).flatten();
-  at::Tensor idx = at::argmin(at::abs(scaled.unsqueeze(1) - lut), -1).to(at::kByte);
-  q.data = at::bitwise_or(at::__lshift__(idx.slice(0, 0, idx.numel(), 2), 4), idx.slice(0, 1, idx.numel(), 2));
+  at::Tensor idx;
+  if (x.is_cuda()) {
+    // ModelOpt's NF4_quantize kernel: x / scale in the input dtype, compared in fp32 with the fp32
+    // table; the first index of the smallest |LUT[i] - v| (strict <: ties and NaN keep the lower
+    // index, as torch's argmin does).
+    const at::Tensor v = (blocks / scales).flatten().to(at::kFloat);
+    idx = at::argmin(at::abs(v.unsqueeze(1) - nf4_table_fp32(x.device())), -1).to(at::kByte);
+  } else {
+    const at::Tensor lut = nf4_table(x.device()).to(at::kBFloat16).to(x.scalar_type());
+    at::Tensor scaled = (blocks / scales).flatten();
+    idx = at::argmin(at::abs(scaled.unsqueeze(1) - lut), -1).to(at::kByte);
+  }
+  q.data = pack_nibbles(idx);
 
   // Double quantization of the per-block scales (NF4QTensor.double_quantization).
   at::Tensor s = pad_blocks(scales.view({-1}), {{0, scale_block_size}});
@@ -336,6 +377,9 @@ at::Tensor QTensor::dequantize(std::optional<at::ScalarType> out_dtype) const {
                      scale_zeros.to(scale.device());
       s = to_device_of(s.flatten().slice(0, 0, nblocks), data);
       const at::Tensor lut = nf4_table(data.device()).to(at::kBFloat16);
+      // ModelOpt's NF4_dequantize kernel (CUDA) multiplies in bf16: bf16(table) * bf16(scale) -> bf16;
+      // its torch path multiplies the bf16 table by the scale in the scale's dtype.
+      if (data.is_cuda()) s = s.to(at::kBFloat16);
       at::Tensor hi = lut.index({at::__rshift__(data, 4).to(at::kLong)});
       at::Tensor lo = lut.index({at::bitwise_and(data, 0x0F).to(at::kLong)});
       hi = hi.reshape({-1, block_size / 2}) * s.view({-1, 1});
