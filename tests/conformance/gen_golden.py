@@ -879,7 +879,10 @@ def replay_describe(case, device):
     if device == "cpu":
         return "replay on CPU: " + case["modelopt_path"]
     if case["kind"] == "real_quant":
-        return f"TensorQuantizer._real_quantize -> {case.get('qtensor_class', 'QTensor')}.quantize on CUDA tensors"
+        cls = case.get("qtensor_class", "QTensor")
+        kern = {"INT4QTensor": " (CUDA ext INT4_quantize / INT4_dequantize kernels)",
+                "NF4QTensor": " (CUDA ext NF4_quantize / NF4_dequantize kernels)"}.get(cls, " (torch on CUDA)")
+        return f"TensorQuantizer._real_quantize -> {cls}.quantize on CUDA tensors{kern}"
     cfg = case["cfg"]
     if isinstance(cfg, list):
         return "SequentialQuantizer on CUDA tensors: stage-by-stage ModelOpt CUDA paths"

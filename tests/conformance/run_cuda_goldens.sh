@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # ModelOpt-on-CUDA goldens for every case of golden/manifest.json (the CPU cases): on the `run`
-# device, from the repo root, with ModelOpt's wheels carried in .whl (see README.md):
-#     bash tests/conformance/run_cuda_goldens.sh OUTDIR
+# device, from the repo root, with ModelOpt's wheels carried (README.md lists the seven needed; WHL_DIR
+# names their folder, default .whl; carry only those seven if .whl holds more than fits):
+#     WHL_DIR=build-x/whl bash tests/conformance/run_cuda_goldens.sh OUTDIR
 # Leaves OUTDIR/manifest_cuda_replay.json, OUTDIR/cuda_replay.safetensors (absent when every ModelOpt
 # CUDA result equals its CPU golden) and OUTDIR/gen.log; commit the first two into
 # tests/conformance/golden/.
@@ -11,8 +12,9 @@ mkdir -p "$out"
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
 log="$out/gen.log"
-if [ -d .whl ]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+whl=${WHL_DIR:-.whl}
+if [ -d "$whl" ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$whl"/*.whl \
     >"$log" 2>&1 && export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
 fi
 export TORCH_CUDA_ARCH_LIST=9.0 MAX_JOBS=4 PYTHONUNBUFFERED=1
