@@ -8,6 +8,7 @@
 #include <random>
 #include <vector>
 
+#include "mqk/detail/numerics.hpp"
 #include "mqk/formats.hpp"
 #include "mqk/ref.hpp"
 
@@ -90,6 +91,85 @@ TEST(E4M3, MatchesNearestEvenOracleAndSaturates) {
   EXPECT_EQ(mqk::e4m3_round(0.0009765626f), 0.001953125f);
   EXPECT_EQ(bits(mqk::e4m3_round(-0.0001f)), bits(-0.0f));
   EXPECT_EQ(mqk::e4m3_to_bits(-0.0001f), 0x80);
+}
+
+// e4m3_round_sat_magic (the host's vectorising form) against e4m3_round_sat, bit for bit. The magic
+// results come from a loop over an array, the form the CPU fake quant compiles to vector code; the
+// reference goes element by element. (All 2^32 patterns were checked once outside the suite.)
+void expect_magic_equals_reference(const std::vector<uint32_t>& in) {
+  std::vector<float> x(in.size()), y(in.size());
+  for (size_t i = 0; i < in.size(); ++i) std::memcpy(&x[i], &in[i], 4);
+  for (size_t i = 0; i < x.size(); ++i) y[i] = mqk::detail::e4m3_round_sat_magic(x[i]);
+  size_t bad = 0;
+  for (size_t i = 0; i < x.size(); ++i) {
+    const uint32_t want = bits(mqk::detail::e4m3_round_sat(x[i]));
+    if (bits(y[i]) != want && ++bad <= 5)
+      ADD_FAILURE() << std::hex << "input 0x" << in[i] << ": magic 0x" << bits(y[i]) << ", reference 0x" << want;
+  }
+  EXPECT_EQ(bad, 0u) << "of " << x.size();
+}
+
+TEST(E4M3, MagicRoundingEqualsReferenceNearGridPointsAndMidpoints) {
+  // Every E4M3 grid value and every midpoint between neighbours (also 448/480 and beyond, where the
+  // unbounded grid continues), each with the 64 fp32 patterns on either side, both signs.
+  std::vector<double> pts;
+  for (int m = 0; m < 8; ++m) pts.push_back(std::ldexp(m, -9));
+  for (int e = -6; e <= 9; ++e)
+    for (int m = 0; m < 8; ++m) pts.push_back(std::ldexp(8 + m, e - 3));
+  const size_t ngrid = pts.size();
+  for (size_t i = 0; i + 1 < ngrid; ++i) pts.push_back((pts[i] + pts[i + 1]) / 2);
+  std::vector<uint32_t> in;
+  for (double p : pts) {
+    const uint32_t c = bits(static_cast<float>(p));  // exact: grid values and midpoints have <= 6 bits
+    ASSERT_EQ(static_cast<double>(static_cast<float>(p)), p);
+    for (int d = -64; d <= 64; ++d) {
+      if (c == 0 && d < 0) continue;
+      const uint32_t v = c + static_cast<uint32_t>(d);
+      in.push_back(v);
+      in.push_back(v | 0x80000000u);
+    }
+  }
+  // Every fp32 binade (subnormals included): its first and last 256 patterns and its midpoint.
+  for (uint32_t ef = 0; ef < 255; ++ef)
+    for (uint32_t m = 0; m < 256; ++m)
+      for (uint32_t v : {(ef << 23) | m, (ef << 23) | (0x7fffffu - m), (ef << 23) | (0x400000u + m)}) {
+        in.push_back(v);
+        in.push_back(v | 0x80000000u);
+      }
+  // +-0, the fp32 extremes, +-Inf and NaNs (quiet, signalling, payloads, both signs).
+  for (uint32_t v : {0x00000000u, 0x00000001u, 0x007fffffu, 0x00800000u, 0x7f7fffffu, 0x7f800000u, 0x7f800001u,
+                     0x7fa00000u, 0x7fc00000u, 0x7fc00001u, 0x7fffffffu, 0x7fbfffffu}) {
+    in.push_back(v);
+    in.push_back(v | 0x80000000u);
+  }
+  expect_magic_equals_reference(in);
+}
+
+TEST(E4M3, MagicRoundingEqualsReferenceOnRandomBits) {
+  std::mt19937 rng(20261123);
+  std::vector<uint32_t> in(1u << 22);
+  for (auto& v : in) v = static_cast<uint32_t>(rng());
+  expect_magic_equals_reference(in);
+  // Magnitudes where E4M3 is finite and not saturated: random patterns in [2^-20, 2^9).
+  std::uniform_int_distribution<uint32_t> mid(0x35800000u, 0x44000000u);
+  for (auto& v : in) v = mid(rng) | (rng() & 0x80000000u);
+  expect_magic_equals_reference(in);
+}
+
+TEST(E4M3, MagicFakeQuantEqualsReference) {
+  std::mt19937 rng(11);
+  std::uniform_real_distribution<float> ex(-30.0f, 30.0f);
+  std::vector<uint32_t> in(1u << 12);
+  for (float amax : {0.0f, 1e-30f, 6e-8f, 1e-3f, 0.37f, 1.0f, 3.0f, 448.0f, 1e5f, 3e38f}) {
+    const mqk::detail::Fp8Scales sc = mqk::detail::fp8_scales(amax, /*reciprocal=*/true);
+    for (auto& v : in) v = bits(std::exp2(ex(rng)) * amax) ^ (rng() & 0x80000000u);
+    for (uint32_t v : in) {
+      float x;
+      std::memcpy(&x, &v, 4);
+      ASSERT_EQ(bits(mqk::detail::fp8_fake_quant_one_magic(x, sc)), bits(mqk::detail::fp8_fake_quant_one(x, sc)))
+          << "x " << x << " amax " << amax;
+    }
+  }
 }
 
 TEST(E4M3, TorchCastOverflowsToNan) {

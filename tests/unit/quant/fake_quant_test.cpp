@@ -1,6 +1,9 @@
 // Fake-quant dispatch layer: amax layout mapping, parallel chunking, dtype handling, static block plan,
 // Hadamard rotation. Expected values are closed forms or reference §2.12 examples.
 #include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <random>
 #include <vector>
 
 #include <ATen/ATen.h>
@@ -8,6 +11,7 @@
 
 #include "mq/core/error.hpp"
 #include "mq/quant/fake_quant.hpp"
+#include "mqk/detail/numerics.hpp"
 
 namespace mq::quant {
 namespace {
@@ -114,6 +118,62 @@ TEST(Fp8FakeQuant, ZeroAmaxIsFiniteAndUsesOne) {
   auto y = fp8_fake_quant(x, at::scalar_tensor(0.0f));
   expect_equal(y, fp8_fake_quant(x, at::scalar_tensor(1.0f)));
   EXPECT_TRUE(at::all(at::isfinite(y)).item<bool>());
+}
+
+// The CPU loop (vectorised, e4m3_round_sat_magic) against the scalar reference fp8_fake_quant_one with
+// c10's casts, element by element and bit for bit (NaN payloads, signed zeros): every 16-bit pattern
+// for bfloat16 and float16, random and special fp32 patterns for float32; per tensor and per row, with
+// zero, tiny, ordinary and huge amaxes.
+template <typename T, typename Bits>
+void expect_fp8_cpu_equals_scalar_reference(const std::vector<Bits>& pattern, at::ScalarType dt) {
+  const int64_t rows = 8;
+  const int64_t cols = static_cast<int64_t>(pattern.size()) / rows;
+  at::Tensor x = at::empty({rows, cols}, at::TensorOptions().dtype(dt));
+  std::memcpy(x.data_ptr(), pattern.data(), rows * cols * sizeof(Bits));
+  const std::vector<float> amaxes = {0.0f, 5.9604644775390625e-08f, 1e-6f, 0.02f, 1.0f, 3.7f, 448.0f, 3e38f};
+  auto check = [&](const at::Tensor& amax) {
+    const at::Tensor y = fp8_fake_quant(x, amax);
+    ASSERT_EQ(y.scalar_type(), dt);
+    const at::Tensor ac = amax.reshape({-1}).contiguous();
+    const std::vector<float> a(ac.data_ptr<float>(), ac.data_ptr<float>() + ac.numel());
+    const T* xp = static_cast<const T*>(x.data_ptr());
+    const Bits* yp = static_cast<const Bits*>(y.data_ptr());
+    int64_t bad = 0;
+    for (int64_t i = 0; i < rows * cols; ++i) {
+      const float am = a[a.size() == 1 ? 0 : i / cols];
+      const auto sc = mqk::detail::fp8_scales(am, /*reciprocal=*/true);
+      const T want = static_cast<T>(mqk::detail::fp8_fake_quant_one(static_cast<float>(xp[i]), sc));
+      Bits wb;
+      std::memcpy(&wb, &want, sizeof wb);
+      if (wb != yp[i] && ++bad <= 5)
+        ADD_FAILURE() << std::hex << "input 0x" << +pattern[i] << " amax " << am << ": got 0x" << +yp[i]
+                      << ", reference 0x" << +wb;
+    }
+    EXPECT_EQ(bad, 0) << "dtype " << dt << ", amax " << amax.sizes();
+  };
+  for (float am : amaxes) check(at::scalar_tensor(am, at::kFloat));
+  check(at::tensor(amaxes, at::kFloat).reshape({rows, 1}));
+}
+
+TEST(Fp8FakeQuant, CpuLoopEqualsScalarReferenceBitForBit) {
+  std::vector<uint16_t> all16(1 << 16);
+  for (uint32_t i = 0; i < all16.size(); ++i) all16[i] = static_cast<uint16_t>(i);
+  expect_fp8_cpu_equals_scalar_reference<at::BFloat16>(all16, at::kBFloat16);
+  expect_fp8_cpu_equals_scalar_reference<at::Half>(all16, at::kHalf);
+
+  std::mt19937 rng(5);
+  std::vector<uint32_t> f32(1 << 16);
+  for (auto& v : f32) v = static_cast<uint32_t>(rng());
+  const uint32_t special[] = {0x00000000u, 0x80000000u, 0x00000001u, 0x007fffffu, 0x00800000u, 0x3f800000u,
+                              0x43e00000u, 0x7f7fffffu, 0x7f800000u, 0xff800000u, 0x7fc00000u, 0xffc00001u,
+                              0x7f800001u, 0x7fbfffffu};
+  for (size_t i = 0; i < f32.size() / 2; ++i) {  // half of them near the amaxes' grids
+    const float m = std::ldexp(static_cast<float>(rng() & 0xffffff), -24 + static_cast<int>(rng() % 40) - 30);
+    std::memcpy(&f32[i], &m, 4);
+    f32[i] ^= rng() & 0x80000000u;
+  }
+  for (size_t i = 0; i < std::size(special); ++i) f32[i * 97] = special[i];
+  expect_fp8_cpu_equals_scalar_reference<float>(f32, at::kFloat);
 }
 
 // Per-channel dispatch (direct layout and chunked parallel path) equals the expanded fallback.

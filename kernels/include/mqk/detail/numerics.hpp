@@ -101,6 +101,26 @@ MQK_HD float e4m3_round_sat(float v) {
   return (bits_of(v) >> 31) ? -r : r;
 }
 
+/// e4m3_round_sat by magic-number addition, without rint and without branches, so that host loops over
+/// it vectorise: the same fp32 result for every fp32 input (checked over all 2^32 bit patterns), NaN
+/// payloads and the sign of zero included. The magnitude, clamped to 448, is added to and subtracted
+/// from M = 2^(max(e, -6) + 20), e its binade: M's fp32 ulp 2^(e-3) is the E4M3 step of that binade
+/// (2^-9 below 2^-6), so fp32 round-to-nearest-even of the sum is E4M3's, and both steps are exact
+/// otherwise. Nothing is subnormal on the way, so flush-to-zero and denormals-are-zero give the same
+/// result as in e4m3_round_sat. Every lane computes every step; NaN is chosen by a bit mask.
+MQK_HD float e4m3_round_sat_magic(float v) {
+  const uint32_t u = bits_of(v);
+  const uint32_t a = u & 0x7fffffffu;
+  // 448 (0x43e00000) caps Inf and NaN too; NaN is restored at the end.
+  const uint32_t ac = a < 0x43e00000u ? a : 0x43e00000u;
+  // Binade of ac, at least 2^-6 (0x3c800000); M = 2^(e+20): 2^14 for the E4M3 subnormals.
+  const uint32_t e = ac & 0x7f800000u;
+  const float m = float_of((e < 0x3c800000u ? 0x3c800000u : e) + (20u << 23));
+  const uint32_t r = bits_of((float_of(ac) + m) - m) | (u & 0x80000000u);
+  const uint32_t nan = 0u - static_cast<uint32_t>(a > 0x7f800000u);
+  return float_of((r & ~nan) | (u & nan));
+}
+
 /// fp32 -> FP8 E4M3 value as torch's `.to(torch.float8_e4m3fn)`: RNE, and a magnitude that rounds above
 /// 448 (|v| > 464, Inf) becomes NaN.
 MQK_HD float e4m3_round_torch(float v) {
@@ -226,6 +246,8 @@ MQK_HD Fp8Scales fp8_scales(float amax, bool reciprocal = false) {
   return {scale, 1.0f / scale};
 }
 MQK_HD float fp8_fake_quant_one(float x, Fp8Scales s) { return e4m3_round_sat(x * s.scale) * s.inv; }
+/// fp8_fake_quant_one through e4m3_round_sat_magic: the same result, in a form host loops vectorise.
+MQK_HD float fp8_fake_quant_one_magic(float x, Fp8Scales s) { return e4m3_round_sat_magic(x * s.scale) * s.inv; }
 
 /// NVFP4 dynamic: the fp32 global scale gs = global_amax / 2688 (reference §2.5 step 1). ModelOpt
 /// computes it with torch on CUDA (`global_amax.float() / (6.0 * 448.0)`), i.e. global_amax * fp32(1/2688):
