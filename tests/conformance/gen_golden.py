@@ -15,6 +15,13 @@ stores input / output / buffers as safetensors plus a JSON manifest.
                              through the CUDA extension, NVFP4 static/4-over-6, MX*), plus an
                              INT/FP8 cross-check of ModelOpt's CUDA kernels against its CPU path.
                              Writes <out>/manifest_cuda.json and <out>/cuda.safetensors.
+    --replay-cpu-manifest:   every case of golden/manifest.json (its stored input, its loaded amax,
+                             config and calibration) through ModelOpt on --device tensors; writes
+                             <out>/manifest_cuda_replay.json and <out>/cuda_replay.safetensors (only
+                             results that differ from the CPU goldens; equal ones reference golden/cpu).
+                             On CUDA: ModelOpt's own CUDA result for every CPU case
+                             (tests/conformance/run_cuda_goldens.sh); on CPU: a self-check that
+                             reproduces every CPU golden.
 
 Manifest layout (both devices):
     {"generator", "device", "torch_version", "modelopt_version", "triton_version"?, "gpu"?,
