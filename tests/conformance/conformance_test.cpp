@@ -14,11 +14,12 @@
 // ModelOpt's CPU-vs-CUDA FP8 scale rounding).
 //
 // CUDA replay: golden/manifest_cuda_replay.json (gen_golden.py --device cuda --replay-cpu-manifest)
-// holds ModelOpt's results for every CPU case of manifest.json run on CUDA tensors (same stored input,
-// loaded amax, config and calibration). Where it is present and CUDA is available, each CPU case also
-// runs on CUDA tensors against that golden, bit for bit. MQ_CONFORMANCE_REPLAY=<path> names another
-// replay manifest (e.g. one written with --device cpu, which then runs on CPU: a self-check of the
-// mechanism); without the file or without CUDA the suite is the CPU + GPU-golden one.
+// holds ModelOpt's results for every CPU case of manifest.json run on CUDA tensors (same stored
+// input, loaded amax, config and calibration). Where it is present and CUDA is available, each CPU
+// case also runs on CUDA tensors against that golden, bit for bit. MQ_CONFORMANCE_REPLAY=<path>
+// names another replay manifest (e.g. one written with --device cpu, which then runs on CPU: a
+// self-check of the mechanism); without the file or without CUDA the suite is the CPU + GPU-golden
+// one.
 #include <ATen/ATen.h>
 #include <ATen/Context.h>
 #include <gtest/gtest.h>
@@ -112,9 +113,10 @@ at::Tensor golden(const Case& c, const std::string& role) {
   if (!keys.contains(role))
     throw std::runtime_error(c.spec["id"].get<std::string>() + ": no tensor role " + role);
   const json& ref = keys[role];
-  const std::string rel = ref.is_object() ? ref.at("file").get<std::string>()
-                                          : c.spec.at("file").get<std::string>();
-  const std::string key = ref.is_object() ? ref.at("key").get<std::string>() : ref.get<std::string>();
+  const std::string rel =
+      ref.is_object() ? ref.at("file").get<std::string>() : c.spec.at("file").get<std::string>();
+  const std::string key =
+      ref.is_object() ? ref.at("key").get<std::string>() : ref.get<std::string>();
   const fs::path p = fs::exists(c.dir / rel) ? c.dir / rel : kGoldenDir / rel;
   const auto& file = golden_file(p);
   const auto it = file.find(key);
@@ -146,8 +148,8 @@ const Replay& replay() {
     const json& cases = out.doc.at("cases");
     for (size_t i = 0; i < cases.size(); ++i) {
       const std::string id = cases[i].at("id").get<std::string>();
-      out.by_id.emplace(id, Case{kReplayManifest, i, cases[i], "replay_" + sanitize(id),
-                                 p.parent_path()});
+      out.by_id.emplace(
+          id, Case{kReplayManifest, i, cases[i], "replay_" + sanitize(id), p.parent_path()});
     }
     return out;
   }();
@@ -411,8 +413,8 @@ TEST(ConformanceManifest, BothManifestsLoadedFromPinnedModelOpt) {
     EXPECT_TRUE(names.insert(c.test_name).second) << "duplicate " << c.test_name;
 }
 
-// The CUDA replay (optional): pinned reference, and every CPU case either replayed or skipped with a
-// reason (a replay case with no CPU case would never run).
+// The CUDA replay (optional): pinned reference, and every CPU case either replayed or skipped with
+// a reason (a replay case with no CPU case would never run).
 TEST(ConformanceManifest, CudaReplayCoversTheCpuManifest) {
   const Replay& r = replay();
   if (!r.present) GTEST_SKIP() << replay_manifest_path() << " absent: CPU cases run on CPU only";
