@@ -50,17 +50,28 @@ void run_rows(int64_t rows, int64_t cols, F&& f) {
                    [&](int64_t b, int64_t e) { f(b, e - b); });
 }
 
+// Element <-> fp32 conversions of the fused loops, each the same as c10's cast (Tensor::to). fp16 goes
+// through mqk's mask form of c10's software conversion: the same bits, and unlike c10's selects it
+// lets the loops vectorise (as long as it is inlined: hence always_inline).
+[[gnu::always_inline]] inline float to_f32(float v) { return v; }
+[[gnu::always_inline]] inline float to_f32(at::BFloat16 v) { return static_cast<float>(v); }
+[[gnu::always_inline]] inline float to_f32(at::Half v) { return mqk::detail::fp16_bits_to_float(v.x); }
+[[gnu::always_inline]] inline void store_f32(float& y, float v) { y = v; }
+[[gnu::always_inline]] inline void store_f32(at::BFloat16& y, float v) { y = static_cast<at::BFloat16>(v); }
+[[gnu::always_inline]] inline void store_f32(at::Half& y, float v) { y.x = mqk::detail::float_to_fp16_bits(v); }
+
 // Fused CPU loop for the per-element formats (INT, FP8): reads x in its own dtype, applies `op` in
 // fp32 and writes y in x's dtype, with no temporaries. The scalar numerics are mqk's shared ones
-// (mqk/detail/numerics.hpp), so the result is the reference's bit for bit; the conversions are c10's,
-// the same round-to-nearest-even casts as Tensor::to. `make(amax)` builds the per-channel state once
-// per run of `inner` elements that share an amax, `op(x, state)` quantizes one element.
+// (mqk/detail/numerics.hpp), so the result is the reference's bit for bit; the conversions (to_f32,
+// store_f32) give the bits of c10's round-to-nearest-even casts, as Tensor::to. `make(amax)` builds the
+// per-channel state once per run of `inner` elements that share an amax, `op(x, state)` quantizes one
+// element.
 template <typename T, typename Make, typename Op>
 void fused_flat_typed(const T* x, T* y, int64_t n, const float* amax, mqk::AmaxLayout L, Make make, Op op) {
   if (L.axis_len == 1) {
     const auto st = make(amax[0]);
     at::parallel_for(0, n, kGrain, [&](int64_t b, int64_t e) {
-      for (int64_t i = b; i < e; ++i) y[i] = static_cast<T>(op(static_cast<float>(x[i]), st));
+      for (int64_t i = b; i < e; ++i) store_f32(y[i], op(to_f32(x[i]), st));
     });
     return;
   }
@@ -70,7 +81,7 @@ void fused_flat_typed(const T* x, T* y, int64_t n, const float* amax, mqk::AmaxL
       const auto st = make(amax[u % L.axis_len]);
       const T* xs = x + u * L.inner;
       T* ys = y + u * L.inner;
-      for (int64_t i = 0; i < L.inner; ++i) ys[i] = static_cast<T>(op(static_cast<float>(xs[i]), st));
+      for (int64_t i = 0; i < L.inner; ++i) store_f32(ys[i], op(to_f32(xs[i]), st));
     }
   });
 }

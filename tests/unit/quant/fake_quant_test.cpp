@@ -216,6 +216,49 @@ TEST(FakeQuantDtypes, ComputesInFp32AndCastsBack) {
   }
 }
 
+// mqk's mask form of c10's software fp16 conversions (used by the fused CPU loops) against c10's casts:
+// every fp16 pattern to fp32, and to fp16 every fp32 pattern around each fp16 value and rounding
+// midpoint, the overflow and underflow edges, Inf/NaN, and 4M random patterns (all 2^32 once outside
+// the suite).
+TEST(FakeQuantDtypes, Fp16MaskConversionsEqualC10Casts) {
+  auto f32_bits = [](float f) {
+    uint32_t u;
+    std::memcpy(&u, &f, 4);
+    return u;
+  };
+  for (uint32_t h = 0; h < (1u << 16); ++h) {
+    c10::Half c;
+    c.x = static_cast<uint16_t>(h);
+    ASSERT_EQ(f32_bits(mqk::detail::fp16_bits_to_float(c.x)), f32_bits(static_cast<float>(c))) << std::hex << h;
+  }
+  std::vector<uint32_t> in;
+  for (uint32_t h = 0; h < 0x7c00u; ++h) {  // finite fp16 magnitudes: value and midpoint to the next
+    const uint32_t v = f32_bits(mqk::detail::fp16_bits_to_float(static_cast<uint16_t>(h)));
+    const uint32_t mid = f32_bits((mqk::detail::fp16_bits_to_float(static_cast<uint16_t>(h)) +
+                                   mqk::detail::fp16_bits_to_float(static_cast<uint16_t>(h + 1))) / 2);
+    for (uint32_t c : {v, mid})
+      for (int d = -2; d <= 2; ++d) in.push_back(c + static_cast<uint32_t>(d));
+  }
+  for (uint32_t v : {0x00000000u, 0x00000001u, 0x33000000u, 0x33000001u, 0x477fefffu, 0x477ff000u, 0x477ff001u,
+                     0x7f7fffffu, 0x7f800000u, 0x7f800001u, 0x7fc00000u, 0x7fffffffu})
+    in.push_back(v);
+  const size_t n = in.size();
+  for (size_t i = 0; i < n; ++i) in.push_back(in[i] | 0x80000000u);
+  std::mt19937 rng(3);
+  for (int i = 0; i < (1 << 22); ++i) in.push_back(static_cast<uint32_t>(rng()));
+  std::vector<float> x(in.size());
+  std::vector<uint16_t> y(in.size());
+  for (size_t i = 0; i < in.size(); ++i) std::memcpy(&x[i], &in[i], 4);
+  for (size_t i = 0; i < x.size(); ++i) y[i] = mqk::detail::float_to_fp16_bits(x[i]);
+  int64_t bad = 0;
+  for (size_t i = 0; i < x.size(); ++i) {
+    const uint16_t want = c10::Half(x[i]).x;
+    if (y[i] != want && ++bad <= 5)
+      ADD_FAILURE() << std::hex << "fp32 0x" << in[i] << ": 0x" << y[i] << ", c10 0x" << want;
+  }
+  EXPECT_EQ(bad, 0);
+}
+
 TEST(FakeQuantDtypes, NonContiguousInput) {
   auto x = at::randn({8, 6}).t();
   ASSERT_FALSE(x.is_contiguous());

@@ -13,6 +13,13 @@
 #else
 #define MQK_HD inline
 #endif
+// For the functions written for vectorised host loops: a call left out of line would stop the loop
+// from vectorising.
+#if defined(__CUDACC__) || !defined(__GNUC__)
+#define MQK_HD_ALWAYS_INLINE MQK_HD
+#else
+#define MQK_HD_ALWAYS_INLINE inline __attribute__((always_inline))
+#endif
 
 #if !defined(__CUDA_ARCH__)
 #include <cmath>
@@ -49,6 +56,34 @@ MQK_HD float absmax_update(float m, float x) {
   const uint32_t a = bits_of(m), b = bits_of(x) & 0x7fffffffu;
   return float_of(a > b ? a : b);
 }
+/// IEEE fp16 bits -> fp32, exactly c10's software conversion (fp16_ieee_to_fp32_value without F16C,
+/// from the FP16 library), with the choice between its normal and subnormal results made by a bit
+/// mask instead of a select, so that every step runs on every lane and host loops vectorise.
+MQK_HD_ALWAYS_INLINE float fp16_bits_to_float(uint16_t h) {
+  const uint32_t w = static_cast<uint32_t>(h) << 16;
+  const uint32_t two_w = w + w;
+  const float normalized = float_of((two_w >> 4) + (0xe0u << 23)) * float_of(15u << 23);  // * 2^-112
+  const float denormalized = float_of((two_w >> 17) | (126u << 23)) - 0.5f;
+  const uint32_t sub = 0u - static_cast<uint32_t>(two_w < (1u << 27));
+  return float_of((w & 0x80000000u) | (bits_of(denormalized) & sub) | (bits_of(normalized) & ~sub));
+}
+
+/// fp32 -> IEEE fp16 bits, round to nearest even, exactly c10's software conversion
+/// (fp16_ieee_from_fp32_value without F16C): overflow gives Inf, any NaN gives 0x7e00 with the sign.
+/// Selects are bit masks, as in fp16_bits_to_float.
+MQK_HD_ALWAYS_INLINE uint16_t float_to_fp16_bits(float f) {
+  const float base0 = (abs_f(f) * float_of(239u << 23)) * float_of(17u << 23);  // * 2^112 * 2^-110
+  const uint32_t w = bits_of(f);
+  const uint32_t shl1_w = w + w;
+  const uint32_t bias0 = shl1_w & 0xff000000u;
+  const uint32_t low = 0u - static_cast<uint32_t>(bias0 < 0x71000000u);
+  const uint32_t bias = (0x71000000u & low) | (bias0 & ~low);
+  const uint32_t b = bits_of(float_of((bias >> 1) + 0x07800000u) + base0);
+  const uint32_t nonsign = ((b >> 13) & 0x7c00u) + (b & 0x0fffu);
+  const uint32_t nan = 0u - static_cast<uint32_t>(shl1_w > 0xff000000u);
+  return static_cast<uint16_t>(((w & 0x80000000u) >> 16) | (0x7e00u & nan) | (nonsign & ~nan));
+}
+
 /// Round to nearest integer, ties to even (the default FP environment on the host).
 MQK_HD float rint_rne(float v) {
 #if defined(__CUDA_ARCH__)
@@ -108,7 +143,7 @@ MQK_HD float e4m3_round_sat(float v) {
 /// (2^-9 below 2^-6), so fp32 round-to-nearest-even of the sum is E4M3's, and both steps are exact
 /// otherwise. Nothing is subnormal on the way, so flush-to-zero and denormals-are-zero give the same
 /// result as in e4m3_round_sat. Every lane computes every step; NaN is chosen by a bit mask.
-MQK_HD float e4m3_round_sat_magic(float v) {
+MQK_HD_ALWAYS_INLINE float e4m3_round_sat_magic(float v) {
   const uint32_t u = bits_of(v);
   const uint32_t a = u & 0x7fffffffu;
   // 448 (0x43e00000) caps Inf and NaN too; NaN is restored at the end.
@@ -247,7 +282,7 @@ MQK_HD Fp8Scales fp8_scales(float amax, bool reciprocal = false) {
 }
 MQK_HD float fp8_fake_quant_one(float x, Fp8Scales s) { return e4m3_round_sat(x * s.scale) * s.inv; }
 /// fp8_fake_quant_one through e4m3_round_sat_magic: the same result, in a form host loops vectorise.
-MQK_HD float fp8_fake_quant_one_magic(float x, Fp8Scales s) { return e4m3_round_sat_magic(x * s.scale) * s.inv; }
+MQK_HD_ALWAYS_INLINE float fp8_fake_quant_one_magic(float x, Fp8Scales s) { return e4m3_round_sat_magic(x * s.scale) * s.inv; }
 
 /// NVFP4 dynamic: the fp32 global scale gs = global_amax / 2688 (reference §2.5 step 1). ModelOpt
 /// computes it with torch on CUDA (`global_amax.float() / (6.0 * 448.0)`), i.e. global_amax * fp32(1/2688):
