@@ -116,6 +116,24 @@ mqk::DType cuda_dtype(const at::Tensor& x) {
     default: MQ_THROW(::mq::Error, "CUDA fake quant: unsupported dtype ", x.scalar_type());
   }
 }
+
+// What every CUDA fake-quant launch starts from: the input made contiguous, an output like it, and
+// the current stream of the input's device.
+struct CudaCall {
+  at::Tensor x;
+  at::Tensor y;
+  cudaStream_t stream;
+};
+CudaCall cuda_call(const at::Tensor& x) {
+  at::Tensor xc = x.contiguous();
+  at::Tensor y = at::empty_like(xc);
+  return {xc, y, at::cuda::getCurrentCUDAStream(x.device().index()).stream()};
+}
+
+// ModelOpt runs its CUDA extension (fake_tensor_quant[_with_axis], fake_e4m3fy) for a scalar or 1-D
+// amax; a multi-dim amax falls back to its eager torch path, which rounds scales and zero amaxes
+// differently (see the per-format modes).
+bool modelopt_uses_cuda_kernel(const at::Tensor& amax) { return amax.squeeze().dim() <= 1; }
 #endif
 
 void require_cpu_or_cuda(const at::Tensor& x, const char* what) {
@@ -185,16 +203,13 @@ at::Tensor int_fake_quant(const at::Tensor& x, const at::Tensor& amax, int num_b
   AmaxView av = plan_amax_layout(x, amax);
 #ifdef MQ_QUANT_CUDA
   if (x.is_cuda()) {
-    at::Tensor xc = x.contiguous();
-    at::Tensor y = at::empty_like(xc);
+    const CudaCall c = cuda_call(x);
     at::Tensor a = av.amax.to(x.device());
-    // ModelOpt's CUDA kernel (fake_tensor_quant[_with_axis]) runs for a scalar or 1-D amax; a multi-dim
-    // amax falls back to its eager torch path, whose zero-amax rule differs.
-    const auto zero = amax.squeeze().dim() <= 1 ? mqk::IntZeroAmaxMode::kCudaKernel : mqk::IntZeroAmaxMode::kEager;
-    mqk::launch_int_fake_quant(xc.data_ptr(), y.data_ptr(), cuda_dtype(xc), xc.numel(), a.data_ptr<float>(),
-                               av.layout, num_bits, is_unsigned, narrow_range,
-                               at::cuda::getCurrentCUDAStream(x.device().index()).stream(), zero);
-    return y;
+    // The eager path's zero-amax rule differs from the CUDA kernel's.
+    const auto zero = modelopt_uses_cuda_kernel(amax) ? mqk::IntZeroAmaxMode::kCudaKernel : mqk::IntZeroAmaxMode::kEager;
+    mqk::launch_int_fake_quant(c.x.data_ptr(), c.y.data_ptr(), cuda_dtype(c.x), c.x.numel(), a.data_ptr<float>(),
+                               av.layout, num_bits, is_unsigned, narrow_range, c.stream, zero);
+    return c.y;
   }
 #endif
   MQ_CHECK(num_bits >= 2 && num_bits <= 16, "INT fake quant: num_bits must be in [2, 16], got ", num_bits);
@@ -215,15 +230,14 @@ at::Tensor fp8_fake_quant(const at::Tensor& x, const at::Tensor& amax) {
   AmaxView av = plan_amax_layout(x, amax);
 #ifdef MQ_QUANT_CUDA
   if (x.is_cuda()) {
-    at::Tensor xc = x.contiguous();
-    at::Tensor y = at::empty_like(xc);
+    const CudaCall c = cuda_call(x);
     at::Tensor a = av.amax.to(x.device());
-    // ModelOpt's CUDA extension (fake_e4m3fy) divides 448/amax for a scalar or 1-D amax; a multi-dim
-    // amax goes through its eager torch path, which multiplies by the reciprocal.
-    const auto mode = amax.squeeze().dim() <= 1 ? mqk::Fp8ScaleMode::kDivide : mqk::Fp8ScaleMode::kReciprocal;
-    mqk::launch_fp8_fake_quant(xc.data_ptr(), y.data_ptr(), cuda_dtype(xc), xc.numel(), a.data_ptr<float>(),
-                               av.layout, at::cuda::getCurrentCUDAStream(x.device().index()).stream(), mode);
-    return y;
+    // ModelOpt's CUDA extension (fake_e4m3fy) divides 448/amax; its eager torch path multiplies by the
+    // reciprocal.
+    const auto mode = modelopt_uses_cuda_kernel(amax) ? mqk::Fp8ScaleMode::kDivide : mqk::Fp8ScaleMode::kReciprocal;
+    mqk::launch_fp8_fake_quant(c.x.data_ptr(), c.y.data_ptr(), cuda_dtype(c.x), c.x.numel(), a.data_ptr<float>(),
+                               av.layout, c.stream, mode);
+    return c.y;
   }
 #endif
   // On CPU ModelOpt always takes its eager path, where 448.0 / amax is torch's amax.reciprocal() * 448.
@@ -242,12 +256,11 @@ at::Tensor nvfp4_fake_quant(const at::Tensor& x, int64_t block, const at::Tensor
   const int64_t rows = x.numel() / cols;
 #ifdef MQ_QUANT_CUDA
   if (x.is_cuda()) {
-    at::Tensor xc = x.contiguous();
-    at::Tensor y = at::empty_like(xc);
+    const CudaCall c = cuda_call(x);
     at::Tensor g = (global_amax.numel() == 1 ? global_amax : global_amax.max()).to(x.device(), at::kFloat).reshape({1});
-    mqk::launch_nvfp4_fake_quant(xc.data_ptr(), y.data_ptr(), cuda_dtype(xc), rows, cols, static_cast<int>(block),
-                                 g.data_ptr<float>(), at::cuda::getCurrentCUDAStream(x.device().index()).stream());
-    return y;
+    mqk::launch_nvfp4_fake_quant(c.x.data_ptr(), c.y.data_ptr(), cuda_dtype(c.x), rows, cols, static_cast<int>(block),
+                                 g.data_ptr<float>(), c.stream);
+    return c.y;
   }
 #endif
   const float g = scalar_global_amax(global_amax);
@@ -276,14 +289,13 @@ at::Tensor nvfp4_static_fake_quant(const at::Tensor& x, int64_t block, const at:
   at::Tensor ba = block_amax.to(at::kFloat).contiguous();
 #ifdef MQ_QUANT_CUDA
   if (x.is_cuda()) {
-    at::Tensor xc = x.contiguous();
-    at::Tensor y = at::empty_like(xc);
+    const CudaCall c = cuda_call(x);
     at::Tensor g = (global_amax.numel() == 1 ? global_amax : global_amax.max()).to(x.device(), at::kFloat).reshape({1});
     at::Tensor bad = ba.to(x.device());
-    mqk::launch_nvfp4_static_fake_quant(xc.data_ptr(), y.data_ptr(), cuda_dtype(xc), rows, cols,
+    mqk::launch_nvfp4_static_fake_quant(c.x.data_ptr(), c.y.data_ptr(), cuda_dtype(c.x), rows, cols,
                                         static_cast<int>(block), bad.data_ptr<float>(), g.data_ptr<float>(),
-                                        four_over_six, at::cuda::getCurrentCUDAStream(x.device().index()).stream());
-    return y;
+                                        four_over_six, c.stream);
+    return c.y;
   }
 #endif
   const float g = scalar_global_amax(global_amax);
@@ -322,11 +334,10 @@ at::Tensor mx_fake_quant(const at::Tensor& x, int64_t block, mqk::ElemFormat ele
   const int64_t rows = x.numel() / cols;
 #ifdef MQ_QUANT_CUDA
   if (x.is_cuda()) {
-    at::Tensor xc = x.contiguous();
-    at::Tensor y = at::empty_like(xc);
-    mqk::launch_mx_fake_quant(xc.data_ptr(), y.data_ptr(), cuda_dtype(xc), rows, cols, static_cast<int>(block),
-                              elem, at::cuda::getCurrentCUDAStream(x.device().index()).stream());
-    return y;
+    const CudaCall c = cuda_call(x);
+    mqk::launch_mx_fake_quant(c.x.data_ptr(), c.y.data_ptr(), cuda_dtype(c.x), rows, cols, static_cast<int>(block),
+                              elem, c.stream);
+    return c.y;
   }
 #endif
   at::Tensor xf = to_f32_contig(x);
