@@ -65,7 +65,7 @@ void run_rows(int64_t rows, int64_t cols, F&& f) {
 // (mqk/detail/numerics.hpp), so the result is the reference's bit for bit; the conversions (to_f32,
 // store_f32) give the bits of c10's round-to-nearest-even casts, as Tensor::to. `make(amax)` builds the
 // per-channel state once per run of `inner` elements that share an amax, `op(x, state)` quantizes one
-// element.
+// element; it must be inlined for the loop to vectorise (the callers' lambdas are always_inline).
 template <typename T, typename Make, typename Op>
 void fused_flat_typed(const T* x, T* y, int64_t n, const float* amax, mqk::AmaxLayout L, Make make, Op op) {
   if (L.axis_len == 1) {
@@ -218,8 +218,8 @@ at::Tensor int_fake_quant(const at::Tensor& x, const at::Tensor& amax, int num_b
   // elements come out as x * 0, a zero that keeps the sign of x (and NaN stays NaN).
   return fused_flat(
       x, av, [](float a) { return a; },
-      [bounds](float v, float a) {
-        return mqk::detail::int_fake_quant_one(v, a, bounds, mqk::IntZeroAmaxMode::kEager);
+      [bounds](float v, float a) __attribute__((always_inline)) {
+        return mqk::detail::int_fake_quant_one_magic(v, a, bounds, mqk::IntZeroAmaxMode::kEager);
       });
 }
 
@@ -244,7 +244,9 @@ at::Tensor fp8_fake_quant(const at::Tensor& x, const at::Tensor& amax) {
   // The magic-number form of e4m3_round_sat (same bits, no rint call, no branches) lets the loop vectorise.
   return fused_flat(
       x, av, [](float a) { return mqk::detail::fp8_scales(a, /*reciprocal=*/true); },
-      [](float v, const mqk::detail::Fp8Scales& sc) { return mqk::detail::fp8_fake_quant_one_magic(v, sc); });
+      [](float v, const mqk::detail::Fp8Scales& sc) __attribute__((always_inline)) {
+        return mqk::detail::fp8_fake_quant_one_magic(v, sc);
+      });
 }
 
 at::Tensor nvfp4_fake_quant(const at::Tensor& x, int64_t block, const at::Tensor& global_amax) {

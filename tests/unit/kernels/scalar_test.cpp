@@ -172,6 +172,66 @@ TEST(E4M3, MagicFakeQuantEqualsReference) {
   }
 }
 
+// rint_rne_magic and int_fake_quant_one_magic (the host's vectorising forms) against rint_rne and
+// int_fake_quant_one, bit for bit. (rint_rne_magic was checked once over all 2^32 patterns outside the
+// suite.)
+TEST(RintMagic, EqualsRintNearIntegersHalvesBinadeEdgesAndRandomBits) {
+  std::vector<uint32_t> in;
+  // Around every integer and half-integer up to 2^12, and around k * 2^j +- 0.5 for larger binades.
+  for (int k = 0; k <= 8192; ++k)
+    for (int d = -3; d <= 3; ++d) in.push_back(bits(k * 0.5f) + static_cast<uint32_t>(d));
+  for (int e = 12; e <= 25; ++e)
+    for (int k = 0; k < 64; ++k) {
+      const float base = std::ldexp(1.0f, e) + static_cast<float>(k);
+      for (float v : {base, base + 0.5f, base - 0.5f})
+        for (int d = -3; d <= 3; ++d) in.push_back(bits(v) + static_cast<uint32_t>(d));
+    }
+  for (uint32_t ef = 0; ef < 256; ++ef)  // every binade's edges, Inf and NaNs included
+    for (uint32_t m = 0; m < 64; ++m) in.insert(in.end(), {(ef << 23) | m, (ef << 23) | (0x7fffffu - m)});
+  std::mt19937 rng(9);
+  for (int i = 0; i < (1 << 22); ++i) in.push_back(static_cast<uint32_t>(rng()));
+  const size_t n = in.size();
+  for (size_t i = 0; i < n; ++i) in.push_back(in[i] ^ 0x80000000u);
+  std::vector<float> x(in.size()), y(in.size());
+  for (size_t i = 0; i < in.size(); ++i) std::memcpy(&x[i], &in[i], 4);
+  for (size_t i = 0; i < x.size(); ++i) y[i] = mqk::detail::rint_rne_magic(x[i]);
+  size_t bad = 0;
+  for (size_t i = 0; i < x.size(); ++i) {
+    const uint32_t want = bits(mqk::detail::rint_rne(x[i]));
+    if (bits(y[i]) != want && ++bad <= 5)
+      ADD_FAILURE() << std::hex << "input 0x" << in[i] << ": magic 0x" << bits(y[i]) << ", rint 0x" << want;
+  }
+  EXPECT_EQ(bad, 0u) << "of " << x.size();
+}
+
+TEST(IntFakeQuantMagic, EqualsIntFakeQuantOne) {
+  std::mt19937 rng(13);
+  std::uniform_real_distribution<float> ex(-30.0f, 30.0f);
+  const float eps = 5.9604644775390625e-08f;
+  const std::vector<float> amaxes = {0.0f, std::nextafter(eps, 0.0f), eps, std::nextafter(eps, 1.0f), 1e-3f,
+                                     0.37f, 1.0f, 7.0f, 448.0f, 3e38f, std::numeric_limits<float>::infinity()};
+  std::vector<float> xs(1 << 12);
+  for (int bits_n : {2, 4, 8, 16})
+    for (bool uns : {false, true})
+      for (bool narrow : {false, true})
+        for (auto zero : {mqk::IntZeroAmaxMode::kEager, mqk::IntZeroAmaxMode::kCudaKernel})
+          for (float amax : amaxes) {
+            const auto b = mqk::detail::int_bounds(bits_n, uns, narrow);
+            for (auto& v : xs) {
+              const float a = std::isfinite(amax) && amax > 0 ? amax : 1.0f;
+              v = std::exp2(ex(rng)) * a;
+              if (rng() & 1) v = -v;
+            }
+            xs[0] = 0.0f, xs[1] = -0.0f, xs[2] = std::nanf(""), xs[3] = std::numeric_limits<float>::infinity();
+            xs[4] = -xs[3], xs[5] = amax, xs[6] = -amax;
+            for (float x : xs)
+              ASSERT_EQ(bits(mqk::detail::int_fake_quant_one_magic(x, amax, b, zero)),
+                        bits(mqk::detail::int_fake_quant_one(x, amax, b, zero)))
+                  << "x " << x << " amax " << amax << " bits " << bits_n << " unsigned " << uns << " narrow " << narrow
+                  << " eager " << (zero == mqk::IntZeroAmaxMode::kEager);
+          }
+}
+
 TEST(E4M3, TorchCastOverflowsToNan) {
   EXPECT_EQ(mqk::e4m3_round_torch(464.0f), 448.0f);  // tie between 448 and (NaN) 480 goes to even 448
   EXPECT_TRUE(std::isnan(mqk::e4m3_round_torch(464.1f)));

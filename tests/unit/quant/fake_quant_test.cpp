@@ -120,19 +120,20 @@ TEST(Fp8FakeQuant, ZeroAmaxIsFiniteAndUsesOne) {
   EXPECT_TRUE(at::all(at::isfinite(y)).item<bool>());
 }
 
-// The CPU loop (vectorised, e4m3_round_sat_magic) against the scalar reference fp8_fake_quant_one with
-// c10's casts, element by element and bit for bit (NaN payloads, signed zeros): every 16-bit pattern
-// for bfloat16 and float16, random and special fp32 patterns for float32; per tensor and per row, with
-// zero, tiny, ordinary and huge amaxes.
-template <typename T, typename Bits>
-void expect_fp8_cpu_equals_scalar_reference(const std::vector<Bits>& pattern, at::ScalarType dt) {
+// The CPU loops (vectorised: e4m3_round_sat_magic, int_fake_quant_one_magic, mask fp16 conversions)
+// against the scalar references fp8_fake_quant_one / int_fake_quant_one with c10's casts, element by
+// element and bit for bit (NaN payloads, signed zeros): every 16-bit pattern for bfloat16 and float16,
+// random and special fp32 patterns for float32; per tensor and per row, with zero, tiny, ordinary and
+// huge amaxes. `quant(x, amax)` is the fake quant under test, `ref(v, amax)` the scalar reference.
+template <typename T, typename Bits, typename Quant, typename Ref>
+void expect_cpu_equals_scalar_reference(const std::vector<Bits>& pattern, at::ScalarType dt, Quant quant, Ref ref) {
   const int64_t rows = 8;
   const int64_t cols = static_cast<int64_t>(pattern.size()) / rows;
   at::Tensor x = at::empty({rows, cols}, at::TensorOptions().dtype(dt));
   std::memcpy(x.data_ptr(), pattern.data(), rows * cols * sizeof(Bits));
   const std::vector<float> amaxes = {0.0f, 5.9604644775390625e-08f, 1e-6f, 0.02f, 1.0f, 3.7f, 448.0f, 3e38f};
   auto check = [&](const at::Tensor& amax) {
-    const at::Tensor y = fp8_fake_quant(x, amax);
+    const at::Tensor y = quant(x, amax);
     ASSERT_EQ(y.scalar_type(), dt);
     const at::Tensor ac = amax.reshape({-1}).contiguous();
     const std::vector<float> a(ac.data_ptr<float>(), ac.data_ptr<float>() + ac.numel());
@@ -141,8 +142,7 @@ void expect_fp8_cpu_equals_scalar_reference(const std::vector<Bits>& pattern, at
     int64_t bad = 0;
     for (int64_t i = 0; i < rows * cols; ++i) {
       const float am = a[a.size() == 1 ? 0 : i / cols];
-      const auto sc = mqk::detail::fp8_scales(am, /*reciprocal=*/true);
-      const T want = static_cast<T>(mqk::detail::fp8_fake_quant_one(static_cast<float>(xp[i]), sc));
+      const T want = static_cast<T>(ref(static_cast<float>(xp[i]), am));
       Bits wb;
       std::memcpy(&wb, &want, sizeof wb);
       if (wb != yp[i] && ++bad <= 5)
@@ -155,14 +155,20 @@ void expect_fp8_cpu_equals_scalar_reference(const std::vector<Bits>& pattern, at
   check(at::tensor(amaxes, at::kFloat).reshape({rows, 1}));
 }
 
-TEST(Fp8FakeQuant, CpuLoopEqualsScalarReferenceBitForBit) {
-  std::vector<uint16_t> all16(1 << 16);
-  for (uint32_t i = 0; i < all16.size(); ++i) all16[i] = static_cast<uint16_t>(i);
-  expect_fp8_cpu_equals_scalar_reference<at::BFloat16>(all16, at::kBFloat16);
-  expect_fp8_cpu_equals_scalar_reference<at::Half>(all16, at::kHalf);
+// Every bf16/fp16 pattern, and fp32: random patterns, half of them scaled near the amaxes' grids,
+// and the specials.
+struct CpuLoopPatterns {
+  std::vector<uint16_t> all16;
+  std::vector<uint32_t> f32;
+};
+CpuLoopPatterns cpu_loop_patterns() {
+  CpuLoopPatterns p;
+  p.all16.resize(1 << 16);
+  for (uint32_t i = 0; i < p.all16.size(); ++i) p.all16[i] = static_cast<uint16_t>(i);
 
   std::mt19937 rng(5);
-  std::vector<uint32_t> f32(1 << 16);
+  std::vector<uint32_t>& f32 = p.f32;
+  f32.resize(1 << 16);
   for (auto& v : f32) v = static_cast<uint32_t>(rng());
   const uint32_t special[] = {0x00000000u, 0x80000000u, 0x00000001u, 0x007fffffu, 0x00800000u, 0x3f800000u,
                               0x43e00000u, 0x7f7fffffu, 0x7f800000u, 0xff800000u, 0x7fc00000u, 0xffc00001u,
@@ -173,7 +179,35 @@ TEST(Fp8FakeQuant, CpuLoopEqualsScalarReferenceBitForBit) {
     f32[i] ^= rng() & 0x80000000u;
   }
   for (size_t i = 0; i < std::size(special); ++i) f32[i * 97] = special[i];
-  expect_fp8_cpu_equals_scalar_reference<float>(f32, at::kFloat);
+  return p;
+}
+
+template <typename Quant, typename Ref>
+void expect_cpu_loops_equal_scalar_reference(Quant quant, Ref ref) {
+  const CpuLoopPatterns p = cpu_loop_patterns();
+  expect_cpu_equals_scalar_reference<at::BFloat16>(p.all16, at::kBFloat16, quant, ref);
+  expect_cpu_equals_scalar_reference<at::Half>(p.all16, at::kHalf, quant, ref);
+  expect_cpu_equals_scalar_reference<float>(p.f32, at::kFloat, quant, ref);
+}
+
+TEST(Fp8FakeQuant, CpuLoopEqualsScalarReferenceBitForBit) {
+  expect_cpu_loops_equal_scalar_reference([](const at::Tensor& x, const at::Tensor& a) { return fp8_fake_quant(x, a); },
+                                          [](float v, float amax) {
+                                            const auto sc = mqk::detail::fp8_scales(amax, /*reciprocal=*/true);
+                                            return mqk::detail::fp8_fake_quant_one(v, sc);
+                                          });
+}
+
+TEST(IntFakeQuant, CpuLoopEqualsScalarReferenceBitForBit) {
+  for (int bits : {4, 8})
+    for (bool narrow : {false, true}) {
+      const auto b = mqk::detail::int_bounds(bits, false, narrow);
+      expect_cpu_loops_equal_scalar_reference(
+          [&](const at::Tensor& x, const at::Tensor& a) { return int_fake_quant(x, a, bits, false, narrow); },
+          [&](float v, float amax) {
+            return mqk::detail::int_fake_quant_one(v, amax, b, mqk::IntZeroAmaxMode::kEager);
+          });
+    }
 }
 
 // Per-channel dispatch (direct layout and chunked parallel path) equals the expanded fallback.
