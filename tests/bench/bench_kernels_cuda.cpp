@@ -93,10 +93,31 @@ int main(int argc, char** argv) {
       {"nvfp4 static (block 16)",
        [&] { mqk::launch_nvfp4_static_fake_quant(x, y, DType::kBF16, rows, cols, 16, block_amax, amax, false, s); },
        rw + static_cast<double>(n / 16) * 4},
+      {"nvfp4 dynamic (block 16), 1 vector/thread",
+       [&] {
+         mqk::set_block_quant_vectors_per_thread(1);
+         mqk::launch_nvfp4_fake_quant(x, y, DType::kBF16, rows, cols, 16, amax, s);
+         mqk::set_block_quant_vectors_per_thread(2);
+       },
+       rw},
+      {"nvfp4 static (block 16), 1 vector/thread",
+       [&] {
+         mqk::set_block_quant_vectors_per_thread(1);
+         mqk::launch_nvfp4_static_fake_quant(x, y, DType::kBF16, rows, cols, 16, block_amax, amax, false, s);
+         mqk::set_block_quant_vectors_per_thread(2);
+       },
+       rw + static_cast<double>(n / 16) * 4},
       {"fp8 e4m3 per-tensor", [&] { mqk::launch_fp8_fake_quant(x, y, DType::kBF16, n, amax, {}, s); }, rw},
       {"int8 per-tensor", [&] { mqk::launch_int_fake_quant(x, y, DType::kBF16, n, amax, {}, 8, false, false, s); }, rw},
       {"mxfp8 e4m3 (block 32)", [&] { mqk::launch_mx_fake_quant(x, y, DType::kBF16, rows, cols, 32, ElemFormat::kE4M3, s); }, rw},
       {"mxfp4 e2m1 (block 32)", [&] { mqk::launch_mx_fake_quant(x, y, DType::kBF16, rows, cols, 32, ElemFormat::kE2M1, s); }, rw},
+      {"mxfp4 e2m1 (block 32), 1 vector/thread",
+       [&] {
+         mqk::set_block_quant_vectors_per_thread(1);
+         mqk::launch_mx_fake_quant(x, y, DType::kBF16, rows, cols, 32, ElemFormat::kE2M1, s);
+         mqk::set_block_quant_vectors_per_thread(2);
+       },
+       rw},
       {"amax (read only)", [&] { mqk::launch_amax(x, DType::kBF16, n, amax, s); }, static_cast<double>(bytes)},
   };
 

@@ -5,6 +5,7 @@
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <random>
@@ -119,7 +120,8 @@ std::string case_name(const ::testing::TestParamInfo<Case>& info) {
 // Runs `gpu(x_dev, y_dev)` on x (rounded to the dtype) and compares with `ref(x_f32, y_f32)` rounded to
 // the dtype, bit for bit.
 template <typename Gpu, typename Ref>
-void check_bit_exact(const Case& c, const Vec& x_in, Gpu&& gpu, Ref&& ref, const std::string& what) {
+void check_bit_exact(const Case& c, const Vec& x_in, Gpu&& gpu, Ref&& ref, const std::string& what,
+                     bool nan_as_equal = false) {
   const size_t n = x_in.size(), es = elem_size(c.dt);
   const std::vector<uint8_t> xb = encode(x_in, c.dt);
   const Vec x = decode(xb, c.dt);  // the values the GPU sees, in fp32
@@ -137,11 +139,26 @@ void check_bit_exact(const Case& c, const Vec& x_in, Gpu&& gpu, Ref&& ref, const
   int bad = 0;
   for (size_t i = 0; i < n && bad < 10; ++i) {
     if (std::memcmp(&got[i * es], &want[i * es], es) != 0) {
+      if (nan_as_equal && std::isnan(decode({got.begin() + i * es, got.begin() + (i + 1) * es}, c.dt)[0]) &&
+          std::isnan(decode({want.begin() + i * es, want.begin() + (i + 1) * es}, c.dt)[0]))
+        continue;
       ++bad;
       const float g = decode({got.begin() + i * es, got.begin() + (i + 1) * es}, c.dt)[0];
       ADD_FAILURE() << what << " i=" << i << " x=" << x[i] << " gpu=" << g << " ref=" << y_ref[i];
     }
   }
+}
+
+// Runs the block kernels with 1 and with 2 vectors per thread (mqk::set_block_quant_vectors_per_thread):
+// both layouts of the vectorised kernel must give the reference's bits.
+template <typename Fn>
+void for_each_vectors_per_thread(Fn&& fn) {
+  for (int v : {1, 2}) {
+    SCOPED_TRACE("vectors per thread " + std::to_string(v));
+    mqk::set_block_quant_vectors_per_thread(v);
+    fn();
+  }
+  mqk::set_block_quant_vectors_per_thread(2);
 }
 
 class KernelVsRef : public ::testing::TestWithParam<Case> {};
@@ -216,6 +233,7 @@ TEST_P(KernelVsRef, Nvfp4Dynamic) {
   SKIP_WITHOUT_GPU();
   const Case c = GetParam();
   const Vec x = make_input(c.rows * c.cols, 3, 1.5f);
+  for_each_vectors_per_thread([&] {
   for (int block : {16, 32}) {
     for (float gamax : {0.0f, 7.0f, 60.0f * 1.5f, 1e4f}) {
       DeviceBuffer dg(4);
@@ -229,6 +247,7 @@ TEST_P(KernelVsRef, Nvfp4Dynamic) {
           "nvfp4 block " + std::to_string(block) + " global " + std::to_string(gamax));
     }
   }
+  });
 }
 
 TEST_P(KernelVsRef, Nvfp4Static) {
@@ -250,6 +269,7 @@ TEST_P(KernelVsRef, Nvfp4Static) {
   DeviceBuffer db(bamax.size() * 4), dg(4);
   db.upload(bamax.data(), bamax.size() * 4);
   dg.upload(&gamax, 4);
+  for_each_vectors_per_thread([&] {
   for (bool fos : {false, true}) {
     check_bit_exact(
         c, x,
@@ -262,12 +282,14 @@ TEST_P(KernelVsRef, Nvfp4Static) {
         },
         fos ? "nvfp4 static 4/6" : "nvfp4 static");
   }
+  });
 }
 
 TEST_P(KernelVsRef, Mx) {
   SKIP_WITHOUT_GPU();
   const Case c = GetParam();
   const Vec x = make_input(c.rows * c.cols, 5, 4.0f);
+  for_each_vectors_per_thread([&] {
   for (auto f : {mqk::ElemFormat::kE4M3, mqk::ElemFormat::kE5M2, mqk::ElemFormat::kE3M2, mqk::ElemFormat::kE2M3,
                  mqk::ElemFormat::kE2M1, mqk::ElemFormat::kInt8}) {
     for (int block : {8, 16, 32}) {
@@ -278,6 +300,7 @@ TEST_P(KernelVsRef, Mx) {
           std::string("mx ") + mqk::elem_traits(f).name + " block " + std::to_string(block));
     }
   }
+  });
 }
 
 TEST_P(KernelVsRef, Amax) {
@@ -357,6 +380,111 @@ TEST(KernelVsRefTies, Nvfp4ThresholdsTimesBlockScale) {
         },
         [&](const float* hx, float* hy) { mqk::nvfp4_static_fake_quant_ref(hx, hy, rows, cols, 16, bamax.data(), gamax, false); },
         std::string("nvfp4 static ties ") + dtype_name(dt));
+  }
+}
+
+// The packed bf16/fp16 NVFP4 path against the reference at the edges of its scale range: block scales
+// from 0 and fp32-subnormal through 2^-100 (the packed path's lower limit) to near FLT_MAX, products
+// q * s that round to a T zero (fp16 underflow: the sign of zero must follow x), thresholds beyond the
+// T range (fp16 overflow to +Inf), and signed zeros and tiny values in every block. Static NVFP4 sets
+// the scales directly (block amax / 6, FP8-quantized against the global amax); each global amax is a
+// separate launch.
+TEST(KernelVsRefEdges, Nvfp4PackedScaleRange) {
+  SKIP_WITHOUT_GPU();
+  const int64_t rows = 6, cols = 64;
+  const int block = 16;
+  const int64_t nb = cols / block;
+  std::mt19937 rng(11);
+  std::normal_distribution<float> d(0.0f, 1.0f);
+  for (float gamax : {6e-38f, 6e-30f, 0x1p-98f, 6e-20f, 6e-8f, 1e-4f, 6.0f, 7e4f, 1e30f, 3e38f}) {
+    Vec bamax(rows * nb), x(rows * cols);
+    const float fracs[6] = {1.0f, 0.5f, 0.1f, 0.01f, 0.0f, 1e-3f};
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t b = 0; b < nb; ++b) {
+        const float a = gamax * fracs[(r + b) % 6];
+        bamax[r * nb + b] = a;
+        for (int64_t k = 0; k < block; ++k) {
+          float v = std::clamp(d(rng), -2.5f, 2.5f) * (a > 0 ? a : gamax) / 3.0f;
+          if (k == 0) v = a;                  // the block max itself
+          if (k == 1) v = -a;
+          if (k == 2) v = 0.0f;
+          if (k == 3) v = -0.0f;
+          if (k == 4) v = -a * 1e-3f;         // rounds to a zero of the block
+          if (k == 5) v = -1e-30f;
+          if (k == 6) v = -6e-8f;             // fp16 subnormal range
+          x[r * cols + b * block + k] = v;
+        }
+      }
+    for (DType dt : {DType::kBF16, DType::kF16, DType::kF32}) {
+      const Case c{dt, rows, cols, 0};
+      // The reference sees the values the GPU sees (rounded to dt); the block amax stays as given.
+      DeviceBuffer db(bamax.size() * 4), dg(4);
+      db.upload(bamax.data(), bamax.size() * 4);
+      dg.upload(&gamax, 4);
+      for_each_vectors_per_thread([&] {
+        for (bool fos : {false, true})
+          check_bit_exact(
+              c, x,
+              [&](const void* dx, void* dy) {
+                mqk::launch_nvfp4_static_fake_quant(dx, dy, dt, rows, cols, block, db.as<float>(), dg.as<float>(), fos,
+                                                    nullptr);
+              },
+              [&](const float* hx, float* hy) {
+                mqk::nvfp4_static_fake_quant_ref(hx, hy, rows, cols, block, bamax.data(), gamax, fos);
+              },
+              std::string("nvfp4 static edges ") + dtype_name(dt) + " global " + std::to_string(gamax), true);
+        check_bit_exact(
+            c, x,
+            [&](const void* dx, void* dy) {
+              mqk::launch_nvfp4_fake_quant(dx, dy, dt, rows, cols, block, dg.as<float>(), nullptr);
+            },
+            [&](const float* hx, float* hy) { mqk::nvfp4_fake_quant_ref(hx, hy, rows, cols, block, gamax); },
+            std::string("nvfp4 dynamic edges ") + dtype_name(dt) + " global " + std::to_string(gamax), true);
+      });
+    }
+  }
+}
+
+// NaN and Inf elements: a NaN anywhere in a dynamic block makes the whole block NaN (its block max is
+// NaN), an Inf block max gives NaN scales too; blocks without them are unaffected. Compared bit for
+// bit where the reference is a number and as "both NaN" elsewhere (NaN payloads are the device's).
+TEST(KernelVsRefEdges, Nvfp4NanInfBlocks) {
+  SKIP_WITHOUT_GPU();
+  const int64_t rows = 4, cols = 128, n = rows * cols;
+  Vec x = make_input(n, 12, 2.0f);
+  x[5] = std::nanf("");
+  x[40] = INFINITY;
+  x[70] = -INFINITY;
+  x[200] = -std::nanf("");
+  for (DType dt : {DType::kBF16, DType::kF16, DType::kF32}) {
+    for (float gamax : {10.0f, INFINITY}) {
+      const size_t es = elem_size(dt);
+      const std::vector<uint8_t> xb = encode(x, dt);
+      const Vec xr = decode(xb, dt);
+      Vec want(n);
+      mqk::nvfp4_fake_quant_ref(xr.data(), want.data(), rows, cols, 16, gamax);
+      const Vec want_t = decode(encode(want, dt), dt);
+      DeviceBuffer dx(n * es), dy(n * es), dg(4);
+      dx.upload(xb.data(), xb.size());
+      dg.upload(&gamax, 4);
+      for_each_vectors_per_thread([&] {
+        mqk::launch_nvfp4_fake_quant(dx.as<void>(), dy.as<void>(), dt, rows, cols, 16, dg.as<float>(), nullptr);
+        ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+        std::vector<uint8_t> got(n * es);
+        dy.download(got.data(), got.size());
+        const Vec g = decode(got, dt);
+        const std::vector<uint8_t> wb = encode(want, dt);
+        int bad = 0;
+        for (int64_t i = 0; i < n && bad < 10; ++i) {
+          const bool ok = std::isnan(want_t[i]) ? std::isnan(g[i]) : std::memcmp(&got[i * es], &wb[i * es], es) == 0;
+          if (!ok) {
+            ++bad;
+            ADD_FAILURE() << dtype_name(dt) << " global " << gamax << " i=" << i << " x=" << xr[i] << " gpu=" << g[i]
+                          << " ref=" << want_t[i];
+          }
+        }
+      });
+    }
   }
 }
 

@@ -7,10 +7,11 @@
 /// on `stream`; amax arguments are device pointers.
 ///
 /// Design: elementwise kernels (INT, FP8, amax) are grid-stride loops over 16-byte vectors. Block
-/// kernels (NVFP4, MX) give each 16-byte vector to one thread and each block to G = block*sizeof(T)/16
-/// consecutive lanes, reducing the block max with warp shuffles; they need cols % block == 0, 16-byte
-/// aligned x and y and G a power of two <= 32, else a one-thread-per-block scalar path runs (partial
-/// last blocks, any block size). Example (bf16 weight (out, in), NVFP4 with its global amax on device):
+/// kernels (NVFP4, MX) give each thread V consecutive 16-byte vectors (V = 2 by default where a block
+/// has at least two) and each block to G = block*sizeof(T)/(16 V) consecutive lanes, reducing the block
+/// max with warp shuffles when G > 1; they need cols % block == 0, 16-byte aligned x and y and
+/// block*sizeof(T)/16 a power of two <= 32, else a one-thread-per-block scalar path runs (partial last
+/// blocks, any block size). NVFP4 on bf16/fp16 compares packed pairs of elements (see block_quant.cu). Example (bf16 weight (out, in), NVFP4 with its global amax on device):
 ///
 ///   mqk::launch_nvfp4_fake_quant(w, w_q, mqk::DType::kBF16, out, in, 16, d_global_amax, stream);
 #include <cstdint>
@@ -52,6 +53,9 @@ void launch_nvfp4_static_fake_quant(const void* x, void* y, DType dt, int64_t ro
 /// MX fake quant along cols (ref: mx_fake_quant_ref); any block >= 1 (ModelOpt uses 8, 16, 32).
 void launch_mx_fake_quant(const void* x, void* y, DType dt, int64_t rows, int64_t cols, int block,
                           ElemFormat elem, cudaStream_t stream);
+/// Tuning knob of the vectorised block kernels (benchmarks): 16-byte vectors per thread, 1 or 2
+/// (default 2). Results do not depend on it. Not thread-safe: set it before launching.
+void set_block_quant_vectors_per_thread(int vectors);
 /// out: one float (device); max |x| over n elements (NaN propagates; 0 for n == 0). out is first
 /// zeroed with cudaMemsetAsync on `stream`.
 void launch_amax(const void* x, DType dt, int64_t n, float* out, cudaStream_t stream);
