@@ -93,20 +93,28 @@ TEST(E4M3, MatchesNearestEvenOracleAndSaturates) {
   EXPECT_EQ(mqk::e4m3_to_bits(-0.0001f), 0x80);
 }
 
-// e4m3_round_sat_magic (the host's vectorising form) against e4m3_round_sat, bit for bit. The magic
-// results come from a loop over an array, the form the CPU fake quant compiles to vector code; the
-// reference goes element by element. (All 2^32 patterns were checked once outside the suite.)
-void expect_magic_equals_reference(const std::vector<uint32_t>& in) {
+// A host-vectorising "magic" form against its reference, bit for bit, on the fp32 patterns `in`. The
+// magic results come from a loop over an array, the form the CPU fake quant compiles to vector code;
+// the reference goes element by element.
+template <typename Magic, typename Ref>
+void expect_magic_equals_reference(const std::vector<uint32_t>& in, Magic magic, Ref ref) {
   std::vector<float> x(in.size()), y(in.size());
   for (size_t i = 0; i < in.size(); ++i) std::memcpy(&x[i], &in[i], 4);
-  for (size_t i = 0; i < x.size(); ++i) y[i] = mqk::detail::e4m3_round_sat_magic(x[i]);
+  for (size_t i = 0; i < x.size(); ++i) y[i] = magic(x[i]);
   size_t bad = 0;
   for (size_t i = 0; i < x.size(); ++i) {
-    const uint32_t want = bits(mqk::detail::e4m3_round_sat(x[i]));
+    const uint32_t want = bits(ref(x[i]));
     if (bits(y[i]) != want && ++bad <= 5)
       ADD_FAILURE() << std::hex << "input 0x" << in[i] << ": magic 0x" << bits(y[i]) << ", reference 0x" << want;
   }
   EXPECT_EQ(bad, 0u) << "of " << x.size();
+}
+
+// e4m3_round_sat_magic against e4m3_round_sat (all 2^32 patterns were checked once outside the suite).
+void expect_e4m3_magic_equals_reference(const std::vector<uint32_t>& in) {
+  expect_magic_equals_reference(
+      in, [](float v) { return mqk::detail::e4m3_round_sat_magic(v); },
+      [](float v) { return mqk::detail::e4m3_round_sat(v); });
 }
 
 TEST(E4M3, MagicRoundingEqualsReferenceNearGridPointsAndMidpoints) {
@@ -142,18 +150,18 @@ TEST(E4M3, MagicRoundingEqualsReferenceNearGridPointsAndMidpoints) {
     in.push_back(v);
     in.push_back(v | 0x80000000u);
   }
-  expect_magic_equals_reference(in);
+  expect_e4m3_magic_equals_reference(in);
 }
 
 TEST(E4M3, MagicRoundingEqualsReferenceOnRandomBits) {
   std::mt19937 rng(20261123);
   std::vector<uint32_t> in(1u << 22);
   for (auto& v : in) v = static_cast<uint32_t>(rng());
-  expect_magic_equals_reference(in);
+  expect_e4m3_magic_equals_reference(in);
   // Magnitudes where E4M3 is finite and not saturated: random patterns in [2^-20, 2^9).
   std::uniform_int_distribution<uint32_t> mid(0x35800000u, 0x44000000u);
   for (auto& v : in) v = mid(rng) | (rng() & 0x80000000u);
-  expect_magic_equals_reference(in);
+  expect_e4m3_magic_equals_reference(in);
 }
 
 TEST(E4M3, MagicFakeQuantEqualsReference) {
@@ -192,16 +200,8 @@ TEST(RintMagic, EqualsRintNearIntegersHalvesBinadeEdgesAndRandomBits) {
   for (int i = 0; i < (1 << 22); ++i) in.push_back(static_cast<uint32_t>(rng()));
   const size_t n = in.size();
   for (size_t i = 0; i < n; ++i) in.push_back(in[i] ^ 0x80000000u);
-  std::vector<float> x(in.size()), y(in.size());
-  for (size_t i = 0; i < in.size(); ++i) std::memcpy(&x[i], &in[i], 4);
-  for (size_t i = 0; i < x.size(); ++i) y[i] = mqk::detail::rint_rne_magic(x[i]);
-  size_t bad = 0;
-  for (size_t i = 0; i < x.size(); ++i) {
-    const uint32_t want = bits(mqk::detail::rint_rne(x[i]));
-    if (bits(y[i]) != want && ++bad <= 5)
-      ADD_FAILURE() << std::hex << "input 0x" << in[i] << ": magic 0x" << bits(y[i]) << ", rint 0x" << want;
-  }
-  EXPECT_EQ(bad, 0u) << "of " << x.size();
+  expect_magic_equals_reference(
+      in, [](float v) { return mqk::detail::rint_rne_magic(v); }, [](float v) { return mqk::detail::rint_rne(v); });
 }
 
 TEST(IntFakeQuantMagic, EqualsIntFakeQuantOne) {
