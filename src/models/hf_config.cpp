@@ -1,6 +1,7 @@
 #include "mq/models/hf_config.hpp"
 
 #include <algorithm>
+#include <deque>
 #include <fstream>
 #include <sstream>
 
@@ -11,147 +12,99 @@ namespace mq::models {
 
 namespace {
 
-// Defaults are those of the transformers 5.14 config classes (rms_norm_eps, rope theta, head_dim).
-const std::vector<FamilyTraits> kFamilies = {
-    {"LlamaForCausalLM",
-     Family::kLlama,
-     "LlamaModel",
-     "LlamaDecoderLayer",
-     "LlamaAttention",
-     "LlamaMLP",
-     "LlamaRMSNorm",
-     "LlamaRotaryEmbedding",
-     false,
-     false,
-     true,
-     true,
-     true,
-     MoeRouting::kNone,
-     "",
-     "",
-     "",
-     "",
-     "",
-     "",
-     1e-6,
-     10000.0,
-     0},
-    {"MistralForCausalLM",
-     Family::kMistral,
-     "MistralModel",
-     "MistralDecoderLayer",
-     "MistralAttention",
-     "MistralMLP",
-     "MistralRMSNorm",
-     "MistralRotaryEmbedding",
-     false,
-     false,
-     false,
-     false,
-     false,
-     MoeRouting::kNone,
-     "",
-     "",
-     "",
-     "",
-     "",
-     "",
-     1e-6,
-     10000.0,
-     0},
-    {"Qwen2ForCausalLM",
-     Family::kQwen2,
-     "Qwen2Model",
-     "Qwen2DecoderLayer",
-     "Qwen2Attention",
-     "Qwen2MLP",
-     "Qwen2RMSNorm",
-     "Qwen2RotaryEmbedding",
-     false,
-     true,
-     false,
-     false,
-     false,
-     MoeRouting::kNone,
-     "",
-     "",
-     "",
-     "",
-     "",
-     "",
-     1e-6,
-     10000.0,
-     0},
-    {"Qwen3ForCausalLM",
-     Family::kQwen3,
-     "Qwen3Model",
-     "Qwen3DecoderLayer",
-     "Qwen3Attention",
-     "Qwen3MLP",
-     "Qwen3RMSNorm",
-     "Qwen3RotaryEmbedding",
-     true,
-     false,
-     true,
-     true,
-     false,
-     MoeRouting::kNone,
-     "",
-     "",
-     "",
-     "",
-     "",
-     "",
-     1e-6,
-     10000.0,
-     128},
-    {"MixtralForCausalLM",
-     Family::kMixtral,
-     "MixtralModel",
-     "MixtralDecoderLayer",
-     "MixtralAttention",
-     "MixtralMLP",
-     "MixtralRMSNorm",
-     "MixtralRotaryEmbedding",
-     false,
-     false,
-     false,
-     false,
-     false,
-     MoeRouting::kMixtral,
-     "block_sparse_moe",
-     "MixtralSparseMoeBlock",
-     "MixtralBlockSparseTop2MLP",
-     "w1",
-     "w3",
-     "w2",
-     1e-5,
-     1000000.0,
-     0},
-    {"Qwen3MoeForCausalLM",
-     Family::kQwen3Moe,
-     "Qwen3MoeModel",
-     "Qwen3MoeDecoderLayer",
-     "Qwen3MoeAttention",
-     "Qwen3MoeMLP",
-     "Qwen3MoeRMSNorm",
-     "Qwen3MoeRotaryEmbedding",
-     true,
-     false,
-     true,
-     true,
-     false,
-     MoeRouting::kQwen3Moe,
-     "mlp",
-     "Qwen3MoeSparseMoeBlock",
-     "Qwen3MoeMLP",
-     "gate_proj",
-     "up_proj",
-     "down_proj",
-     1e-6,
-     10000.0,
-     0},
+// MoE block of a family: routing, the block's child name in the decoder layer, its class, the
+// per-expert MLP class and that MLP's projection names.
+struct MoeTraits {
+  MoeRouting routing = MoeRouting::kNone;
+  std::string_view child = "", block_class = "", expert_class = "";
+  std::string_view gate = "", up = "", down = "";
 };
+
+// One supported family. HF names its classes <prefix><role> (LlamaForCausalLM, LlamaModel,
+// LlamaDecoderLayer, ...). The default eps, rope theta and head_dim are those of the transformers
+// 5.14 config classes.
+struct FamilyRow {
+  std::string_view prefix;
+  Family family;
+  bool qk_norm = false;
+  bool qkv_bias_always = false;
+  bool o_bias_from_config = false;
+  bool qkv_bias_from_config = false;
+  bool mlp_bias_from_config = false;
+  MoeTraits moe = {};
+  double rms_norm_eps = 1e-6;
+  double rope_theta = 10000.0;
+  int64_t head_dim = 0;
+};
+
+constexpr FamilyRow kFamilyRows[] = {
+    {.prefix = "Llama",
+     .family = Family::kLlama,
+     .o_bias_from_config = true,
+     .qkv_bias_from_config = true,
+     .mlp_bias_from_config = true},
+    {.prefix = "Mistral", .family = Family::kMistral},
+    {.prefix = "Qwen2", .family = Family::kQwen2, .qkv_bias_always = true},
+    {.prefix = "Qwen3",
+     .family = Family::kQwen3,
+     .qk_norm = true,
+     .o_bias_from_config = true,
+     .qkv_bias_from_config = true,
+     .head_dim = 128},
+    {.prefix = "Mixtral",
+     .family = Family::kMixtral,
+     .moe = {MoeRouting::kMixtral, "block_sparse_moe", "MixtralSparseMoeBlock",
+             "MixtralBlockSparseTop2MLP", "w1", "w3", "w2"},
+     .rms_norm_eps = 1e-5,
+     .rope_theta = 1000000.0},
+    {.prefix = "Qwen3Moe",
+     .family = Family::kQwen3Moe,
+     .qk_norm = true,
+     .o_bias_from_config = true,
+     .qkv_bias_from_config = true,
+     .moe = {MoeRouting::kQwen3Moe, "mlp", "Qwen3MoeSparseMoeBlock", "Qwen3MoeMLP", "gate_proj",
+             "up_proj", "down_proj"}},
+};
+
+// FamilyTraits holds string_views: the class names built from the prefixes live here, in a deque,
+// which never moves its elements.
+std::string_view class_name(std::string_view prefix, std::string_view role) {
+  static std::deque<std::string> names;
+  return names.emplace_back(std::string(prefix).append(role));
+}
+
+FamilyTraits family_traits_of(const FamilyRow& r) {
+  auto name = [&](std::string_view role) { return class_name(r.prefix, role); };
+  return {name("ForCausalLM"),
+          r.family,
+          name("Model"),
+          name("DecoderLayer"),
+          name("Attention"),
+          name("MLP"),
+          name("RMSNorm"),
+          name("RotaryEmbedding"),
+          r.qk_norm,
+          r.qkv_bias_always,
+          r.o_bias_from_config,
+          r.qkv_bias_from_config,
+          r.mlp_bias_from_config,
+          r.moe.routing,
+          r.moe.child,
+          r.moe.block_class,
+          r.moe.expert_class,
+          r.moe.gate,
+          r.moe.up,
+          r.moe.down,
+          r.rms_norm_eps,
+          r.rope_theta,
+          r.head_dim};
+}
+
+const std::vector<FamilyTraits> kFamilies = [] {
+  std::vector<FamilyTraits> v;
+  for (const FamilyRow& r : kFamilyRows) v.push_back(family_traits_of(r));
+  return v;
+}();
 
 [[noreturn]] void fail(const std::string& source, const std::string& field,
                        const std::string& rule) {
