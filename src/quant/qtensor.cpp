@@ -123,6 +123,70 @@ void check_float(const at::Tensor& x, const char* what) {
            what, ": input dtype must be float32, bfloat16 or float16, got ", x.scalar_type());
 }
 
+// A QTensor of `format` for x: its shape and dtype, and the last-dim block (0: none).
+QTensor qtensor_for(const at::Tensor& x, QFormat format, int64_t block_size = 0) {
+  QTensor q;
+  q.format = format;
+  q.shape = x.sizes().vec();
+  q.dtype = x.scalar_type();
+  q.block_size = block_size;
+  return q;
+}
+
+// FP8 / INT8: the blocked dims when block_sizes names any axis, else none.
+std::vector<std::pair<int64_t, int64_t>> blocked_dims_of(const std::optional<config::BlockSizes>& bs, int64_t nd) {
+  if (bs && !bs->axes.empty()) return blocked_dims(*bs, nd);
+  return {};
+}
+
+// 4-bit codes (uint8 values 0..15, flat) packed two per byte, shaped as `shape` with the last dim
+// halved (-1).
+at::Tensor packed_nibbles_as(const at::Tensor& codes, const std::vector<int64_t>& shape) {
+  std::vector<int64_t> out_shape(shape.begin(), shape.end() - 1);
+  out_shape.push_back(-1);
+  return pack_nibbles(codes).reshape(out_shape);
+}
+
+// INT4 / NF4 dequantize: the high and low nibbles' values, (blocks, block/2) each, interleaved back
+// into element order, cropped to numel and shaped as `shape` in dt.
+at::Tensor interleave_nibbles(const at::Tensor& hi, const at::Tensor& lo, int64_t numel,
+                              const std::vector<int64_t>& shape, at::ScalarType dt) {
+  at::Tensor inter = at::stack({hi.flatten(), lo.flatten()}, -1).reshape({-1});
+  return inter.slice(0, 0, numel).reshape(shape).to(dt);
+}
+
+// MXFP4 / MXFP8 quantize: x checked (float, last dim a multiple of the block) and packed on the host
+// by the mqk packer `pack` into codes (rows, cols / codes_per_byte) and one E8M0 byte per block
+// (rows, cols / block_size), x viewed as (rows, cols) over its last dim.
+using MxPacker = void (*)(const float*, int64_t, int64_t, int, uint8_t*, uint8_t*);
+std::pair<at::Tensor, at::Tensor> mx_pack(const at::Tensor& x, int64_t block_size, const char* what,
+                                          int64_t codes_per_byte, MxPacker pack) {
+  check_float(x, what);
+  MQ_CHECK(x.size(-1) % block_size == 0, what, ": last dim ", x.size(-1), " is not a multiple of the block ",
+           block_size);
+  at::Tensor xf = rows_f32(x);
+  const int64_t rows = xf.size(0), cols = xf.size(1);
+  at::Tensor codes = at::empty({rows, cols / codes_per_byte}, at::kByte);
+  at::Tensor scales = at::empty({rows, cols / block_size}, at::kByte);
+  pack(xf.data_ptr<float>(), rows, cols, static_cast<int>(block_size), codes.data_ptr<uint8_t>(),
+       scales.data_ptr<uint8_t>());
+  return {codes, scales};
+}
+
+// NVFP4 / MX dequantize with a host unpacker: the codes (as bytes) and the scales (uint8) come to the
+// host, `unpack(codes, scales, rows, cols, y)` fills y (rows, cols) fp32 over the last dim, which goes
+// back to data's device in dt.
+template <typename Unpack>
+at::Tensor host_dequantize(const QTensor& q, const at::Tensor& scale_bytes, at::ScalarType dt, Unpack unpack) {
+  const int64_t cols = q.shape.back();
+  const int64_t rows = c10::multiply_integers(q.shape) / cols;
+  at::Tensor p = q.data.contiguous().view(at::kByte).cpu();
+  at::Tensor s = scale_bytes.cpu();
+  at::Tensor y = at::empty({rows, cols}, at::kFloat);
+  unpack(p.data_ptr<uint8_t>(), s.data_ptr<uint8_t>(), rows, cols, y.data_ptr<float>());
+  return to_device_of(y.reshape(q.shape).to(dt), q.data);
+}
+
 }  // namespace
 
 std::string qformat_name(QFormat f) {
@@ -141,12 +205,8 @@ std::string qformat_name(QFormat f) {
 QTensor fp8_quantize(const at::Tensor& x, const std::optional<at::Tensor>& scales_in,
                      const std::optional<config::Axis>& axis, const std::optional<config::BlockSizes>& block_sizes) {
   check_float(x, "FP8 real quantization");
-  QTensor q;
-  q.format = QFormat::kFp8;
-  q.shape = x.sizes().vec();
-  q.dtype = x.scalar_type();
-  std::vector<std::pair<int64_t, int64_t>> dims;
-  if (block_sizes && !block_sizes->axes.empty()) dims = blocked_dims(*block_sizes, x.dim());
+  QTensor q = qtensor_for(x, QFormat::kFp8);
+  const auto dims = blocked_dims_of(block_sizes, x.dim());
   at::Tensor input = dims.empty() ? x : pad_blocks(x, dims);
   at::Tensor scales;
   if (scales_in) {
@@ -175,12 +235,8 @@ QTensor fp8_quantize(const at::Tensor& x, const std::optional<at::Tensor>& scale
 QTensor int8_quantize(const at::Tensor& x, const std::optional<config::Axis>& axis,
                       const std::optional<config::BlockSizes>& block_sizes) {
   check_float(x, "INT8 real quantization");
-  QTensor q;
-  q.format = QFormat::kInt8;
-  q.shape = x.sizes().vec();
-  q.dtype = x.scalar_type();
-  std::vector<std::pair<int64_t, int64_t>> dims;
-  if (block_sizes && !block_sizes->axes.empty()) dims = blocked_dims(*block_sizes, x.dim());
+  QTensor q = qtensor_for(x, QFormat::kInt8);
+  const auto dims = blocked_dims_of(block_sizes, x.dim());
   at::Tensor amax = dims.empty() ? axis_amax(x, axis) : block_amax(x, dims);
   at::Tensor scales = amax / 127.0;
   at::Tensor expanded = dims.empty() ? scales : expand_blocks(scales, dims);
@@ -194,11 +250,7 @@ QTensor int4_quantize(const at::Tensor& x, int64_t block_size) {
   check_float(x, "INT4 real quantization");
   MQ_CHECK(block_size > 0 && block_size % 2 == 0, "INT4 real quantization: block size must be even, got ", block_size);
   MQ_CHECK(x.size(-1) % 2 == 0, "Input tensor must have even number on last dimension.");
-  QTensor q;
-  q.format = QFormat::kInt4;
-  q.shape = x.sizes().vec();
-  q.dtype = x.scalar_type();
-  q.block_size = block_size;
+  QTensor q = qtensor_for(x, QFormat::kInt4, block_size);
   at::Tensor flat = pad_blocks(x.reshape({-1}), {{0, block_size}});
   at::Tensor blocks = flat.view({-1, block_size});
   // Python's `7 / tensor` is Tensor.__rtruediv__, i.e. reciprocal() * 7 (ATen's C++ Scalar / Tensor
@@ -213,29 +265,18 @@ QTensor int4_quantize(const at::Tensor& x, int64_t block_size) {
     const at::Tensor w = (v + 8).to(at::kFloat).flatten();
     const at::Tensor fl = at::floor(w);
     const at::Tensor code = (fl + (w - fl >= 0.5).to(at::kFloat)).to(at::kByte);
-    std::vector<int64_t> out_shape(q.shape.begin(), q.shape.end() - 1);
-    out_shape.push_back(-1);
-    q.data = pack_nibbles(code).reshape(out_shape);
-    q.scale = scales;
-    return q;
+    q.data = packed_nibbles_as(code, q.shape);
+  } else {
+    at::Tensor f = (blocks * scales).flatten().round().clamp(-8, 7) + 8;
+    q.data = packed_nibbles_as(f.to(at::kByte), q.shape);
   }
-  at::Tensor f = (blocks * scales).flatten().round().clamp(-8, 7) + 8;
-  at::Tensor u = f.to(at::kByte);
-  at::Tensor packed = at::bitwise_or(at::__lshift__(u.slice(0, 0, u.numel(), 2), 4), u.slice(0, 1, u.numel(), 2));
-  std::vector<int64_t> out_shape(q.shape.begin(), q.shape.end() - 1);
-  out_shape.push_back(-1);
-  q.data = packed.reshape(out_shape);
   q.scale = scales;
   return q;
 }
 
 QTensor nvfp4_quantize(const at::Tensor& x, int64_t block_size, const std::optional<at::Tensor>& global_amax) {
   check_float(x, "NVFP4 real quantization");
-  QTensor q;
-  q.format = QFormat::kNvfp4;
-  q.shape = x.sizes().vec();
-  q.dtype = x.scalar_type();
-  q.block_size = block_size;
+  QTensor q = qtensor_for(x, QFormat::kNvfp4, block_size);
   const float g = global_amax ? global_amax->to(at::kFloat).max().item<float>()
                               : reduce_amax(x, std::nullopt).to(at::kFloat).item<float>();
   at::Tensor xf = rows_f32(x);
@@ -255,42 +296,18 @@ QTensor nvfp4_quantize(const at::Tensor& x, int64_t block_size, const std::optio
 }
 
 QTensor mxfp4_quantize(const at::Tensor& x, int64_t block_size) {
-  check_float(x, "MXFP4 real quantization");
-  MQ_CHECK(x.size(-1) % block_size == 0, "MXFP4 real quantization: last dim ", x.size(-1),
-           " is not a multiple of the block ", block_size);
-  QTensor q;
-  q.format = QFormat::kMxfp4;
-  q.shape = x.sizes().vec();
-  q.dtype = x.scalar_type();
-  q.block_size = block_size;
-  at::Tensor xf = rows_f32(x);
-  const int64_t rows = xf.size(0), cols = xf.size(1);
-  at::Tensor packed = at::empty({rows, cols / 2}, at::kByte);
-  at::Tensor scales = at::empty({rows, cols / block_size}, at::kByte);
-  mqk::mxfp4_quantize_ref(xf.data_ptr<float>(), rows, cols, static_cast<int>(block_size), packed.data_ptr<uint8_t>(),
-                          scales.data_ptr<uint8_t>());
-  q.data = to_device_of(packed.reshape(last_dim_replaced(q.shape, cols / 2)), x);
+  auto [packed, scales] = mx_pack(x, block_size, "MXFP4 real quantization", 2, mqk::mxfp4_quantize_ref);
+  QTensor q = qtensor_for(x, QFormat::kMxfp4, block_size);
+  q.data = to_device_of(packed.reshape(last_dim_replaced(q.shape, packed.size(1))), x);
   q.scale = to_device_of(scales.reshape({-1, 1}), x);  // MXFP4QTensor: one E8M0 byte per block, (n_blocks, 1)
   return q;
 }
 
 QTensor mxfp8_quantize(const at::Tensor& x, int64_t block_size) {
-  check_float(x, "MXFP8 real quantization");
-  MQ_CHECK(x.size(-1) % block_size == 0, "MXFP8 real quantization: last dim ", x.size(-1),
-           " is not a multiple of the block ", block_size);
-  QTensor q;
-  q.format = QFormat::kMxfp8;
-  q.shape = x.sizes().vec();
-  q.dtype = x.scalar_type();
-  q.block_size = block_size;
-  at::Tensor xf = rows_f32(x);
-  const int64_t rows = xf.size(0), cols = xf.size(1);
-  at::Tensor data = at::empty({rows, cols}, at::kByte);
-  at::Tensor scales = at::empty({rows, cols / block_size}, at::kByte);
-  mqk::mxfp8_quantize_ref(xf.data_ptr<float>(), rows, cols, static_cast<int>(block_size), data.data_ptr<uint8_t>(),
-                          scales.data_ptr<uint8_t>());
+  auto [data, scales] = mx_pack(x, block_size, "MXFP8 real quantization", 1, mqk::mxfp8_quantize_ref);
+  QTensor q = qtensor_for(x, QFormat::kMxfp8, block_size);
   q.data = to_device_of(data.view(kFp8).reshape(q.shape), x);
-  q.scale = to_device_of(scales.reshape(last_dim_replaced(q.shape, cols / block_size)), x);
+  q.scale = to_device_of(scales.reshape(last_dim_replaced(q.shape, scales.size(1))), x);
   return q;
 }
 
@@ -298,11 +315,7 @@ QTensor nf4_quantize(const at::Tensor& x, int64_t block_size, int64_t scale_bloc
   check_float(x, "NF4 real quantization");
   MQ_CHECK(block_size > 0 && block_size % 2 == 0, "NF4: block size must be even, got ", block_size);
   MQ_CHECK(scale_block_size > 0, "NF4: scale block size must be positive, got ", scale_block_size);
-  QTensor q;
-  q.format = QFormat::kNf4;
-  q.shape = x.sizes().vec();
-  q.dtype = x.scalar_type();
-  q.block_size = block_size;
+  QTensor q = qtensor_for(x, QFormat::kNf4, block_size);
   at::Tensor flat = pad_blocks(x.reshape({-1}), {{0, block_size}});
   at::Tensor blocks = flat.view({-1, block_size});
   at::Tensor scales = reduce_amax(blocks, std::vector<int64_t>{-1}).view({blocks.size(0), -1});
@@ -363,10 +376,8 @@ at::Tensor QTensor::dequantize(std::optional<at::ScalarType> out_dtype) const {
       at::Tensor first = at::__rshift__(data, 4).to(at::kLong) - 8;
       at::Tensor second = at::bitwise_and(data, 0x0F).to(at::kLong) - 8;
       const at::Tensor sc = to_device_of(scale, data).view({-1, 1});
-      first = first.reshape({-1, block_size / 2}) / sc;
-      second = second.reshape({-1, block_size / 2}) / sc;
-      at::Tensor inter = at::stack({first.flatten(), second.flatten()}, -1).reshape({-1});
-      return inter.slice(0, 0, numel).reshape(shape).to(dt);
+      return interleave_nibbles(first.reshape({-1, block_size / 2}) / sc, second.reshape({-1, block_size / 2}) / sc,
+                                numel, shape, dt);
     }
     case QFormat::kNf4: {
       MQ_CHECK(double_scale.defined() && scale_zeros.defined(), "NF4QTensor: dequantize needs double_scale and scale_zeros");
@@ -382,37 +393,24 @@ at::Tensor QTensor::dequantize(std::optional<at::ScalarType> out_dtype) const {
       if (data.is_cuda()) s = s.to(at::kBFloat16);
       at::Tensor hi = lut.index({at::__rshift__(data, 4).to(at::kLong)});
       at::Tensor lo = lut.index({at::bitwise_and(data, 0x0F).to(at::kLong)});
-      hi = hi.reshape({-1, block_size / 2}) * s.view({-1, 1});
-      lo = lo.reshape({-1, block_size / 2}) * s.view({-1, 1});
-      at::Tensor inter = at::stack({hi.flatten(), lo.flatten()}, -1).reshape({-1});
-      return inter.slice(0, 0, numel).reshape(shape).to(dt);
+      return interleave_nibbles(hi.reshape({-1, block_size / 2}) * s.view({-1, 1}),
+                                lo.reshape({-1, block_size / 2}) * s.view({-1, 1}), numel, shape, dt);
     }
     case QFormat::kNvfp4: {
-      const int64_t cols = shape.back();
-      const int64_t rows = numel / cols;
-      // Host unpacker: the codes and scales come to the host, the result goes back to data's device.
-      at::Tensor p = data.contiguous().view(at::kByte).cpu();
-      at::Tensor s = scale.contiguous().view(at::kByte).cpu();
-      at::Tensor y = at::empty({rows, cols}, at::kFloat);
-      mqk::nvfp4_dequantize_ref(p.data_ptr<uint8_t>(), s.data_ptr<uint8_t>(), double_scale.to(at::kFloat).item<float>(),
-                                rows, cols, static_cast<int>(block_size), y.data_ptr<float>());
-      return to_device_of(y.reshape(shape).to(dt), data);
+      const at::Tensor s_bytes = scale.contiguous().view(at::kByte);  // e4m3 block scales
+      return host_dequantize(*this, s_bytes, dt,
+                             [&](const uint8_t* p, const uint8_t* s, int64_t rows, int64_t cols, float* y) {
+                               mqk::nvfp4_dequantize_ref(p, s, double_scale.to(at::kFloat).item<float>(), rows,
+                                                         cols, static_cast<int>(block_size), y);
+                             });
     }
     case QFormat::kMxfp4:
     case QFormat::kMxfp8: {
-      const int64_t cols = shape.back();
-      const int64_t rows = numel / cols;
-      at::Tensor p = data.contiguous().view(at::kByte).cpu();  // host unpacker, as for NVFP4
-      at::Tensor s = scale.contiguous().cpu();
-      at::Tensor y = at::empty({rows, cols}, at::kFloat);
-      if (format == QFormat::kMxfp4) {
-        mqk::mxfp4_dequantize_ref(p.data_ptr<uint8_t>(), s.data_ptr<uint8_t>(), rows, cols,
-                                  static_cast<int>(block_size), y.data_ptr<float>());
-      } else {
-        mqk::mxfp8_dequantize_ref(p.data_ptr<uint8_t>(), s.data_ptr<uint8_t>(), rows, cols,
-                                  static_cast<int>(block_size), y.data_ptr<float>());
-      }
-      return to_device_of(y.reshape(shape).to(dt), data);
+      const auto unpack = format == QFormat::kMxfp4 ? mqk::mxfp4_dequantize_ref : mqk::mxfp8_dequantize_ref;
+      return host_dequantize(*this, scale.contiguous(), dt,
+                             [&](const uint8_t* p, const uint8_t* s, int64_t rows, int64_t cols, float* y) {
+                               unpack(p, s, rows, cols, static_cast<int>(block_size), y);
+                             });
     }
   }
   MQ_THROW(::mq::InternalError, "unknown QFormat");
