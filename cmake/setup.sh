@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs everything mqdist needs on a fresh Debian 12 machine. Idempotent: a second run takes seconds.
-#   - Debian packages (Open MPI, HDF5, Boost.ProgramOptions, nlohmann-json, GoogleTest, ninja, ccache,
+#   - Debian packages (Open MPI, HDF5, Boost.ProgramOptions, nlohmann-json, libyaml, GoogleTest, ninja, ccache,
 #     Slurm + munge for the slurm/ template tests)
 #   - LibTorch from PyPI's torch==2.11.0 wheel (no Python deps), unpacked into $MQDIST_DEPS
 #     (default ~/.cache/mqdist), a location shared by every clone on the machine.
@@ -14,7 +14,7 @@ need_pkgs=()
 # slurm-wlm (slurmctld, slurmd, slurm-client) and munge: the single-node Slurm of tests/slurm. srun
 # --mpi=pmix loads libpmix.so from libpmix-dev (Debian's mpi_pmix plugin dlopens the unversioned name).
 for p in openmpi-bin libopenmpi-dev libhdf5-dev libboost-program-options-dev nlohmann-json3-dev \
-         libgtest-dev ninja-build ccache cmake g++ \
+         libgtest-dev ninja-build ccache cmake g++ libyaml-dev \
          slurm-wlm slurmctld slurmd slurm-client munge libpmix-dev; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need_pkgs+=("$p")
 done

@@ -5,6 +5,7 @@
 #include <sstream>
 
 #include "config/json_impl.hpp"
+#include "config/yaml_impl.hpp"
 #include "mq/config/json.hpp"
 #include "mq/config/presets.hpp"
 #include "mq/config/quantize_config.hpp"
@@ -30,11 +31,18 @@ std::string label_for(const fs::path& p) {
   return p.generic_string();
 }
 
-ojson read_json_file(const fs::path& p, const std::string& label) {
+bool is_yaml_path(const fs::path& p) {
+  const std::string e = p.extension().string();
+  return e == ".yaml" || e == ".yml";
+}
+
+// A JSON file, or a YAML file in ModelOpt's recipe form (detail::read_yaml_config).
+ojson read_config_file(const fs::path& p, const std::string& label) {
   std::ifstream in(p);
   if (!in) MQ_THROW(IoError, label, ": cannot open config file");
   std::stringstream ss;
   ss << in.rdbuf();
+  if (is_yaml_path(p)) return detail::read_yaml_config(ss.str(), label);
   try {
     return ojson::parse(ss.str());
   } catch (const nlohmann::json::parse_error& e) {
@@ -77,7 +85,7 @@ class Resolver {
     if (loading.count(key)) MQ_THROW(ConfigError, doc.label, ": $: circular import (the file imports itself)");
     loading.insert(key);
 
-    ojson raw = read_json_file(file, doc.label);
+    ojson raw = read_config_file(file, doc.label);
     ErrorContext root{doc.label, ""};
     ojson imports;
     if (raw.is_object()) {
@@ -199,16 +207,33 @@ std::optional<fs::path> find_config_file(const std::string& ref, const fs::path&
   } else {
     bases.push_back(base_dir / p);
     bases.push_back(configs_dir() / p);
+    // ModelOpt's built-in recipe root: its "configs/numerics/fp8" spelling finds the YAML twin there.
+    if (detail::yaml_supported()) bases.push_back(modelopt_recipes_dir() / p);
     bases.push_back(configs_dir().parent_path() / p);
   }
+  const std::string ext = p.extension().string();
+  const bool has_ext = ext == ".json" || ext == ".yaml" || ext == ".yml";
+  std::vector<std::string> suffixes{""};
+  if (!has_ext) {
+    suffixes.push_back(".json");
+    if (detail::yaml_supported()) {
+      suffixes.push_back(".yml");
+      suffixes.push_back(".yaml");
+    }
+  }
   for (const auto& b : bases) {
-    for (const fs::path& cand : {b, fs::path(b.string() + ".json")}) {
+    for (const std::string& suf : suffixes) {
+      const fs::path cand(b.string() + suf);
       std::error_code ec;
       if (fs::is_regular_file(cand, ec)) return cand.lexically_normal();
     }
   }
   return std::nullopt;
 }
+
+fs::path modelopt_recipes_dir() { return configs_dir() / "modelopt_recipes"; }
+
+bool yaml_supported() { return detail::yaml_supported(); }
 
 ConfigDocument load_config_document(const fs::path& file) { return Resolver{}.load(file, {}); }
 

@@ -80,7 +80,27 @@ std::vector<std::string> model_qformats() { return section_names("model"); }
 std::vector<std::string> kv_qformats() { return section_names("kv"); }
 
 QuantizeConfig load_quantize_config(const std::string& name_or_path) {
-  ConfigDocument doc = load_config_document(resolve_name_or_path(name_or_path));
+  fs::path file;
+  // A ModelOpt recipe directory (metadata.yml + quantize.yml): its quantize section.
+  std::error_code ec;
+  if (fs::is_directory(name_or_path, ec)) {
+    for (const char* n : {"quantize.yml", "quantize.yaml"})
+      if (fs::is_regular_file(fs::path(name_or_path) / n, ec)) file = fs::path(name_or_path) / n;
+    if (file.empty())
+      MQ_THROW(ConfigError, name_or_path, ": a recipe directory needs quantize.yml (or quantize.yaml)");
+  } else {
+    file = resolve_name_or_path(name_or_path);
+  }
+  ConfigDocument doc = load_config_document(file);
+  // A ModelOpt PTQ recipe file (ModelOptPTQRecipe: metadata + quantize): its quantize section.
+  if (doc.body.is_object() && doc.body.contains("metadata") && doc.body.contains("quantize")) {
+    ErrorContext ctx{doc.label, ""};
+    const auto& md = doc.body.at("metadata");
+    if (md.is_object() && md.contains("recipe_type") && md.at("recipe_type") != "ptq")
+      ctx.key("metadata").key("recipe_type").fail(detail::show(md.at("recipe_type")) +
+                                                  " recipe: only PTQ recipes (recipe_type: ptq) hold a QuantizeConfig");
+    return parse_quantize_config(doc.body.at("quantize"), ctx.key("quantize"));
+  }
   return parse_quantize_config(doc.body, ErrorContext{doc.label, ""});
 }
 

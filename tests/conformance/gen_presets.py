@@ -102,12 +102,42 @@ def main():
         d = dump_preset(load_config(path, schema_type=QuantizeConfig).model_dump(exclude_unset=True))
         presets[name] = {"source": f"recipe:{path}", "in_choices": False, **d}
 
+    # Every PTQ recipe shipped with ModelOpt (general/, huggingface/, models/: a YAML file or a
+    # directory with metadata.yml + quantize.yml), loaded by ModelOpt's own recipe loader; mqdist
+    # loads the same YAML (vendored verbatim in configs/modelopt_recipes) and must resolve it alike.
+    import importlib.resources
+    from modelopt.recipe import ModelOptPTQRecipe, load_recipe
+
+    root = importlib.resources.files("modelopt_recipes")
+    recipes = {}
+    for top in ("general", "huggingface", "models"):
+        base = os.path.join(str(root), top)
+        for dirpath, dirnames, filenames in sorted(os.walk(base)):
+            dirnames.sort()
+            rel_dir = os.path.relpath(dirpath, str(root))
+            cands = []
+            if "quantize.yml" in filenames or "quantize.yaml" in filenames:
+                cands.append(rel_dir)
+            cands += [os.path.join(rel_dir, f) for f in sorted(filenames) if f.endswith((".yml", ".yaml"))
+                      and f not in ("metadata.yml", "metadata.yaml", "quantize.yml", "quantize.yaml")]
+            for rel in cands:
+                try:
+                    r = load_recipe(os.path.join(str(root), rel))
+                except Exception as e:  # snippet files (no metadata) are not recipes
+                    print(f"not a recipe: {rel}: {type(e).__name__}", file=sys.stderr)
+                    continue
+                if not isinstance(r, ModelOptPTQRecipe):
+                    continue
+                q = r.quantize.model_dump(exclude_unset=True)
+                recipes[rel] = {"recipe_type": "ptq", **dump_preset(q)}
+
     doc = {
         "generator": "tests/conformance/gen_presets.py",
         "torch_version": torch.__version__,
         "modelopt_version": modelopt.__version__,
         "num_choices": len(mtq.config.choices),
         "presets": presets,
+        "recipes": recipes,
     }
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:

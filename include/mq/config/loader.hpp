@@ -1,5 +1,7 @@
 #pragma once
 /// JSON config files with `$import` composition (ModelOpt's recipe loader, reference §1.4, in JSON).
+/// ".yaml" / ".yml" files are read as ModelOpt's own YAML (PyYAML safe_load types, the
+/// `# modelopt-schema:` preamble, the imports + list two-document form) and then resolved alike.
 ///
 /// A file is a JSON value. An object may carry these directives, which are removed from the body:
 ///   "$schema": "QuantizeConfig" | "QuantizerCfgListConfig" | "QuantizerCfgEntry" |
@@ -44,9 +46,17 @@ struct ConfigDocument {
 ConfigDocument load_config_document(const std::filesystem::path& file);
 
 /// Finds a config file as ModelOpt's loader does: `ref` as given (absolute, or relative to
-/// `base_dir`), then under the configs dir, then under its parent; each with and without ".json".
-/// std::nullopt when none exists.
+/// `base_dir`), then under the configs dir, then under ModelOpt's recipe root
+/// (modelopt_recipes_dir()), then under the configs dir's parent; each as given and, without an
+/// extension, with ".json", ".yml", ".yaml". std::nullopt when none exists.
 std::optional<std::filesystem::path> find_config_file(const std::string& ref,
                                                       const std::filesystem::path& base_dir);
+
+/// True when this build reads YAML config files (libyaml was found at build time).
+bool yaml_supported();
+
+/// `<configs>/modelopt_recipes`: ModelOpt 0.47.0's recipe YAML, vendored verbatim (the built-in
+/// recipe library ModelOpt resolves "configs/..." and "general/ptq/..." against).
+std::filesystem::path modelopt_recipes_dir();
 
 }  // namespace mq::config
