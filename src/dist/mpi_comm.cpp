@@ -15,6 +15,7 @@
 #include <sstream>
 
 #include "collective_check_impl.hpp"
+#include "row_blocks_impl.hpp"
 
 namespace mq::dist {
 
@@ -102,6 +103,24 @@ int to_int(int64_t v, const char* what) {
   return static_cast<int>(v);
 }
 
+// f(off, m) for the consecutive pieces [off, off + m) of [0, n), `piece` long but the last.
+template <typename F>
+void for_each_piece(int64_t n, int64_t piece, F&& f) {
+  for (int64_t off = 0; off < n; off += piece) f(off, static_cast<int>(std::min(piece, n - off)));
+}
+
+// MPI counts and displacements (elements) of consecutive blocks of rows, row_elems elements a row.
+struct RowCounts {
+  std::vector<int> cnt, displ;
+  int64_t total = 0;  // rows so far
+
+  void add(int64_t rows, int64_t row_elems, const char* what) {
+    cnt.push_back(to_int(rows * row_elems, what));
+    displ.push_back(to_int(total * row_elems, what));
+    total += rows;
+  }
+};
+
 template <typename A>
 A combine(A a, A b, ReduceOp op) {
   switch (op) {
@@ -170,6 +189,49 @@ std::string validate_host(const at::Tensor& t, const char* what) {
   return {};
 }
 
+// This rank's error in the arguments of a reduction ("" when none): the tensor, op for its dtype
+// and, for a rooted one (root >= 0 asked by has_root), the root among `size` ranks.
+std::string reduction_error(const at::Tensor& t, ReduceOp op, const char* what, bool has_root,
+                            int root, int size) {
+  std::string err = validate_host(t, what);
+  if (err.empty()) {
+    try {
+      check_reduce_dtype(t.scalar_type(), op, what);
+      if (has_root)
+        MQ_CHECK(root >= 0 && root < size, what, ": root ", root, " is outside [0, ", size, ")");
+    } catch (const Error& e) {
+      err = e.what();
+    }
+  }
+  return err;
+}
+
+// A contiguous host tensor's storage as the chunked reductions walk it.
+struct HostBuffer {
+  at::ScalarType st;
+  MPI_Datatype dt;
+  int64_t n;  // elements
+  size_t es;  // bytes per element
+  char* base;
+
+  explicit HostBuffer(at::Tensor& t)
+      : st(t.scalar_type()),
+        dt(mpi_type(st)),
+        n(t.numel()),
+        es(t.element_size()),
+        base(static_cast<char*>(t.data_ptr())) {}
+  char* at(int64_t off) const { return base + off * es; }
+};
+
+// A duplicate of `base` (MPI_COMM_WORLD / MPI_COMM_SELF), which needs MPI initialised.
+MPI_Comm dup_of(MPI_Comm base, const char* what) {
+  MQ_CHECK(mpi_live(), what,
+           ": MPI is not initialised (create mq::dist::MpiRuntime in main first)");
+  MPI_Comm c = MPI_COMM_NULL;
+  MQ_MPI_CHECK(MPI_Comm_dup(base, &c));
+  return c;
+}
+
 std::string hostname() {
   char buf[256] = {0};
   if (gethostname(buf, sizeof(buf) - 1) != 0) return "?";
@@ -225,21 +287,9 @@ MpiComm::MpiComm(MPI_Comm comm, bool owned) : comm_(comm), owned_(owned) {
   MQ_MPI_CHECK(MPI_Comm_size(comm_, &size_));
 }
 
-MpiComm MpiComm::world() {
-  MQ_CHECK(mpi_live(),
-           "MpiComm::world: MPI is not initialised (create mq::dist::MpiRuntime in main first)");
-  MPI_Comm c = MPI_COMM_NULL;
-  MQ_MPI_CHECK(MPI_Comm_dup(MPI_COMM_WORLD, &c));
-  return MpiComm(c, true);
-}
+MpiComm MpiComm::world() { return MpiComm(dup_of(MPI_COMM_WORLD, "MpiComm::world"), true); }
 
-MpiComm MpiComm::self() {
-  MQ_CHECK(mpi_live(),
-           "MpiComm::self: MPI is not initialised (create mq::dist::MpiRuntime in main first)");
-  MPI_Comm c = MPI_COMM_NULL;
-  MQ_MPI_CHECK(MPI_Comm_dup(MPI_COMM_SELF, &c));
-  return MpiComm(c, true);
-}
+MpiComm MpiComm::self() { return MpiComm(dup_of(MPI_COMM_SELF, "MpiComm::self"), true); }
 
 void MpiComm::reset() noexcept {
   if (owned_ && comm_ != MPI_COMM_NULL && mpi_live()) MPI_Comm_free(&comm_);
@@ -339,27 +389,16 @@ bool MpiComm::all(bool value) const { return all_reduce_int64(value ? 1 : 0, Red
 void MpiComm::all_reduce(at::Tensor& t, ReduceOp op) const {
   check_valid("all_reduce");
   const char* what = "MpiComm::all_reduce";
-  std::string err = validate_host(t, what);
-  if (err.empty()) {
-    try {
-      check_reduce_dtype(t.scalar_type(), op, what);
-    } catch (const Error& e) {
-      err = e.what();
-    }
-  }
+  const std::string err = reduction_error(t, op, what, false, -1, size_);
   agree_on_signature(*this, what, err,
                      make_signature(err.empty() ? &t : nullptr, static_cast<int>(op), -1, false));
 
-  const at::ScalarType st = t.scalar_type();
-  const MPI_Datatype dt = mpi_type(st);
-  const int64_t n = t.numel();
-  const size_t es = t.element_size();
-  char* base = static_cast<char*>(t.data_ptr());
-  if (!is_floating(st)) {
-    for (int64_t off = 0; off < n; off += kChunk) {
-      const int m = static_cast<int>(std::min(kChunk, n - off));
-      MQ_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, base + off * es, m, dt, mpi_int_op(op), comm_));
-    }
+  const HostBuffer b(t);
+  const MPI_Datatype dt = b.dt;
+  if (!is_floating(b.st)) {
+    for_each_piece(b.n, kChunk, [&](int64_t off, int m) {
+      MQ_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, b.at(off), m, dt, mpi_int_op(op), comm_));
+    });
     return;
   }
   // Slice j of each chunk goes to rank j, which folds the size_ copies in rank order; the folded
@@ -367,8 +406,7 @@ void MpiComm::all_reduce(at::Tensor& t, ReduceOp op) const {
   const int w = size_;
   std::vector<int> cnt(w), displ(w), rcnt(w), rdispl(w);
   std::vector<char> recv;
-  for (int64_t off = 0; off < n; off += kChunk) {
-    const int m = static_cast<int>(std::min(kChunk, n - off));
+  for_each_piece(b.n, kChunk, [&](int64_t off, int m) {
     for (int j = 0, acc = 0; j < w; ++j) {
       cnt[j] = m / w + (j < m % w ? 1 : 0);
       displ[j] = acc;
@@ -379,56 +417,42 @@ void MpiComm::all_reduce(at::Tensor& t, ReduceOp op) const {
       rcnt[i] = mine;
       rdispl[i] = i * mine;
     }
-    recv.resize(static_cast<size_t>(mine) * w * es);
-    char* chunk = base + off * es;
+    recv.resize(static_cast<size_t>(mine) * w * b.es);
+    char* chunk = b.at(off);
     MQ_MPI_CHECK(MPI_Alltoallv(chunk, cnt.data(), displ.data(), dt, recv.data(), rcnt.data(),
                                rdispl.data(), dt, comm_));
-    fold_dispatch(st, recv.data(), chunk + static_cast<size_t>(displ[rank_]) * es, mine, w, mine,
-                  op);
+    fold_dispatch(b.st, recv.data(), chunk + static_cast<size_t>(displ[rank_]) * b.es, mine, w,
+                  mine, op);
     MQ_MPI_CHECK(MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, chunk, cnt.data(), displ.data(),
                                 dt, comm_));
-  }
+  });
 }
 
 void MpiComm::reduce(at::Tensor& t, ReduceOp op, int root) const {
   check_valid("reduce");
   const char* what = "MpiComm::reduce";
-  std::string err = validate_host(t, what);
-  if (err.empty()) {
-    try {
-      check_reduce_dtype(t.scalar_type(), op, what);
-      MQ_CHECK(root >= 0 && root < size_, what, ": root ", root, " is outside [0, ", size_, ")");
-    } catch (const Error& e) {
-      err = e.what();
-    }
-  }
+  const std::string err = reduction_error(t, op, what, true, root, size_);
   agree_on_signature(*this, what, err,
                      make_signature(err.empty() ? &t : nullptr, static_cast<int>(op), root, false));
 
-  const at::ScalarType st = t.scalar_type();
-  const MPI_Datatype dt = mpi_type(st);
-  const int64_t n = t.numel();
-  const size_t es = t.element_size();
-  char* base = static_cast<char*>(t.data_ptr());
-  if (!is_floating(st)) {
-    for (int64_t off = 0; off < n; off += kChunk) {
-      const int m = static_cast<int>(std::min(kChunk, n - off));
-      void* p = base + off * es;
+  const HostBuffer b(t);
+  const MPI_Datatype dt = b.dt;
+  if (!is_floating(b.st)) {
+    for_each_piece(b.n, kChunk, [&](int64_t off, int m) {
+      void* p = b.at(off);
       MQ_MPI_CHECK(
           MPI_Reduce(rank_ == root ? MPI_IN_PLACE : p, p, m, dt, mpi_int_op(op), root, comm_));
-    }
+    });
     return;
   }
   const int w = size_;
-  const int64_t chunk = std::max<int64_t>(1, kChunk / w);
   std::vector<char> recv;
-  for (int64_t off = 0; off < n; off += chunk) {
-    const int m = static_cast<int>(std::min(chunk, n - off));
-    char* p = base + off * es;
-    if (rank_ == root) recv.resize(static_cast<size_t>(m) * w * es);
+  for_each_piece(b.n, std::max<int64_t>(1, kChunk / w), [&](int64_t off, int m) {
+    char* p = b.at(off);
+    if (rank_ == root) recv.resize(static_cast<size_t>(m) * w * b.es);
     MQ_MPI_CHECK(MPI_Gather(p, m, dt, rank_ == root ? recv.data() : nullptr, m, dt, root, comm_));
-    if (rank_ == root) fold_dispatch(st, recv.data(), p, m, w, m, op);
-  }
+    if (rank_ == root) fold_dispatch(b.st, recv.data(), p, m, w, m, op);
+  });
 }
 
 void MpiComm::broadcast(at::Tensor& t, int root) const {
@@ -440,11 +464,9 @@ void MpiComm::broadcast(at::Tensor& t, int root) const {
   agree_on_signature(*this, what, err, make_signature(err.empty() ? &t : nullptr, -1, root, false));
   const int64_t bytes = t.numel() * static_cast<int64_t>(t.element_size());
   char* base = static_cast<char*>(t.data_ptr());
-  constexpr int64_t kBytes = int64_t{1} << 30;
-  for (int64_t off = 0; off < bytes; off += kBytes) {
-    const int m = static_cast<int>(std::min(kBytes, bytes - off));
+  for_each_piece(bytes, int64_t{1} << 30, [&](int64_t off, int m) {
     MQ_MPI_CHECK(MPI_Bcast(base + off, m, MPI_BYTE, root, comm_));
-  }
+  });
 }
 
 at::Tensor MpiComm::all_gather(const at::Tensor& t) const {
@@ -471,23 +493,13 @@ std::vector<at::Tensor> MpiComm::all_gather_v(const at::Tensor& t) const {
   agree_on_signature(*this, what, err, make_signature(err.empty() ? &t : nullptr, -1, -1, true));
   const std::vector<int64_t> rows = all_gather_int64(t.size(0));
   const int64_t row_elems = row_numel(t);
-  std::vector<int> cnt(size_), displ(size_);
-  int64_t total = 0;
-  for (int i = 0; i < size_; ++i) {
-    cnt[i] = to_int(rows[i] * row_elems, what);
-    displ[i] = to_int(total * row_elems, what);
-    total += rows[i];
-  }
-  std::vector<int64_t> shape(t.sizes().begin(), t.sizes().end());
-  shape[0] = total;
-  at::Tensor out = at::empty(shape, t.options());
+  RowCounts c;
+  for (int i = 0; i < size_; ++i) c.add(rows[i], row_elems, what);
+  at::Tensor out = empty_rows(t, c.total);
   const MPI_Datatype dt = mpi_type(t.scalar_type());
-  MQ_MPI_CHECK(MPI_Allgatherv(t.data_ptr(), cnt[rank_], dt, out.data_ptr(), cnt.data(),
-                              displ.data(), dt, comm_));
-  std::vector<at::Tensor> parts;
-  for (int i = 0, r0 = 0; i < size_; r0 += static_cast<int>(rows[i]), ++i)
-    parts.push_back(out.narrow(0, r0, rows[i]));
-  return parts;
+  MQ_MPI_CHECK(MPI_Allgatherv(t.data_ptr(), c.cnt[rank_], dt, out.data_ptr(), c.cnt.data(),
+                              c.displ.data(), dt, comm_));
+  return split_rows(out, rows);
 }
 
 at::Tensor MpiComm::all_to_all(const at::Tensor& t) const {
@@ -532,27 +544,17 @@ std::vector<at::Tensor> MpiComm::all_to_all_v(const std::vector<at::Tensor>& sen
   for (int j = 0; j < size_; ++j) srows[j] = send[j].size(0);
   MQ_MPI_CHECK(MPI_Alltoall(srows.data(), 1, MPI_INT64_T, rrows.data(), 1, MPI_INT64_T, comm_));
   const int64_t row_elems = row_numel(send[0]);
-  std::vector<int> scnt(size_), sdispl(size_), rcnt(size_), rdispl(size_);
-  int64_t stotal = 0, rtotal = 0;
+  RowCounts sc, rc;
   for (int j = 0; j < size_; ++j) {
-    scnt[j] = to_int(srows[j] * row_elems, what);
-    sdispl[j] = to_int(stotal * row_elems, what);
-    stotal += srows[j];
-    rcnt[j] = to_int(rrows[j] * row_elems, what);
-    rdispl[j] = to_int(rtotal * row_elems, what);
-    rtotal += rrows[j];
+    sc.add(srows[j], row_elems, what);
+    rc.add(rrows[j], row_elems, what);
   }
   const at::Tensor packed = at::cat(send, 0);
-  std::vector<int64_t> shape(send[0].sizes().begin(), send[0].sizes().end());
-  shape[0] = rtotal;
-  at::Tensor out = at::empty(shape, send[0].options());
+  at::Tensor out = empty_rows(send[0], rc.total);
   const MPI_Datatype dt = mpi_type(send[0].scalar_type());
-  MQ_MPI_CHECK(MPI_Alltoallv(packed.data_ptr(), scnt.data(), sdispl.data(), dt, out.data_ptr(),
-                             rcnt.data(), rdispl.data(), dt, comm_));
-  std::vector<at::Tensor> parts;
-  for (int i = 0, r0 = 0; i < size_; r0 += static_cast<int>(rrows[i]), ++i)
-    parts.push_back(out.narrow(0, r0, rrows[i]));
-  return parts;
+  MQ_MPI_CHECK(MPI_Alltoallv(packed.data_ptr(), sc.cnt.data(), sc.displ.data(), dt, out.data_ptr(),
+                             rc.cnt.data(), rc.displ.data(), dt, comm_));
+  return split_rows(out, rrows);
 }
 
 // ---- point to point
@@ -565,17 +567,15 @@ constexpr int64_t kStringMessage = 0x6d71537472696e67;  // "mqString"
 constexpr int64_t kPieceBytes = int64_t{1} << 30;
 
 void send_payload(const char* p, int64_t bytes, int dest, int tag, MPI_Comm comm) {
-  for (int64_t off = 0; off < bytes; off += kPieceBytes) {
-    const int m = static_cast<int>(std::min(kPieceBytes, bytes - off));
+  for_each_piece(bytes, kPieceBytes, [&](int64_t off, int m) {
     MQ_MPI_CHECK(MPI_Send(p + off, m, MPI_BYTE, dest, tag, comm));
-  }
+  });
 }
 
 void recv_payload(char* p, int64_t bytes, int source, int tag, MPI_Comm comm) {
-  for (int64_t off = 0; off < bytes; off += kPieceBytes) {
-    const int m = static_cast<int>(std::min(kPieceBytes, bytes - off));
+  for_each_piece(bytes, kPieceBytes, [&](int64_t off, int m) {
     MQ_MPI_CHECK(MPI_Recv(p + off, m, MPI_BYTE, source, tag, comm, MPI_STATUS_IGNORE));
-  }
+  });
 }
 
 std::vector<int64_t> recv_header(int source, int tag, MPI_Comm comm, const char* what) {
@@ -598,17 +598,28 @@ void drain_payload(const std::vector<int64_t>& h, int source, int tag, MPI_Comm 
   if (h[0] == kTensorMessage && h.size() >= 4) bytes = h.back();
   std::vector<char> sink(
       static_cast<size_t>(std::min<int64_t>(std::max<int64_t>(bytes, 0), kPieceBytes)));
-  for (int64_t off = 0; off < bytes; off += kPieceBytes) {
-    const int m = static_cast<int>(std::min(kPieceBytes, bytes - off));
+  for_each_piece(bytes, kPieceBytes, [&](int64_t, int m) {
     MQ_MPI_CHECK(MPI_Recv(sink.data(), m, MPI_BYTE, source, tag, comm, MPI_STATUS_IGNORE));
-  }
+  });
+}
+
+// A receive whose header `h` is not of the kind it expects (ok false) drains the payload and fails.
+void expect_message(const std::vector<int64_t>& h, bool ok, const char* kind, int source, int tag,
+                    MPI_Comm comm, const char* what) {
+  if (ok) return;
+  drain_payload(h, source, tag, comm);
+  MQ_THROW(Error, what, ": the message from rank ", source, " tag ", tag, " is not ", kind);
+}
+
+void check_peer(int peer, int size, const char* what, const char* role) {
+  MQ_CHECK(peer >= 0 && peer < size, what, ": ", role, " ", peer, " is outside [0, ", size, ")");
 }
 
 }  // namespace
 
 void MpiComm::send(const at::Tensor& t, int dest, int tag) const {
   check_valid("send");
-  MQ_CHECK(dest >= 0 && dest < size_, "MpiComm::send: dest ", dest, " is outside [0, ", size_, ")");
+  check_peer(dest, size_, "MpiComm::send", "dest");
   MQ_CHECK(t.defined(), "MpiComm::send: tensor is undefined");
   MQ_CHECK(t.device().is_cpu(), "MpiComm::send: MpiComm takes host tensors, got one on ",
            t.device());
@@ -625,14 +636,12 @@ void MpiComm::send(const at::Tensor& t, int dest, int tag) const {
 at::Tensor MpiComm::recv(int source, int tag) const {
   check_valid("recv");
   const char* what = "MpiComm::recv";
-  MQ_CHECK(source >= 0 && source < size_, what, ": source ", source, " is outside [0, ", size_,
-           ")");
+  check_peer(source, size_, what, "source");
   const std::vector<int64_t> h = recv_header(source, tag, comm_, what);
-  if (!(h[0] == kTensorMessage && h.size() >= 4 && h[2] >= 0 &&
-        static_cast<int64_t>(h.size()) == 4 + h[2])) {
-    drain_payload(h, source, tag, comm_);
-    MQ_THROW(Error, what, ": the message from rank ", source, " tag ", tag, " is not a tensor");
-  }
+  expect_message(h,
+                 h[0] == kTensorMessage && h.size() >= 4 && h[2] >= 0 &&
+                     static_cast<int64_t>(h.size()) == 4 + h[2],
+                 "a tensor", source, tag, comm_, what);
   MQ_CHECK(h[1] >= 0 && h[1] < static_cast<int64_t>(at::ScalarType::NumOptions), what, ": rank ",
            source, " announced an unknown dtype code ", h[1]);
   const auto st = static_cast<at::ScalarType>(h[1]);
@@ -647,8 +656,7 @@ at::Tensor MpiComm::recv(int source, int tag) const {
 
 void MpiComm::send_string(std::string_view s, int dest, int tag) const {
   check_valid("send_string");
-  MQ_CHECK(dest >= 0 && dest < size_, "MpiComm::send_string: dest ", dest, " is outside [0, ",
-           size_, ")");
+  check_peer(dest, size_, "MpiComm::send_string", "dest");
   int64_t h[2] = {kStringMessage, static_cast<int64_t>(s.size())};
   MQ_MPI_CHECK(MPI_Send(h, 2, MPI_INT64_T, dest, tag, comm_));
   send_payload(s.data(), static_cast<int64_t>(s.size()), dest, tag, comm_);
@@ -657,13 +665,10 @@ void MpiComm::send_string(std::string_view s, int dest, int tag) const {
 std::string MpiComm::recv_string(int source, int tag) const {
   check_valid("recv_string");
   const char* what = "MpiComm::recv_string";
-  MQ_CHECK(source >= 0 && source < size_, what, ": source ", source, " is outside [0, ", size_,
-           ")");
+  check_peer(source, size_, what, "source");
   const std::vector<int64_t> h = recv_header(source, tag, comm_, what);
-  if (!(h[0] == kStringMessage && h.size() == 2 && h[1] >= 0)) {
-    drain_payload(h, source, tag, comm_);
-    MQ_THROW(Error, what, ": the message from rank ", source, " tag ", tag, " is not a string");
-  }
+  expect_message(h, h[0] == kStringMessage && h.size() == 2 && h[1] >= 0, "a string", source, tag,
+                 comm_, what);
   std::string s(static_cast<size_t>(h[1]), '\0');
   recv_payload(s.data(), h[1], source, tag, comm_);
   return s;

@@ -10,6 +10,9 @@
 #if defined(MQ_TORCH_CUDA)
 #include <ATen/cuda/CUDAContext.h>
 #endif
+
+#include "collective_check_impl.hpp"
+#include "row_blocks_impl.hpp"
 #endif
 
 namespace mq::dist {
@@ -80,12 +83,6 @@ cudaStream_t current_stream(int device) {
   MQ_THROW(NcclError,
            "NcclComm: device tensors need LibTorch's CUDA backend (build with MQ_TORCH_CUDA=ON)");
 #endif
-}
-
-int64_t rows_numel(const at::Tensor& t) {
-  int64_t n = 1;
-  for (int64_t d = 1; d < t.dim(); ++d) n *= t.size(d);
-  return n;
 }
 
 }  // namespace
@@ -254,12 +251,10 @@ std::vector<at::Tensor> NcclComm::all_gather_v(const at::Tensor& t,
   MQ_CHECK(t.dim() >= 1 && static_cast<int>(rows.size()) == size_ && rows[rank_] == t.size(0),
            "NcclComm::all_gather_v: rows must list every rank's dim 0 (this rank's is ",
            t.dim() ? t.size(0) : -1, ")");
-  const int64_t re = rows_numel(t);
+  const int64_t re = row_numel(t);
   int64_t total = 0;
   for (int64_t r : rows) total += r;
-  std::vector<int64_t> shape(t.sizes().begin(), t.sizes().end());
-  shape[0] = total;
-  at::Tensor out = at::empty(shape, t.options());
+  at::Tensor out = empty_rows(t, total);
   const ncclDataType_t dt = nccl_type(t.scalar_type());
   const cudaStream_t s = current_stream(device_);
   const size_t es = t.element_size();
@@ -272,10 +267,7 @@ std::vector<at::Tensor> NcclComm::all_gather_v(const at::Tensor& t,
     off += rows[i];
   }
   MQ_NCCL_CHECK(ncclGroupEnd());
-  std::vector<at::Tensor> parts;
-  off = 0;
-  for (int i = 0; i < size_; off += rows[i], ++i) parts.push_back(out.narrow(0, off, rows[i]));
-  return parts;
+  return split_rows(out, rows);
 }
 
 at::Tensor NcclComm::all_to_all(const at::Tensor& t) {
@@ -304,12 +296,10 @@ std::vector<at::Tensor> NcclComm::all_to_all_v(const std::vector<at::Tensor>& se
            "NcclComm::all_to_all_v: need one send tensor and one receive count per rank (", size_,
            ")");
   for (const auto& t : send) check(t, "NcclComm::all_to_all_v");
-  const int64_t re = rows_numel(send[0]);
+  const int64_t re = row_numel(send[0]);
   int64_t total = 0;
   for (int64_t r : recv_rows) total += r;
-  std::vector<int64_t> shape(send[0].sizes().begin(), send[0].sizes().end());
-  shape[0] = total;
-  at::Tensor out = at::empty(shape, send[0].options());
+  at::Tensor out = empty_rows(send[0], total);
   const ncclDataType_t dt = nccl_type(send[0].scalar_type());
   const cudaStream_t s = current_stream(device_);
   const size_t es = send[0].element_size();
@@ -324,11 +314,7 @@ std::vector<at::Tensor> NcclComm::all_to_all_v(const std::vector<at::Tensor>& se
     off += recv_rows[j];
   }
   MQ_NCCL_CHECK(ncclGroupEnd());
-  std::vector<at::Tensor> parts;
-  off = 0;
-  for (int i = 0; i < size_; off += recv_rows[i], ++i)
-    parts.push_back(out.narrow(0, off, recv_rows[i]));
-  return parts;
+  return split_rows(out, recv_rows);
 }
 
 #else  // no NCCL in this build: the class exists so that callers need no #if, and says why it
