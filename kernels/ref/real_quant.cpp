@@ -54,6 +54,48 @@ void load_block(const float* row, int64_t c0, int64_t cols, float (&buf)[kBlock]
   for (int i = 0; i < kBlock; ++i) buf[i] = c0 + i < cols ? row[c0 + i] : 0.0f;
 }
 
+// fn(kb, r, b, v) for every block b of every row r of x (rows, cols): kb the block size as an
+// integral_constant (8, 16 or 32), v the block's values zero-padded past cols.
+template <typename Fn>
+void for_each_fp4_block(const char* fn_name, const float* x, int64_t rows, int64_t cols, int block, Fn&& fn) {
+  check_shape(fn_name, rows, cols);
+  const int64_t nb = (cols + block - 1) / block;
+  dispatch_fp4_block(fn_name, block, [&](auto kb) {
+    constexpr int B = decltype(kb)::value;
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t b = 0; b < nb; ++b) {
+        float v[B];
+        load_block<B>(x + r * cols, b * B, cols, v);
+        fn(kb, r, b, v);
+      }
+  });
+}
+
+// y (rows, cols) = value_of(code) * scale_of(block index r * nb + c / block) for the 4-bit codes
+// packed two a byte, low nibble first, (rows, ceil(cols / 2)).
+template <typename ScaleOf, typename ValueOf>
+void dequantize_nibble_rows(const char* fn_name, const uint8_t* packed, int64_t rows, int64_t cols, int block,
+                            ScaleOf&& scale_of, ValueOf&& value_of, float* y) {
+  check_shape(fn_name, rows, cols);
+  if (block <= 0 || block % 2) bad_block(fn_name, block);
+  const int64_t row_bytes = (cols + 1) / 2, nb = (cols + block - 1) / block;
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c) {
+      const int nib = (packed[r * row_bytes + c / 2] >> ((c & 1) * 4)) & 0xf;
+      const float s = scale_of(r * nb + c / block);
+      y[r * cols + c] = value_of(nib) * s;
+    }
+}
+
+// E8M0 block scale: 2^(e - 127), 0xff is NaN.
+float e8m0_scale(uint8_t e) { return e == 0xff ? detail::float_of(0x7fc00000u) : pow2f(e - kE8M0Bias); }
+
+// Two elements a byte, the first in the low nibble.
+template <int kBlock, typename Nibble>
+void pack_nibble_pairs(const float (&v)[kBlock], uint8_t (&qs)[kBlock / 2], Nibble&& nibble) {
+  for (int j = 0; j < kBlock / 2; ++j) qs[j] = static_cast<uint8_t>(nibble(v[2 * j]) | (nibble(v[2 * j + 1]) << 4));
+}
+
 float absmax_of(const float* v, int64_t n) {
   float m = 0.0f;
   for (int64_t i = 0; i < n; ++i) m = detail::absmax_update(m, v[i]);
@@ -80,8 +122,7 @@ Nvfp4Block<kBlock> nvfp4_pack_block(const float (&v)[kBlock], uint8_t scale_bits
   Nvfp4Block<kBlock> blk{};
   blk.scale_e4m3 = scale_bits;
   const float denom = detail::e4m3_value_of_bits(scale_bits) * wsf2;
-  for (int j = 0; j < kBlock / 2; ++j)
-    blk.qs[j] = static_cast<uint8_t>(nvfp4_nibble(v[2 * j] / denom) | (nvfp4_nibble(v[2 * j + 1] / denom) << 4));
+  pack_nibble_pairs<kBlock>(v, blk.qs, [&](float e) { return nvfp4_nibble(e / denom); });
   return blk;
 }
 
@@ -100,17 +141,11 @@ void store_nibble_block(const Block& blk, int64_t r, int64_t b, int64_t cols, in
 template <typename ScaleOfBlock>
 float nvfp4_quantize_impl(const char* fn_name, const float* x, int64_t rows, int64_t cols, int block,
                           float wsf2, ScaleOfBlock&& scale_of_block, uint8_t* packed, uint8_t* scales) {
-  check_shape(fn_name, rows, cols);
   const int64_t nb = (cols + block - 1) / block;
-  dispatch_fp4_block(fn_name, block, [&](auto kb) {
+  for_each_fp4_block(fn_name, x, rows, cols, block, [&](auto kb, int64_t r, int64_t b, const auto& v) {
     constexpr int B = decltype(kb)::value;
-    for (int64_t r = 0; r < rows; ++r)
-      for (int64_t b = 0; b < nb; ++b) {
-        float v[B];
-        load_block<B>(x + r * cols, b * B, cols, v);
-        const uint8_t s = scale_of_block(r * nb + b, absmax_of(v, B));
-        store_nibble_block(nvfp4_pack_block<B>(v, s, wsf2), r, b, cols, B, s, packed, scales);
-      }
+    const uint8_t s = scale_of_block(r * nb + b, absmax_of(v, B));
+    store_nibble_block(nvfp4_pack_block<B>(v, s, wsf2), r, b, cols, B, s, packed, scales);
   });
   return wsf2;
 }
@@ -155,87 +190,67 @@ float nvfp4_static_quantize_ref(const float* x, int64_t rows, int64_t cols, int 
 
 void nvfp4_dequantize_ref(const uint8_t* packed, const uint8_t* scales_e4m3, float scale_2,
                           int64_t rows, int64_t cols, int block, float* y) {
-  check_shape("nvfp4_dequantize_ref", rows, cols);
-  if (block <= 0 || block % 2) bad_block("nvfp4_dequantize_ref", block);
-  const int64_t row_bytes = (cols + 1) / 2, nb = (cols + block - 1) / block;
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t c = 0; c < cols; ++c) {
-      const int nib = (packed[r * row_bytes + c / 2] >> ((c & 1) * 4)) & 0xf;
+  dequantize_nibble_rows(
+      "nvfp4_dequantize_ref", packed, rows, cols, block,
       // One fp32 scale s8 * scale_2, as the fake-quant block scale, so dequantize(quantize(x)) equals
       // the fake quant whenever both pick the same block scale.
-      const float s = detail::e4m3_value_of_bits(scales_e4m3[r * nb + c / block]) * scale_2;
+      [&](int64_t bi) { return detail::e4m3_value_of_bits(scales_e4m3[bi]) * scale_2; },
       // ModelOpt's E2M1 table holds +0 for the negative-zero code 0x8 (0 - q keeps that +0).
-      const float q = detail::e2m1_value_of_index(nib & 7);
-      y[r * cols + c] = ((nib & 8) ? 0.0f - q : q) * s;
-    }
+      [](int nib) {
+        const float q = detail::e2m1_value_of_index(nib & 7);
+        return (nib & 8) ? 0.0f - q : q;
+      },
+      y);
 }
 
 void mxfp4_quantize_ref(const float* x, int64_t rows, int64_t cols, int block, uint8_t* packed,
                         uint8_t* scales_e8m0) {
-  check_shape("mxfp4_quantize_ref", rows, cols);
-  const int64_t nb = (cols + block - 1) / block;
-  dispatch_fp4_block("mxfp4_quantize_ref", block, [&](auto kb) {
+  for_each_fp4_block("mxfp4_quantize_ref", x, rows, cols, block, [&](auto kb, int64_t r, int64_t b, const auto& v) {
     constexpr int B = decltype(kb)::value;
-    for (int64_t r = 0; r < rows; ++r)
-      for (int64_t b = 0; b < nb; ++b) {
-        float v[B];
-        load_block<B>(x + r * cols, b * B, cols, v);
-        // torch: ceil(max(log2(amax / 6), -127)) in fp32; log2(0) = -inf takes the -127 branch.
-        const float l = std::log2(absmax_of(v, B) / 6.0f);
-        const int k = static_cast<int>(std::ceil(l > -127.0f ? l : -127.0f));
-        Mxfp4Block<B> blk{};
-        blk.scale_e8m0 = static_cast<uint8_t>(k + kE8M0Bias);
-        const float p = pow2f(k);
-        for (int j = 0; j < B / 2; ++j)
-          blk.qs[j] = static_cast<uint8_t>(mxfp4_nibble(v[2 * j], p) | (mxfp4_nibble(v[2 * j + 1], p) << 4));
-        store_nibble_block(blk, r, b, cols, B, blk.scale_e8m0, packed, scales_e8m0);
-      }
+    // torch: ceil(max(log2(amax / 6), -127)) in fp32; log2(0) = -inf takes the -127 branch.
+    const float l = std::log2(absmax_of(v, B) / 6.0f);
+    const int k = static_cast<int>(std::ceil(l > -127.0f ? l : -127.0f));
+    Mxfp4Block<B> blk{};
+    blk.scale_e8m0 = static_cast<uint8_t>(k + kE8M0Bias);
+    const float p = pow2f(k);
+    pack_nibble_pairs<B>(v, blk.qs, [&](float e) { return mxfp4_nibble(e, p); });
+    store_nibble_block(blk, r, b, cols, B, blk.scale_e8m0, packed, scales_e8m0);
   });
 }
 
 void mxfp4_dequantize_ref(const uint8_t* packed, const uint8_t* scales_e8m0, int64_t rows,
                           int64_t cols, int block, float* y) {
-  check_shape("mxfp4_dequantize_ref", rows, cols);
-  if (block <= 0 || block % 2) bad_block("mxfp4_dequantize_ref", block);
-  const int64_t row_bytes = (cols + 1) / 2, nb = (cols + block - 1) / block;
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t c = 0; c < cols; ++c) {
-      const int nib = (packed[r * row_bytes + c / 2] >> ((c & 1) * 4)) & 0xf;
-      const uint8_t e = scales_e8m0[r * nb + c / block];
-      const float s = e == 0xff ? detail::float_of(0x7fc00000u) : pow2f(e - kE8M0Bias);
-      const float q = detail::e2m1_value_of_index(nib & 7);
-      y[r * cols + c] = ((nib & 8) ? -q : q) * s;
-    }
+  dequantize_nibble_rows(
+      "mxfp4_dequantize_ref", packed, rows, cols, block, [&](int64_t bi) { return e8m0_scale(scales_e8m0[bi]); },
+      [](int nib) {
+        const float q = detail::e2m1_value_of_index(nib & 7);
+        return (nib & 8) ? -q : q;
+      },
+      y);
 }
 
 void mxfp8_quantize_ref(const float* x, int64_t rows, int64_t cols, int block, uint8_t* data_e4m3,
                         uint8_t* scales_e8m0) {
-  check_shape("mxfp8_quantize_ref", rows, cols);
   const int64_t nb = (cols + block - 1) / block;
-  dispatch_fp4_block("mxfp8_quantize_ref", block, [&](auto kb) {
+  for_each_fp4_block("mxfp8_quantize_ref", x, rows, cols, block, [&](auto kb, int64_t r, int64_t b, const auto& v) {
     constexpr int B = decltype(kb)::value;
-    for (int64_t r = 0; r < rows; ++r)
-      for (int64_t b = 0; b < nb; ++b) {
-        float v[B];
-        load_block<B>(x + r * cols, b * B, cols, v);
-        const float bmax = absmax_of(v, B);
-        int k = -127;
-        if (bmax != 0.0f) {
-          const float l = std::ceil(std::log2(bmax / 448.0f));
-          k = l < -127.0f ? -127 : (l > 127.0f ? 127 : static_cast<int>(l));
-        }
-        Mxfp8Block<B> blk{};
-        blk.scale_e8m0 = static_cast<uint8_t>(k + kE8M0Bias);
-        const float inv = pow2f(-k);
-        for (int j = 0; j < B; ++j) {
-          float t = v[j] * inv;
-          t = t > 448.0f ? 448.0f : (t < -448.0f ? -448.0f : t);
-          blk.qs[j] = detail::e4m3_bits_of_value(detail::e4m3_round_torch(t));
-        }
-        const int64_t c0 = b * B, n = cols - c0 < B ? cols - c0 : B;
-        std::memcpy(data_e4m3 + r * cols + c0, blk.qs, static_cast<size_t>(n));
-        scales_e8m0[r * nb + b] = blk.scale_e8m0;
-      }
+    const float bmax = absmax_of(v, B);
+    int k = -127;
+    if (bmax != 0.0f) {
+      const float l = std::ceil(std::log2(bmax / 448.0f));
+      k = l < -127.0f ? -127 : (l > 127.0f ? 127 : static_cast<int>(l));
+    }
+    Mxfp8Block<B> blk{};
+    blk.scale_e8m0 = static_cast<uint8_t>(k + kE8M0Bias);
+    const float inv = pow2f(-k);
+    for (int j = 0; j < B; ++j) {
+      float t = v[j] * inv;
+      t = t > 448.0f ? 448.0f : (t < -448.0f ? -448.0f : t);
+      blk.qs[j] = detail::e4m3_bits_of_value(detail::e4m3_round_torch(t));
+    }
+    const int64_t c0 = b * B, n = cols - c0 < B ? cols - c0 : B;
+    std::memcpy(data_e4m3 + r * cols + c0, blk.qs, static_cast<size_t>(n));
+    scales_e8m0[r * nb + b] = blk.scale_e8m0;
   });
 }
 
@@ -246,8 +261,7 @@ void mxfp8_dequantize_ref(const uint8_t* data_e4m3, const uint8_t* scales_e8m0, 
   const int64_t nb = (cols + block - 1) / block;
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t c = 0; c < cols; ++c) {
-      const uint8_t e = scales_e8m0[r * nb + c / block];
-      const float s = e == 0xff ? detail::float_of(0x7fc00000u) : pow2f(e - kE8M0Bias);
+      const float s = e8m0_scale(scales_e8m0[r * nb + c / block]);
       y[r * cols + c] = detail::e4m3_value_of_bits(data_e4m3[r * cols + c]) * s;
     }
 }
