@@ -88,7 +88,7 @@ ojson to_float(const std::string& text) {
 }
 
 // The value of a plain (unquoted, untagged) scalar.
-ojson resolve_plain(const std::string& s) {
+[[maybe_unused]] ojson resolve_plain(const std::string& s) {
   if (s.empty() || s == "~" || s == "null" || s == "Null" || s == "NULL") return yaml_null();
   if (std::regex_match(s, bool_re())) return to_bool(s);
   if (std::regex_match(s, int_re())) {
@@ -102,7 +102,7 @@ ojson resolve_plain(const std::string& s) {
 
 // JSON object key of a YAML mapping key (PyYAML keeps typed keys; the JSON configs spell them as
 // strings, e.g. block_sizes {-1: 16} -> {"-1": 16}).
-std::string key_string(const ojson& k) {
+[[maybe_unused]] std::string key_string(const ojson& k) {
   if (k.is_string()) return k.get<std::string>();
   if (k.is_null()) return "None";
   if (k.is_boolean()) return k.get<bool>() ? "True" : "False";
