@@ -82,6 +82,19 @@ QuantizerCfgEntry parse_entry(const ojson& j, const ErrorContext& ctx, const Err
   return e;
 }
 
+// A legacy attribute dict into a new-form entry: its "enable" key becomes the entry's enable, the
+// rest its cfg (null when nothing is left).
+void set_cfg_and_enable(ojson& entry, const ojson& attrs) {
+  ojson cfg = attrs;
+  ojson enable;
+  if (cfg.contains("enable")) {
+    enable = cfg["enable"];
+    cfg.erase("enable");
+  }
+  entry["cfg"] = cfg.empty() ? ojson() : cfg;
+  if (!enable.is_null()) entry["enable"] = enable;
+}
+
 // One legacy {key: value} pair -> raw new-form entries (ModelOpt's _dict_to_entry), each with the
 // context its cfg keys live at.
 void legacy_pair_to_entries(std::string key, const ojson& value, const ErrorContext& pair_ctx,
@@ -96,14 +109,7 @@ void legacy_pair_to_entries(std::string key, const ojson& value, const ErrorCont
       ojson entry = ojson::object();
       entry["parent_class"] = key;
       entry["quantizer_name"] = q_path;
-      ojson cfg = sub_cfg;
-      ojson enable;
-      if (cfg.contains("enable")) {
-        enable = cfg["enable"];
-        cfg.erase("enable");
-      }
-      entry["cfg"] = cfg.empty() ? ojson() : cfg;
-      if (!enable.is_null()) entry["enable"] = enable;
+      set_cfg_and_enable(entry, sub_cfg);
       out.push_back(parse_entry(entry, sub_ctx, sub_ctx));
     }
     return;
@@ -111,14 +117,7 @@ void legacy_pair_to_entries(std::string key, const ojson& value, const ErrorCont
   ojson entry = ojson::object();
   entry["quantizer_name"] = key;
   if (value.is_object()) {
-    ojson cfg = value;
-    ojson enable;
-    if (cfg.contains("enable")) {
-      enable = cfg["enable"];
-      cfg.erase("enable");
-    }
-    entry["cfg"] = cfg.empty() ? ojson() : cfg;
-    if (!enable.is_null()) entry["enable"] = enable;
+    set_cfg_and_enable(entry, value);
   } else {
     entry["cfg"] = value;
   }
