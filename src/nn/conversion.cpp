@@ -103,6 +103,25 @@ void walk_quantizers(Module& model, ContainerFn&& on_container, StageFn&& on_sta
   }
 }
 
+// walk_quantizers over the containers and stages that `match` and parent_class select (as the
+// set_quantizer_attributes_* calls address them): on_container(name, qm), on_stage(name, tq).
+template <typename ContainerFn, typename StageFn>
+void walk_selected(Module& model, const QuantizerMatcher& match,
+                   const std::optional<std::string>& parent_class, ContainerFn&& on_container,
+                   StageFn&& on_stage) {
+  auto selected = [&](const std::string& name) {
+    return match.matches(name) && parent_ok(model, name, parent_class);
+  };
+  walk_quantizers(
+      model,
+      [&](const std::string& name, QuantizerModule& qm) {
+        if (selected(name)) on_container(name, qm);
+      },
+      [&](const std::string& name, QuantizerModule&, quant::TensorQuantizer& tq) {
+        if (selected(name)) on_stage(name, tq);
+      });
+}
+
 void apply_full(quant::TensorQuantizer& tq, const config::QuantizerAttributeConfig& cfg,
                 bool hard_disabled) {
   tq.set_from_attribute_config(cfg);
@@ -150,17 +169,13 @@ void set_quantizer_attributes_full(Module& model, const QuantizerMatcher& match,
                                    const config::QuantizerAttributeConfig& attributes,
                                    const std::optional<std::string>& parent_class) {
   check_parent_class(parent_class);
-  walk_quantizers(
-      model,
-      [&](const std::string& name, QuantizerModule& qm) {
-        if (!match.matches(name) || !parent_ok(model, name, parent_class)) return;
+  walk_selected(
+      model, match, parent_class,
+      [&](const std::string&, QuantizerModule& qm) {
         if (qm.is_sequential()) qm.make_tensor();
         apply_full(qm.tensor(), attributes, qm.hard_disabled());
       },
-      [&](const std::string& name, QuantizerModule&, quant::TensorQuantizer& tq) {
-        if (!match.matches(name) || !parent_ok(model, name, parent_class)) return;
-        apply_full(tq, attributes, false);
-      });
+      [&](const std::string&, quant::TensorQuantizer& tq) { apply_full(tq, attributes, false); });
 }
 
 void set_quantizer_attributes_full(Module& model, const QuantizerMatcher& match,
@@ -169,10 +184,9 @@ void set_quantizer_attributes_full(Module& model, const QuantizerMatcher& match,
   check_parent_class(parent_class);
   MQ_CHECK_T(ConfigError, !attributes.empty(),
              "set_quantizer_attributes_full: empty attribute list");
-  walk_quantizers(
-      model,
+  walk_selected(
+      model, match, parent_class,
       [&](const std::string& name, QuantizerModule& qm) {
-        if (!match.matches(name) || !parent_ok(model, name, parent_class)) return;
         if (!qm.is_sequential()) {
           // ModelOpt replaces the module with a plain SequentialQuantizer, hard-disabled or not.
           qm.make_sequential(attributes.size());
@@ -185,12 +199,11 @@ void set_quantizer_attributes_full(Module& model, const QuantizerMatcher& match,
         for (size_t i = 0; i < leaves.size() && i < attributes.size(); ++i)
           apply_full(*leaves[i], attributes[i], false);
       },
-      [&](const std::string& name, QuantizerModule&, quant::TensorQuantizer&) {
+      [&](const std::string& name, quant::TensorQuantizer&) {
         // ModelOpt would nest a SequentialQuantizer inside the stage; nothing downstream supports
         // that.
-        MQ_CHECK_T(ConfigError, !(match.matches(name) && parent_ok(model, name, parent_class)),
-                   "a list (SequentialQuantizer) cfg matched the stage '", name,
-                   "' of a SequentialQuantizer: nested SequentialQuantizers are not supported");
+        MQ_THROW(ConfigError, "a list (SequentialQuantizer) cfg matched the stage '", name,
+                 "' of a SequentialQuantizer: nested SequentialQuantizers are not supported");
       });
 }
 
@@ -198,14 +211,12 @@ void set_quantizer_attributes_partial(Module& model, const QuantizerMatcher& mat
                                       const config::QuantizerAttributeConfig& attributes,
                                       const std::optional<std::string>& parent_class) {
   check_parent_class(parent_class);
-  walk_quantizers(
-      model,
-      [&](const std::string& name, QuantizerModule& qm) {
-        if (!match.matches(name) || !parent_ok(model, name, parent_class)) return;
+  walk_selected(
+      model, match, parent_class,
+      [&](const std::string&, QuantizerModule& qm) {
         for (auto* tq : qm.leaves()) apply_partial(*tq, attributes, qm.hard_disabled());
       },
-      [&](const std::string& name, QuantizerModule&, quant::TensorQuantizer& tq) {
-        if (!match.matches(name) || !parent_ok(model, name, parent_class)) return;
+      [&](const std::string&, quant::TensorQuantizer& tq) {
         apply_partial(tq, attributes, false);
       });
 }
@@ -219,10 +230,9 @@ void set_quantizer_attributes_partial(
     MQ_CHECK_T(ConfigError, seq, "set_quantizer_attributes_partial: attributes is a list but ",
                name, " is not a SequentialQuantizer.");
   };
-  walk_quantizers(
-      model,
+  walk_selected(
+      model, match, parent_class,
       [&](const std::string& name, QuantizerModule& qm) {
-        if (!match.matches(name) || !parent_ok(model, name, parent_class)) return;
         check_seq(name, qm.is_sequential());
         auto leaves = qm.leaves();
         if (leaves.size() != attributes.size())
@@ -232,9 +242,7 @@ void set_quantizer_attributes_partial(
         for (size_t i = 0; i < leaves.size() && i < attributes.size(); ++i)
           apply_partial(*leaves[i], attributes[i], false);
       },
-      [&](const std::string& name, QuantizerModule&, quant::TensorQuantizer&) {
-        if (match.matches(name) && parent_ok(model, name, parent_class)) check_seq(name, false);
-      });
+      [&](const std::string& name, quant::TensorQuantizer&) { check_seq(name, false); });
 }
 
 config::QuantizerAttributeConfig enable_only(bool enable) {
