@@ -332,66 +332,54 @@ std::string kv_cache_format(const nn::Module& attention) {
   return kv_format_of(bits, affine);
 }
 
+namespace {
+
+// What ModelOpt's per-layer entry carries after quant_algo: nothing, the group size, or the group
+// size and the AWQ flags.
+enum class LayerFields { kAlgo, kGroup, kAwq };
+
+struct LayerAlgo {
+  QuantFormat format;
+  const char* quant_algo;
+  LayerFields fields;
+};
+
+// Formats not listed pass their internal name through (ModelOpt: {"quant_algo": v}).
+constexpr LayerAlgo kLayerAlgos[] = {
+    {QuantFormat::kFp8, "FP8", LayerFields::kAlgo},
+    {QuantFormat::kFp8PcPt, "FP8_PER_CHANNEL_PER_TOKEN", LayerFields::kAlgo},
+    {QuantFormat::kInt4Awq, "W4A16_AWQ", LayerFields::kAwq},
+    {QuantFormat::kW4A8Awq, "W4A8_AWQ", LayerFields::kAwq},
+    {QuantFormat::kInt8Wo, "W8A16", LayerFields::kAlgo},
+    {QuantFormat::kInt8Sq, "W8A8_SQ_PER_CHANNEL", LayerFields::kAlgo},
+    {QuantFormat::kNvfp4, "NVFP4", LayerFields::kGroup},
+    {QuantFormat::kW4A16Nvfp4, "W4A16_NVFP4", LayerFields::kGroup},
+    {QuantFormat::kNvfp4Awq, "NVFP4_AWQ", LayerFields::kAwq},
+    {QuantFormat::kW4A8Nvfp4Fp8, "W4A8_NVFP4_FP8", LayerFields::kGroup},
+    {QuantFormat::kW4A8Mxfp4Fp8, "W4A8_MXFP4_FP8", LayerFields::kGroup},
+    {QuantFormat::kNvfp4Svdquant, "NVFP4_SVD", LayerFields::kAwq},
+    {QuantFormat::kMxfp8, "MXFP8", LayerFields::kGroup},
+};
+
+}  // namespace
+
 nlohmann::ordered_json layer_quant_config(QuantFormat f, int64_t block_size) {
   nlohmann::ordered_json j;
-  auto awq_like = [&](const char* algo) {
-    j["quant_algo"] = algo;
-    j["group_size"] = block_size;
+  if (f == QuantFormat::kNone) {
+    j["quant_algo"] = nullptr;
+    return j;
+  }
+  const auto* row = std::find_if(std::begin(kLayerAlgos), std::end(kLayerAlgos),
+                                 [&](const LayerAlgo& a) { return a.format == f; });
+  if (row == std::end(kLayerAlgos)) {
+    j["quant_algo"] = std::string(quant_format_name(f));
+    return j;
+  }
+  j["quant_algo"] = row->quant_algo;
+  if (row->fields != LayerFields::kAlgo) j["group_size"] = block_size;
+  if (row->fields == LayerFields::kAwq) {
     j["has_zero_point"] = false;
     j["pre_quant_scale"] = true;
-  };
-  auto grouped = [&](const char* algo) {
-    j["quant_algo"] = algo;
-    j["group_size"] = block_size;
-  };
-  switch (f) {
-    case QuantFormat::kNone:
-      j["quant_algo"] = nullptr;
-      break;
-    case QuantFormat::kFp8:
-      j["quant_algo"] = "FP8";
-      break;
-    case QuantFormat::kFp8PcPt:
-      j["quant_algo"] = "FP8_PER_CHANNEL_PER_TOKEN";
-      break;
-    case QuantFormat::kInt4Awq:
-      awq_like("W4A16_AWQ");
-      break;
-    case QuantFormat::kW4A8Awq:
-      awq_like("W4A8_AWQ");
-      break;
-    case QuantFormat::kInt8Wo:
-      j["quant_algo"] = "W8A16";
-      break;
-    case QuantFormat::kInt8Sq:
-      j["quant_algo"] = "W8A8_SQ_PER_CHANNEL";
-      break;
-    case QuantFormat::kNvfp4:
-      grouped("NVFP4");
-      break;
-    case QuantFormat::kW4A16Nvfp4:
-      grouped("W4A16_NVFP4");
-      break;
-    case QuantFormat::kNvfp4Awq:
-      awq_like("NVFP4_AWQ");
-      break;
-    case QuantFormat::kW4A8Nvfp4Fp8:
-      grouped("W4A8_NVFP4_FP8");
-      break;
-    case QuantFormat::kW4A8Mxfp4Fp8:
-      grouped("W4A8_MXFP4_FP8");
-      break;
-    case QuantFormat::kNvfp4Svdquant:
-      awq_like("NVFP4_SVD");
-      break;
-    case QuantFormat::kMxfp8:
-      grouped("MXFP8");
-      break;
-    // Other internal names pass through unchanged (ModelOpt: {"quant_algo": v}).
-    case QuantFormat::kFp8PbWo:
-    case QuantFormat::kMxfp4:
-      j["quant_algo"] = std::string(quant_format_name(f));
-      break;
   }
   return j;
 }
