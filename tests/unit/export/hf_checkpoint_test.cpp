@@ -19,6 +19,7 @@
 #include "mq/io/safetensors_torch.hpp"
 #include "mq/nn/conversion.hpp"
 #include "mq/nn/quant_module.hpp"
+#include "export_test_util.hpp"
 
 // Cross-check against ModelOpt 0.47.0's export_hf_checkpoint of the same tiny Llama
 // (tests/export_golden/gen_export.py). The model tree is built here from the source checkpoint with
@@ -30,6 +31,7 @@
 
 namespace fs = std::filesystem;
 using mq::hf_export::ExportOptions;
+using mq::hf_export::testing::error_of;
 
 namespace {
 
@@ -306,15 +308,6 @@ TEST(HfCheckpoint, TiedLmHeadIsWrittenOnceUnderTheEmbeddingName) {
 
 // ---- atomicity and errors
 // ------------------------------------------------------------------------------
-
-std::string error_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const mq::Error& e) {
-    return e.what();
-  }
-  return "<no error>";
-}
 
 std::vector<std::string> leftovers(const fs::path& dir, const std::string& stem) {
   std::vector<std::string> out;

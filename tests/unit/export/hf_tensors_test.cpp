@@ -13,9 +13,11 @@
 #include "mq/core/error.hpp"
 #include "mq/export/tensor_mode.hpp"
 #include "mq/io/safetensors_torch.hpp"
+#include "export_test_util.hpp"
 
 using mq::hf_export::LinearExportInputs;
 using mq::hf_export::QuantFormat;
+using mq::hf_export::testing::error_of;
 
 namespace {
 
@@ -28,15 +30,6 @@ std::vector<uint8_t> bytes_of(const at::Tensor& t) {
 
 at::Tensor f32(std::vector<float> v, std::vector<int64_t> shape) {
   return at::tensor(v, at::TensorOptions().dtype(at::kFloat)).reshape(shape);
-}
-
-std::string error_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const mq::Error& e) {
-    return e.what();
-  }
-  return "<no error>";
 }
 
 }  // namespace

@@ -12,20 +12,11 @@
 #include "mq/core/error.hpp"
 #include "mq/quant/sequential_quantizer.hpp"
 #include "mq/quant/tensor_quantizer.hpp"
+#include "export_test_util.hpp"
 
 using mq::hf_export::fnmatch;
 using mq::hf_export::Role;
-
-namespace {
-std::string error_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const mq::Error& e) {
-    return e.what();
-  }
-  return "<no error>";
-}
-}  // namespace
+using mq::hf_export::testing::error_of;
 
 // Python: fnmatch.fnmatchcase(name, pattern) for each row (checked with CPython 3.11).
 TEST(Fnmatch, PythonSemantics) {
