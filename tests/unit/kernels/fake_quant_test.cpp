@@ -10,16 +10,13 @@
 
 #include "mqk/detail/numerics.hpp"
 #include "mqk/ref.hpp"
+#include "kernels_test_util.hpp"
 
 namespace {
 
-using Vec = std::vector<float>;
-
-uint32_t bits(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  return u;
-}
+using mqk::testing::bits;
+using mqk::testing::random_vec;
+using mqk::testing::Vec;
 
 void expect_bits_eq(const Vec& got, const Vec& want) {
   ASSERT_EQ(got.size(), want.size());
@@ -48,14 +45,6 @@ Vec mx_fq(const Vec& x, int block, mqk::ElemFormat f, int64_t rows = 1) {
   Vec y(x.size());
   mqk::mx_fake_quant_ref(x.data(), y.data(), rows, static_cast<int64_t>(x.size()) / rows, block, f);
   return y;
-}
-
-Vec random_vec(size_t n, uint32_t seed, float scale = 1.0f) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> d(0.0f, scale);
-  Vec v(n);
-  for (auto& x : v) x = d(rng);
-  return v;
 }
 
 TEST(IntFakeQuant, Int8WorkedExample) {

@@ -8,25 +8,14 @@
 #include <vector>
 
 #include "mqk/ref.hpp"
+#include "kernels_test_util.hpp"
 
 namespace {
 
-using Vec = std::vector<float>;
+using mqk::testing::bits;
+using mqk::testing::random_vec;
+using mqk::testing::Vec;
 using Bytes = std::vector<uint8_t>;
-
-uint32_t bits(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  return u;
-}
-
-Vec random_vec(size_t n, uint32_t seed, float scale = 1.0f) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> d(0.0f, scale);
-  Vec v(n);
-  for (auto& x : v) x = d(rng);
-  return v;
-}
 
 const Vec kNvBlock = {0.0f, 0.3f, -0.6f, 0.9f, 1.2f, -1.6f, 2.0f, 2.4f, -3.1f, 3.3f, 4.0f, -4.6f, 5.2f, 6.1f, -7.0f, 7.5f};
 
