@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include "mq/quant/tensor_quantizer.hpp"
+#include "quant_test_util.hpp"
 
 namespace mq::quant {
 namespace {
@@ -46,13 +47,7 @@ TEST(Autograd, ClippedGradientPerChannelAndBf16) {
 }
 
 TEST(Autograd, MxForcesPassThroughAndPreQuantScaleGetsChainRule) {
-  QuantizerAttributeConfig c;
-  c.num_bits = NumBits::floating(2, 1);
-  config::BlockSizes b;
-  b.axes[-1] = 32;
-  b.type = "dynamic";
-  b.scale_bits = NumBits::floating(8, 0);
-  c.block_sizes = b;
+  QuantizerAttributeConfig c = testing::mx_cfg(NumBits::floating(2, 1), 32);
   c.pass_through_bwd = false;
   TensorQuantizer q(c);
   q.set_pre_quant_scale(at::full({32}, 0.5f));

@@ -8,14 +8,14 @@
 #include "mq/quant/fake_quant.hpp"
 #include "mq/quant/qtensor.hpp"
 #include "mq/quant/tensor_quantizer.hpp"
+#include "quant_test_util.hpp"
 
 namespace mq::quant {
 namespace {
 
 using config::NumBits;
 using config::QuantizerAttributeConfig;
-
-at::Tensor T(std::vector<float> v) { return at::tensor(v, at::kFloat); }
+using testing::T;
 
 std::vector<int> bytes(const at::Tensor& t) {
   at::Tensor u = t.contiguous().view(at::kByte).reshape({-1});
@@ -180,13 +180,7 @@ TEST(QTensor, ThroughTensorQuantizer) {
   EXPECT_TRUE(at::allclose(y, fake, 1e-6, 0));
   expect_scale_is_rtruediv(q.named_buffers().at("_scale"), at::amax(at::abs(blocks), {1}, true));
 
-  QuantizerAttributeConfig n;
-  n.num_bits = NumBits::floating(2, 1);
-  config::BlockSizes nb;
-  nb.axes[-1] = 16;
-  nb.type = "dynamic";
-  nb.scale_bits = NumBits::floating(4, 3);
-  n.block_sizes = nb;
+  QuantizerAttributeConfig n = testing::nvfp4_cfg(/*dynamic=*/true, 16);
   n.fake_quant = false;
   TensorQuantizer nq(n);
   nq.set_amax(at::abs(w).max());

@@ -5,6 +5,7 @@
 #include "mq/core/error.hpp"
 #include "mq/quant/fake_quant.hpp"
 #include "mq/quant/sequential_quantizer.hpp"
+#include "quant_test_util.hpp"
 
 namespace mq::quant {
 namespace {
@@ -29,11 +30,7 @@ QuantizerAttributeConfig int4_block(int64_t b) {
   return c;
 }
 
-QuantizerAttributeConfig fp8() {
-  QuantizerAttributeConfig c;
-  c.num_bits = NumBits::floating(4, 3);
-  return c;
-}
+QuantizerAttributeConfig fp8() { return testing::fp8_cfg(); }
 
 TEST(SequentialQuantizer, EqualsStagesAppliedInSequence) {
   QuantizerAttributeConfig a;

@@ -8,6 +8,7 @@
 #include "mq/core/error.hpp"
 #include "mq/quant/fake_quant.hpp"
 #include "mq/quant/tensor_quantizer.hpp"
+#include "quant_test_util.hpp"
 
 namespace mq::quant {
 namespace {
@@ -16,18 +17,11 @@ using config::Axis;
 using config::BlockSizes;
 using config::NumBits;
 using config::QuantizerAttributeConfig;
-
-at::Tensor T(std::vector<float> v) { return at::tensor(v, at::kFloat); }
-
-void expect_equal(const at::Tensor& a, const at::Tensor& b) {
-  ASSERT_EQ(a.sizes(), b.sizes());
-  ASSERT_EQ(a.scalar_type(), b.scalar_type());
-  at::Tensor af = a.to(at::kFloat).reshape({-1}), bf = b.to(at::kFloat).reshape({-1});
-  at::Tensor same = (af == bf) | (at::isnan(af) & at::isnan(bf));
-  if (at::all(same).item<bool>()) return;
-  const int64_t i = at::argmin(same.to(at::kInt)).item<int64_t>();
-  FAIL() << "first difference at flat index " << i << ": " << af[i].item<float>() << " vs " << bf[i].item<float>();
-}
+using testing::expect_equal;
+using testing::fp8_cfg;
+using testing::mx_cfg;
+using testing::nvfp4_cfg;
+using testing::T;
 
 Axis axis(std::vector<int> d, bool tuple = false) { return Axis{std::move(d), tuple}; }
 
@@ -35,34 +29,6 @@ QuantizerAttributeConfig int_cfg(int bits, std::optional<Axis> ax = std::nullopt
   QuantizerAttributeConfig c;
   c.num_bits = NumBits::integer(bits);
   c.axis = ax;
-  return c;
-}
-
-QuantizerAttributeConfig fp8_cfg() {
-  QuantizerAttributeConfig c;
-  c.num_bits = NumBits::floating(4, 3);
-  return c;
-}
-
-QuantizerAttributeConfig nvfp4_cfg(bool dynamic = true, int block = 16) {
-  QuantizerAttributeConfig c;
-  c.num_bits = NumBits::floating(2, 1);
-  BlockSizes b;
-  b.axes[-1] = block;
-  b.type = dynamic ? "dynamic" : "static";
-  b.scale_bits = NumBits::floating(4, 3);
-  c.block_sizes = b;
-  return c;
-}
-
-QuantizerAttributeConfig mx_cfg(NumBits elem, int block = 32) {
-  QuantizerAttributeConfig c;
-  c.num_bits = elem;
-  BlockSizes b;
-  b.axes[-1] = block;
-  b.type = "dynamic";
-  b.scale_bits = NumBits::floating(8, 0);
-  c.block_sizes = b;
   return c;
 }
 
