@@ -21,15 +21,10 @@ namespace {
 using mq::models::CausalLM;
 using mq::models::LoadOptions;
 
-mq::models::LoadOptions with_dtype(c10::ScalarType t) {
-  mq::models::LoadOptions o;
-  o.dtype = t;
-  return o;
-}
-
 using mq::test::golden;
 using mq::test::rel_err;
 using mq::test::tiny;
+using mq::test::with_dtype;
 
 const std::vector<std::string> kFamilies = {"llama", "llama3_bias", "qwen2",
                                             "qwen3", "mixtral",     "qwen3_moe"};

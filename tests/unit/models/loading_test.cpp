@@ -18,6 +18,7 @@
 #include "mq/models/causal_lm.hpp"
 #include "mq/models/checkpoint.hpp"
 #include "mq/models/hf_config.hpp"
+#include "tiny_models_impl.hpp"
 
 namespace fs = std::filesystem;
 
@@ -26,15 +27,8 @@ namespace {
 using mq::models::HfConfig;
 using mq::models::parse_hf_config;
 
-mq::models::LoadOptions with_dtype(c10::ScalarType t) {
-  mq::models::LoadOptions o;
-  o.dtype = t;
-  return o;
-}
-
-std::string tiny(const std::string& name) {
-  return std::string(MQ_SOURCE_DIR) + "/tests/models/tiny/" + name;
-}
+using mq::test::tiny;
+using mq::test::with_dtype;
 
 nlohmann::json read_json(const std::string& path) {
   std::ifstream in(path);
