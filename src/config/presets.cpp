@@ -92,13 +92,17 @@ QuantizeConfig load_quantize_config(const std::string& name_or_path) {
     file = resolve_name_or_path(name_or_path);
   }
   ConfigDocument doc = load_config_document(file);
-  // A ModelOpt PTQ recipe file (ModelOptPTQRecipe: metadata + quantize): its quantize section.
-  if (doc.body.is_object() && doc.body.contains("metadata") && doc.body.contains("quantize")) {
+  // A ModelOpt recipe file (metadata + one section): a PTQ recipe's quantize section is the config.
+  if (doc.body.is_object() && doc.body.contains("metadata")) {
     ErrorContext ctx{doc.label, ""};
     const auto& md = doc.body.at("metadata");
-    if (md.is_object() && md.contains("recipe_type") && md.at("recipe_type") != "ptq")
-      ctx.key("metadata").key("recipe_type").fail(detail::show(md.at("recipe_type")) +
-                                                  " recipe: only PTQ recipes (recipe_type: ptq) hold a QuantizeConfig");
+    const auto rt = md.is_object() ? md.find("recipe_type") : md.end();
+    const std::string type = (md.is_object() && rt != md.end() && rt->is_string()) ? rt->get<std::string>() : "";
+    if (type != "ptq")
+      ctx.key("metadata").key("recipe_type").fail(
+          (type.empty() ? std::string("missing") : "\"" + type + "\"") +
+          ": only PTQ recipes (recipe_type: ptq) hold a QuantizeConfig");
+    if (!doc.body.contains("quantize")) ctx.key("quantize").fail("is required in a PTQ recipe");
     return parse_quantize_config(doc.body.at("quantize"), ctx.key("quantize"));
   }
   return parse_quantize_config(doc.body, ErrorContext{doc.label, ""});

@@ -82,6 +82,20 @@ case $case_name in
              mqdist_state/quantizer_state.json; do [ -f "$out/$f" ] || fail "export lacks $f"; done
     grep -q '"quant_algo": "NVFP4"' "$out/hf_quant_config.json" || fail "hf_quant_config.json: not NVFP4"
     cat "$work/stdout" ;;
+  job_yaml_recipe)
+    # A ModelOpt recipe YAML, verbatim from the 0.47.0 recipe library, as the job's quant config:
+    # NVFP4 W4A4 plus the FP8 KV-cache cast (constant amax 448), exported with kv_cache_quant_algo FP8.
+    recipe=$src/configs/modelopt_recipes/general/ptq/nvfp4_default-kv_fp8_cast.yaml
+    "$mqdist" --cfg "$src/configs/jobs/tiny_dense_nvfp4.json" --quiet --set calib.num_samples=8 \
+      --set eval.max_windows=4 --set "quant=$recipe" --set "output=$out" >"$work/stdout" 2>"$work/stderr" \
+      || fail "exit $?: $(cat "$work/stderr")"
+    grep -q "^quality: perplexity [0-9.]* -> [0-9.]* (.*) with $recipe\$" "$work/stdout" || fail "no quality line"
+    grep -q '"quant_algo": "NVFP4"' "$out/hf_quant_config.json" || fail "hf_quant_config.json: not NVFP4"
+    grep -q '"kv_cache_quant_algo": "FP8"' "$out/hf_quant_config.json" || fail "hf_quant_config.json: no FP8 KV cache"
+    cat "$work/stdout" ;;
+  err_job_yaml_not_ptq)
+    error "only PTQ recipes" --cfg "$src/configs/jobs/tiny_dense_nvfp4.json" \
+      --set "quant=$src/configs/modelopt_recipes/general/auto_quantize/nvfp4_fp8_at_5p4bits.yaml" --set "output=$out" ;;
   job_dry_run)
     "$mqdist" --cfg "$src/configs/jobs/tiny_moe_nvfp4.json" --dry-run --set "output=$out" \
       >"$work/stdout" 2>"$work/stderr" || fail "exit $?: $(cat "$work/stderr")"
