@@ -12,21 +12,13 @@
 #include "mq/core/error.hpp"
 #include "mq/quant/fake_quant.hpp"
 #include "mqk/detail/numerics.hpp"
+#include "quant_test_util.hpp"
 
 namespace mq::quant {
 namespace {
 
-at::Tensor T(std::vector<float> v) { return at::tensor(v, at::kFloat); }
-
-void expect_equal(const at::Tensor& a, const at::Tensor& b) {
-  ASSERT_EQ(a.sizes(), b.sizes());
-  ASSERT_EQ(a.scalar_type(), b.scalar_type());
-  at::Tensor af = a.to(at::kFloat).reshape({-1}), bf = b.to(at::kFloat).reshape({-1});
-  at::Tensor same = (af == bf) | (at::isnan(af) & at::isnan(bf));
-  if (at::all(same).item<bool>()) return;
-  const int64_t i = at::argmin(same.to(at::kInt)).item<int64_t>();
-  FAIL() << "first difference at flat index " << i << ": " << af[i].item<float>() << " vs " << bf[i].item<float>();
-}
+using testing::expect_equal;
+using testing::T;
 
 // ---- amax layout ----
 
