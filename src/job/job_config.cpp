@@ -149,7 +149,8 @@ JobConfig parse_job(ojson doc, const std::string& source, const fs::path& base_d
   // A quant config given as a file path (not a preset name) resolves like every other job path.
   if (quant.is_string()) {
     const std::string q = quant.get<std::string>();
-    if (q.find('/') != std::string::npos || q.ends_with(".json")) {
+    if (q.find('/') != std::string::npos || q.ends_with(".json") || q.ends_with(".yaml") ||
+        q.ends_with(".yml")) {
       const std::string resolved = resolve_path(q, "quant", base_dir, overridden);
       if (fs::exists(resolved)) job.quant = resolved;
     }

@@ -20,21 +20,14 @@ if [ -n "${WHL_DIR:-}" ]; then
   py=python3
 fi
 bdir=${MQ_BUILD_DIR:-build-bench-cpu}
-cc=()
-case $("${CXX:-c++}" -print-file-name=libstdc++.so) in
-  /*) ;;
-  *) [ -x /usr/bin/g++ ] && cc=(-DCMAKE_C_COMPILER=/usr/bin/gcc -DCMAKE_CXX_COMPILER=/usr/bin/g++) ;;
-esac
+. "$root/tests/cuda/device_toolchain.sh"
 # Locally CMake finds cmake/setup.sh's LibTorch by itself; on the device, the installed torch's.
 prefix=
 [ -n "${WHL_DIR:-}" ] && prefix=$(python3 -c 'import torch;print(torch.utils.cmake_prefix_path)')
-cmake -S . -B "$bdir" -G Ninja "${cc[@]}" -DCMAKE_BUILD_TYPE=Release -DMQ_CUDA=OFF -DMQ_BUILD_BENCH=ON \
+cmake -S . -B "$bdir" -G Ninja "${MQ_CC[@]}" -DCMAKE_BUILD_TYPE=Release -DMQ_CUDA=OFF -DMQ_BUILD_BENCH=ON \
   ${prefix:+-DCMAKE_PREFIX_PATH=$prefix} >"$out/build.log" 2>&1 \
   && cmake --build "$bdir" --target bench_cpu_fake_quant >>"$out/build.log" 2>&1 || { tail -30 "$out/build.log"; exit 1; }
-preload=
-if ! readelf -d "$bdir/tests/bench/bench_cpu_fake_quant" 2>/dev/null | grep -q 'libstdc++'; then
-  preload=$(ldconfig -p | sed -n 's/.*libstdc++.so.6 (libc6,x86-64) => //p' | head -n 1)
-fi
+preload=$(mq_libstdcxx_preload "$bdir/tests/bench/bench_cpu_fake_quant")
 { lscpu | grep -E '^Model name|^CPU\(s\)'; uptime; } | tee "$out/machine.txt"
 dt=float32,bfloat16,float16
 for t in "${threads[@]}"; do

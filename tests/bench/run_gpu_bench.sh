@@ -22,13 +22,8 @@ for e in get_cuda_ext get_cuda_ext_fp8 get_cuda_ext_mx; do
     >"$out/ext_$e.log" 2>&1 &
 done
 nvidia-smi -L >"$out/gpu.txt" 2>&1
-# As in tests/cuda/run_gpu_suite.sh: the device's default /opt/gcc has no libstdc++.so.
-cc=()
-case $("${CXX:-c++}" -print-file-name=libstdc++.so) in
-  /*) ;;
-  *) [ -x /usr/bin/g++ ] && cc=(-DCMAKE_C_COMPILER=/usr/bin/gcc -DCMAKE_CXX_COMPILER=/usr/bin/g++ -DCMAKE_CUDA_HOST_COMPILER=/usr/bin/g++) ;;
-esac
-cmake -S . -B build-dev -G Ninja "${cc[@]}" -DCMAKE_PREFIX_PATH="$(python3 -c 'import torch;print(torch.utils.cmake_prefix_path)')" \
+. "$root/tests/cuda/device_toolchain.sh"
+cmake -S . -B build-dev -G Ninja "${MQ_CC[@]}" -DCMAKE_PREFIX_PATH="$(python3 -c 'import torch;print(torch.utils.cmake_prefix_path)')" \
   -DCMAKE_BUILD_TYPE=Release -DMQ_BUILD_BENCH=ON >"$out/build.log" 2>&1 \
   && cmake --build build-dev --target test_cuda bench_kernels_cuda >>"$out/build.log" 2>&1 || { tail -30 "$out/build.log"; exit 1; }
 ./build-dev/tests/test_cuda >"$out/test_cuda.log" 2>&1; echo "test_cuda rc=$?"; tail -3 "$out/test_cuda.log"

@@ -19,24 +19,17 @@ nvidia-smi -L | tee "$out/gpu.txt"
 ngpu=$(nvidia-smi -L | grep -c '^GPU')
 pfx=$root/.gpu/boost
 mkdir -p "$pfx" && for d in .gpu/debs/*.deb; do dpkg -x "$d" "$pfx"; done
-cc=()
-case $("${CXX:-c++}" -print-file-name=libstdc++.so) in
-  /*) ;;
-  *) [ -x /usr/bin/g++ ] && cc=(-DCMAKE_C_COMPILER=/usr/bin/gcc -DCMAKE_CXX_COMPILER=/usr/bin/g++ -DCMAKE_CUDA_HOST_COMPILER=/usr/bin/g++) ;;
-esac
+. "$root/tests/cuda/device_toolchain.sh"
 targets="mqdist test_dist_mpi test_dist_amax_sync test_dist_export test_dist_model_forward test_dist_nccl"
 t0=$(date +%s)
-cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DMQ_TORCH_CUDA=ON "${cc[@]}" -DBOOST_ROOT="$pfx/usr" \
+cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DMQ_TORCH_CUDA=ON "${MQ_CC[@]}" -DBOOST_ROOT="$pfx/usr" \
   -DCMAKE_PREFIX_PATH="$(python3 -c 'import torch;print(torch.utils.cmake_prefix_path)');$pfx/usr" >"$out/build.log" 2>&1 \
   && cmake --build build-gpu -j "$(nproc)" --target $targets >>"$out/build.log" 2>&1 \
   || { tail -40 "$out/build.log"; exit 1; }
 echo "build: $(( $(date +%s) - t0 )) s"
 export LD_LIBRARY_PATH=$pfx/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}
-preload=
-if ! readelf -d build-gpu/launch/mqdist 2>/dev/null | grep -q 'libstdc++'; then
-  preload=$(ldconfig -p | sed -n 's/.*libstdc++.so.6 (libc6,x86-64) => //p' | head -n 1)
-  echo "binaries lack libstdc++.so.6 in DT_NEEDED: LD_PRELOAD=$preload"
-fi
+preload=$(mq_libstdcxx_preload build-gpu/launch/mqdist)
+[ -n "$preload" ] && echo "binaries lack libstdc++.so.6 in DT_NEEDED: LD_PRELOAD=$preload"
 export LD_PRELOAD=$preload OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1
 rc=0
 for t in test_dist_mpi test_dist_amax_sync test_dist_export; do

@@ -14,25 +14,13 @@ root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
 nvidia-smi -L >"$out/gpu.txt" 2>&1; cat "$out/gpu.txt"
 targets="test_cuda test_conformance test_quant test_kernels test_calib test_nn test_models test_export test_job"
-# The device's default /opt/gcc has only a static libstdc++ (cmake/MqDeps.cmake refuses it): use the
-# system GCC when the default compiler has no libstdc++.so.
-cc=()
-case $("${CXX:-c++}" -print-file-name=libstdc++.so) in
-  /*) ;;
-  *) [ -x /usr/bin/g++ ] && cc=(-DCMAKE_C_COMPILER=/usr/bin/gcc -DCMAKE_CXX_COMPILER=/usr/bin/g++ -DCMAKE_CUDA_HOST_COMPILER=/usr/bin/g++) ;;
-esac
-cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DMQ_TORCH_CUDA=ON "${cc[@]}" \
+. "$root/tests/cuda/device_toolchain.sh"
+cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DMQ_TORCH_CUDA=ON "${MQ_CC[@]}" \
   -DCMAKE_PREFIX_PATH="$(python3 -c 'import torch;print(torch.utils.cmake_prefix_path)')" >"$out/build.log" 2>&1 \
   && cmake --build build-gpu -j "$(nproc)" --target $targets >>"$out/build.log" 2>&1 \
   || { tail -40 "$out/build.log"; exit 1; }
-# On the device even /usr/bin/g++ ends up with no libstdc++.so.6 in the binaries' DT_NEEDED (libstdc++
-# symbols then come from LibTorch's exports and a static copy): test_nn/models/export/job crash with
-# SIGSEGV there. Preloading the system libstdc++ gives one copy again (all pass; measured 2026-11-23).
-preload=
-if ! readelf -d build-gpu/tests/test_job 2>/dev/null | grep -q 'libstdc++'; then
-  preload=$(ldconfig -p | sed -n 's/.*libstdc++.so.6 (libc6,x86-64) => //p' | head -n 1)
-  echo "binaries lack libstdc++.so.6 in DT_NEEDED: running with LD_PRELOAD=$preload"
-fi
+preload=$(mq_libstdcxx_preload build-gpu/tests/test_job)
+[ -n "$preload" ] && echo "binaries lack libstdc++.so.6 in DT_NEEDED: running with LD_PRELOAD=$preload"
 rc=0
 for t in $targets; do
   LD_PRELOAD=$preload ./build-gpu/tests/$t --gtest_brief=1 >"$out/$t.log" 2>&1; r=$?

@@ -23,14 +23,7 @@ class PresetEnv : public ::testing::Environment {
 };
 const auto* const kEnv = ::testing::AddGlobalTestEnvironment(new PresetEnv);
 
-const json& golden() {
-  static const json g = [] {
-    std::ifstream in(MQ_SOURCE_DIR "/tests/conformance/golden/presets_modelopt.json");
-    EXPECT_TRUE(in.good()) << "missing golden presets_modelopt.json";
-    return in.good() ? json::parse(in) : json::object();
-  }();
-  return g;
-}
+const json& golden() { return testing::modelopt_presets_golden(); }
 
 json dump_entries(const QuantizeConfig& q) {
   json a = json::array();
@@ -50,15 +43,7 @@ TEST_P(GoldenPreset, MatchesModelOptDump) {
   const std::string& name = GetParam();
   const json& g = golden().at("presets").at(name);
   QuantizeConfig q = load_quantize_config(name);
-  json ours = dump_entries(q);
-  const json& theirs = g.at("quant_cfg");
-  ASSERT_EQ(ours.size(), theirs.size()) << ours.dump();
-  for (size_t i = 0; i < ours.size(); ++i) EXPECT_EQ(ours[i], theirs[i]) << name << " entry " << i;
-  EXPECT_EQ(q.has_algorithm(), g.at("has_algorithm").get<bool>());
-  if (q.has_algorithm()) {
-    EXPECT_EQ(to_json(q).at("algorithm"), g.at("algorithm")) << name;
-  }
-  EXPECT_EQ(need_calibration(q), g.at("need_calibration").get<bool>()) << name;
+  testing::expect_matches_modelopt_dump(q, g, name);
   // Dumping and re-parsing gives the same config.
   EXPECT_EQ(parse_quantize_config(to_json(q)), q);
 }
