@@ -61,16 +61,17 @@ void validate_schema(const ConfigDocument& doc) {
   if (s == "QuantizeConfig") {
     parse_quantize_config(doc.body, ctx);
   } else if (s == "QuantizerCfgListConfig") {
-    if (!doc.body.is_array()) ctx.fail("schema QuantizerCfgListConfig needs a list body (\"$list\")");
+    if (!doc.body.is_array())
+      ctx.fail("schema QuantizerCfgListConfig needs a list body (\"$list\")");
     normalize_quant_cfg_list(doc.body, ctx);
   } else if (s == "QuantizerCfgEntry") {
     parse_quantizer_cfg_entry(doc.body, ctx);
   } else if (s == "QuantizerAttributeConfig") {
     parse_quantizer_attribute(doc.body, ctx);
   } else {
-    ErrorContext{doc.label, "$schema"}.fail(
-        "unknown schema \"" + s +
-        "\" (allowed: QuantizeConfig, QuantizerCfgListConfig, QuantizerCfgEntry, QuantizerAttributeConfig)");
+    ErrorContext{doc.label, "$schema"}.fail("unknown schema \"" + s +
+                                            "\" (allowed: QuantizeConfig, QuantizerCfgListConfig, "
+                                            "QuantizerCfgEntry, QuantizerAttributeConfig)");
   }
 }
 
@@ -82,20 +83,23 @@ class Resolver {
     doc.label = label_for(file);
     std::error_code ec;
     std::string key = fs::weakly_canonical(file, ec).string();
-    if (loading.count(key)) MQ_THROW(ConfigError, doc.label, ": $: circular import (the file imports itself)");
+    if (loading.count(key))
+      MQ_THROW(ConfigError, doc.label, ": $: circular import (the file imports itself)");
     loading.insert(key);
 
     ojson raw = read_config_file(file, doc.label);
     ErrorContext root{doc.label, ""};
     ojson imports;
     if (raw.is_object()) {
-      if (auto s = raw.find("$schema"); s != raw.end()) doc.schema = detail::get_string(*s, root.key("$schema"));
+      if (auto s = raw.find("$schema"); s != raw.end())
+        doc.schema = detail::get_string(*s, root.key("$schema"));
       if (auto im = raw.find("imports"); im != raw.end()) imports = *im;
       if (auto l = raw.find("$list"); l != raw.end()) {
         for (const auto& [k, v] : raw.items())
           if (k != "$list" && k != "$schema" && k != "$comment" && k != "imports")
-            root.key(k).fail("a file with a \"$list\" body may only have \"$schema\", \"$comment\" and "
-                             "\"imports\" besides it");
+            root.key(k).fail(
+                "a file with a \"$list\" body may only have \"$schema\", \"$comment\" and "
+                "\"imports\" besides it");
         if (!l->is_array()) root.key("$list").fail(show(*l) + " is not a list");
         doc.body = *l;
       } else {
@@ -118,8 +122,9 @@ class Resolver {
         std::string ref_s = detail::get_string(ref, ac);
         if (ref_s.empty()) ac.fail("import path is empty");
         auto found = find_config_file(ref_s, file.parent_path());
-        if (!found) ac.fail("cannot find config file \"" + ref_s + "\" (relative to " + doc.label + " or " +
-                            configs_dir().generic_string() + ")");
+        if (!found)
+          ac.fail("cannot find config file \"" + ref_s + "\" (relative to " + doc.label + " or " +
+                  configs_dir().generic_string() + ")");
         std::error_code ec2;
         if (loading.count(fs::weakly_canonical(*found, ec2).string()))
           ac.fail("circular import of \"" + ref_s + "\"");
@@ -141,7 +146,9 @@ class Resolver {
       std::vector<std::string> known;
       for (const auto& [k, v] : *aliases_) known.push_back(k);
       ctx.fail("unknown $import alias \"" + name + "\" (" +
-               (known.empty() ? std::string("no imports are declared") : "imports: " + detail::join(known)) + ")");
+               (known.empty() ? std::string("no imports are declared")
+                              : "imports: " + detail::join(known)) +
+               ")");
     }
     return it->second;
   }
@@ -152,21 +159,24 @@ class Resolver {
         ErrorContext rc = ctx.key(kImport);
         ojson merged = ojson::object();
         std::vector<ojson> refs;
-        if (ref->is_array()) refs.assign(ref->begin(), ref->end());
-        else refs.push_back(*ref);
+        if (ref->is_array())
+          refs.assign(ref->begin(), ref->end());
+        else
+          refs.push_back(*ref);
         for (size_t i = 0; i < refs.size(); ++i) {
           ErrorContext c = ref->is_array() ? rc.index(i) : rc;
           const ConfigDocument& snippet = lookup(refs[i], c);
           if (!snippet.body.is_object())
-            c.fail("$import \"" + refs[i].get<std::string>() + "\" inside a dict must resolve to a dict, " +
-                   snippet.label + " holds a list");
+            c.fail("$import \"" + refs[i].get<std::string>() +
+                   "\" inside a dict must resolve to a dict, " + snippet.label + " holds a list");
           merged.update(snippet.body);
         }
         for (const auto& [k, v] : obj.items())
           if (k != kImport) merged[k] = v;
         // The snippet is resolved already; this resolves $import markers in the inline values.
         ojson out = ojson::object();
-        for (const auto& [k, v] : merged.items()) out[k] = obj.contains(k) ? resolve(v, ctx.key(k)) : v;
+        for (const auto& [k, v] : merged.items())
+          out[k] = obj.contains(k) ? resolve(v, ctx.key(k)) : v;
         return out;
       }
       ojson out = ojson::object();
@@ -207,7 +217,8 @@ std::optional<fs::path> find_config_file(const std::string& ref, const fs::path&
   } else {
     bases.push_back(base_dir / p);
     bases.push_back(configs_dir() / p);
-    // ModelOpt's built-in recipe root: its "configs/numerics/fp8" spelling finds the YAML twin there.
+    // ModelOpt's built-in recipe root: its "configs/numerics/fp8" spelling finds the YAML twin
+    // there.
     if (detail::yaml_supported()) bases.push_back(modelopt_recipes_dir() / p);
     bases.push_back(configs_dir().parent_path() / p);
   }

@@ -20,7 +20,8 @@ namespace mq::config {
 using detail::ojson;
 
 fs::path configs_dir() {
-  if (const char* env = std::getenv("MQ_CONFIGS_DIR"); env != nullptr && *env != '\0') return fs::path(env);
+  if (const char* env = std::getenv("MQ_CONFIGS_DIR"); env != nullptr && *env != '\0')
+    return fs::path(env);
   return fs::path(MQ_SOURCE_DIR) / "configs";
 }
 
@@ -32,7 +33,8 @@ ojson read_index(bool required) {
   std::error_code ec;
   if (!required && !fs::exists(p, ec)) return ojson::object();
   std::ifstream in(p);
-  if (!in) MQ_THROW(IoError, p.generic_string(), ": cannot open the preset index (set MQ_CONFIGS_DIR?)");
+  if (!in)
+    MQ_THROW(IoError, p.generic_string(), ": cannot open the preset index (set MQ_CONFIGS_DIR?)");
   try {
     return ojson::parse(in);
   } catch (const nlohmann::json::parse_error& e) {
@@ -68,8 +70,8 @@ std::optional<fs::path> index_lookup(const std::string& name) {
 fs::path resolve_name_or_path(const std::string& name_or_path) {
   if (auto p = index_lookup(name_or_path)) return *p;
   if (auto p = find_config_file(name_or_path, fs::current_path())) return *p;
-  MQ_THROW(ConfigError, name_or_path,
-           ": neither a preset name (see ", (configs_dir() / "presets.json").generic_string(),
+  MQ_THROW(ConfigError, name_or_path, ": neither a preset name (see ",
+           (configs_dir() / "presets.json").generic_string(),
            ": e.g. NVFP4_DEFAULT_CFG, model/nvfp4, kv/fp8_cast) nor a config file");
 }
 
@@ -87,7 +89,8 @@ QuantizeConfig load_quantize_config(const std::string& name_or_path) {
     for (const char* n : {"quantize.yml", "quantize.yaml"})
       if (fs::is_regular_file(fs::path(name_or_path) / n, ec)) file = fs::path(name_or_path) / n;
     if (file.empty())
-      MQ_THROW(ConfigError, name_or_path, ": a recipe directory needs quantize.yml (or quantize.yaml)");
+      MQ_THROW(ConfigError, name_or_path,
+               ": a recipe directory needs quantize.yml (or quantize.yaml)");
   } else {
     file = resolve_name_or_path(name_or_path);
   }
@@ -97,11 +100,13 @@ QuantizeConfig load_quantize_config(const std::string& name_or_path) {
     ErrorContext ctx{doc.label, ""};
     const auto& md = doc.body.at("metadata");
     const auto rt = md.is_object() ? md.find("recipe_type") : md.end();
-    const std::string type = (md.is_object() && rt != md.end() && rt->is_string()) ? rt->get<std::string>() : "";
+    const std::string type =
+        (md.is_object() && rt != md.end() && rt->is_string()) ? rt->get<std::string>() : "";
     if (type != "ptq")
-      ctx.key("metadata").key("recipe_type").fail(
-          (type.empty() ? std::string("missing") : "\"" + type + "\"") +
-          ": only PTQ recipes (recipe_type: ptq) hold a QuantizeConfig");
+      ctx.key("metadata")
+          .key("recipe_type")
+          .fail((type.empty() ? std::string("missing") : "\"" + type + "\"") +
+                ": only PTQ recipes (recipe_type: ptq) hold a QuantizeConfig");
     if (!doc.body.contains("quantize")) ctx.key("quantize").fail("is required in a PTQ recipe");
     return parse_quantize_config(doc.body.at("quantize"), ctx.key("quantize"));
   }

@@ -23,11 +23,13 @@ namespace {
 
 // PyYAML's SafeLoader implicit resolvers (yaml/resolver.py), minus the sexagesimal forms.
 const std::regex& bool_re() {
-  static const std::regex r("^(?:yes|Yes|YES|no|No|NO|true|True|TRUE|false|False|FALSE|on|On|ON|off|Off|OFF)$");
+  static const std::regex r(
+      "^(?:yes|Yes|YES|no|No|NO|true|True|TRUE|false|False|FALSE|on|On|ON|off|Off|OFF)$");
   return r;
 }
 const std::regex& int_re() {
-  static const std::regex r("^(?:[-+]?0b[0-1_]+|[-+]?0[0-7_]+|[-+]?(?:0|[1-9][0-9_]*)|[-+]?0x[0-9a-fA-F_]+)$");
+  static const std::regex r(
+      "^(?:[-+]?0b[0-1_]+|[-+]?0[0-7_]+|[-+]?(?:0|[1-9][0-9_]*)|[-+]?0x[0-9a-fA-F_]+)$");
   return r;
 }
 const std::regex& float_re() {
@@ -125,27 +127,34 @@ class Builder {
 
   std::vector<ojson> run(const std::string& text) {
     yaml_parser_t parser;
-    if (!yaml_parser_initialize(&parser)) MQ_THROW(ConfigError, label_, ": cannot initialise the YAML parser");
+    if (!yaml_parser_initialize(&parser))
+      MQ_THROW(ConfigError, label_, ": cannot initialise the YAML parser");
     struct Guard {
       yaml_parser_t* p;
       ~Guard() { yaml_parser_delete(p); }
     } guard{&parser};
-    yaml_parser_set_input_string(&parser, reinterpret_cast<const unsigned char*>(text.data()), text.size());
+    yaml_parser_set_input_string(&parser, reinterpret_cast<const unsigned char*>(text.data()),
+                                 text.size());
     std::vector<ojson> docs;
     for (bool done = false; !done;) {
       yaml_event_t ev;
       if (!yaml_parser_parse(&parser, &ev)) {
         const yaml_mark_t m = parser.problem_mark;
-        fail(label_, m, std::string(parser.problem ? parser.problem : "invalid YAML") +
-                            (parser.context ? std::string(" ") + parser.context : std::string()));
+        fail(label_, m,
+             std::string(parser.problem ? parser.problem : "invalid YAML") +
+                 (parser.context ? std::string(" ") + parser.context : std::string()));
       }
       struct EvGuard {
         yaml_event_t* e;
         ~EvGuard() { yaml_event_delete(e); }
       } eg{&ev};
       switch (ev.type) {
-        case YAML_STREAM_END_EVENT: done = true; break;
-        case YAML_DOCUMENT_START_EVENT: anchors_.clear(); break;
+        case YAML_STREAM_END_EVENT:
+          done = true;
+          break;
+        case YAML_DOCUMENT_START_EVENT:
+          anchors_.clear();
+          break;
         case YAML_DOCUMENT_END_EVENT:
           docs.push_back(root_.is_discarded() ? yaml_null() : std::move(root_));
           root_ = ojson(ojson::value_t::discarded);
@@ -159,7 +168,9 @@ class Builder {
           open(ojson::array(), anchor_of(ev.data.sequence_start.anchor), ev.start_mark);
           break;
         case YAML_MAPPING_END_EVENT:
-        case YAML_SEQUENCE_END_EVENT: close(ev.start_mark); break;
+        case YAML_SEQUENCE_END_EVENT:
+          close(ev.start_mark);
+          break;
         case YAML_SCALAR_EVENT: {
           const auto& sc = ev.data.scalar;
           std::string v(reinterpret_cast<const char*>(sc.value), sc.length);
@@ -177,7 +188,8 @@ class Builder {
           add(it->second, ev.start_mark, false);
           break;
         }
-        default: break;
+        default:
+          break;
       }
     }
     return docs;
@@ -192,14 +204,19 @@ class Builder {
     bool merge_key = false;  // the pending key is "<<"
   };
 
-  // safe_load only constructs the standard types: any other tag on a mapping or sequence is an error.
-  void check_collection_tag(const yaml_char_t* tag, const char* standard, const yaml_mark_t& m) const {
+  // safe_load only constructs the standard types: any other tag on a mapping or sequence is an
+  // error.
+  void check_collection_tag(const yaml_char_t* tag, const char* standard,
+                            const yaml_mark_t& m) const {
     if (!tag) return;
     const std::string t(reinterpret_cast<const char*>(tag));
-    if (t != "!" && t != standard) fail(label_, m, "unsupported YAML tag " + t + " (safe_load types only)");
+    if (t != "!" && t != standard)
+      fail(label_, m, "unsupported YAML tag " + t + " (safe_load types only)");
   }
 
-  static std::string anchor_of(const yaml_char_t* a) { return a ? reinterpret_cast<const char*>(a) : ""; }
+  static std::string anchor_of(const yaml_char_t* a) {
+    return a ? reinterpret_cast<const char*>(a) : "";
+  }
 
   ojson scalar(const std::string& v, const char* tag, bool plain, const yaml_mark_t& m) const {
     if (tag && std::string(tag) != "!") {
@@ -262,12 +279,16 @@ class Builder {
       return;
     }
     f.have_key = false;
-    if (f.merge_key) {  // "<<: *base" or "<<: [*a, *b]": keys not set explicitly come from the merged maps
+    if (f.merge_key) {  // "<<: *base" or "<<: [*a, *b]": keys not set explicitly come from the
+                        // merged maps
       std::vector<ojson> maps;
-      if (v.is_object()) maps.push_back(v);
-      else if (v.is_array()) maps.assign(v.begin(), v.end());
+      if (v.is_object())
+        maps.push_back(v);
+      else if (v.is_array())
+        maps.assign(v.begin(), v.end());
       for (const auto& mp : maps) {
-        if (!mp.is_object()) fail(label_, m, "a merge key '<<' needs a mapping or a list of mappings");
+        if (!mp.is_object())
+          fail(label_, m, "a merge key '<<' needs a mapping or a list of mappings");
         for (const auto& [k, x] : mp.items())
           if (!f.node.contains(k)) f.node[k] = x;
       }
@@ -295,9 +316,10 @@ std::vector<ojson> parse_yaml_documents(const std::string& text, const std::stri
 bool yaml_supported() { return false; }
 
 std::vector<ojson> parse_yaml_documents(const std::string&, const std::string& label) {
-  MQ_THROW(ConfigError, label,
-           ": this mqdist was built without YAML support (libyaml not found): use the JSON configs, "
-           "or install libyaml-dev and rebuild");
+  MQ_THROW(
+      ConfigError, label,
+      ": this mqdist was built without YAML support (libyaml not found): use the JSON configs, "
+      "or install libyaml-dev and rebuild");
 }
 
 #endif
@@ -315,7 +337,8 @@ ojson read_yaml_config(const std::string& text, const std::string& label) {
       if (line[first] != '#') break;
       std::smatch sm;
       if (std::regex_match(line, sm, schema_re)) {
-        if (!schema.empty()) MQ_THROW(ConfigError, label, ": multiple modelopt-schema comments found");
+        if (!schema.empty())
+          MQ_THROW(ConfigError, label, ": multiple modelopt-schema comments found");
         schema = sm[1].str();
       }
     }
@@ -328,7 +351,8 @@ ojson read_yaml_config(const std::string& text, const std::string& label) {
     raw = std::move(docs[0]);
   } else if (docs.size() == 2) {
     if (!docs[0].is_object())
-      MQ_THROW(ConfigError, label, ": the first YAML document must be a mapping (the imports header)");
+      MQ_THROW(ConfigError, label,
+               ": the first YAML document must be a mapping (the imports header)");
     ojson content = docs[1].is_null() ? ojson::object() : std::move(docs[1]);
     if (content.is_object()) {
       raw = std::move(docs[0]);
@@ -348,8 +372,8 @@ ojson read_yaml_config(const std::string& text, const std::string& label) {
     MQ_THROW(ConfigError, label, ": a config file must contain a YAML mapping or list");
   if (!schema.empty()) {
     const std::string name = schema.substr(schema.rfind('.') + 1);
-    if (name == "QuantizeConfig" || name == "QuantizerCfgListConfig" || name == "QuantizerCfgEntry" ||
-        name == "QuantizerAttributeConfig") {
+    if (name == "QuantizeConfig" || name == "QuantizerCfgListConfig" ||
+        name == "QuantizerCfgEntry" || name == "QuantizerAttributeConfig") {
       if (raw.is_array()) raw = ojson{{"$list", std::move(raw)}};
       raw["$schema"] = name;
     }

@@ -1,10 +1,10 @@
 #include "mq/core/parallel.hpp"
 
+#include <ATen/Parallel.h>
+
 #include <mutex>
 #include <set>
 #include <thread>
-
-#include <ATen/Parallel.h>
 
 namespace mq {
 

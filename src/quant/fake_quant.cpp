@@ -1,12 +1,12 @@
 #include "mq/quant/fake_quant.hpp"
 
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <sstream>
-
-#include <ATen/ATen.h>
-#include <ATen/Parallel.h>
 
 #if defined(__linux__)
 #include <sys/mman.h>
@@ -54,24 +54,32 @@ void run_rows(int64_t rows, int64_t cols, F&& f) {
                    [&](int64_t b, int64_t e) { f(b, e - b); });
 }
 
-// Element <-> fp32 conversions of the fused loops, each the same as c10's cast (Tensor::to). fp16 goes
-// through mqk's mask form of c10's software conversion: the same bits, and unlike c10's selects it
-// lets the loops vectorise (as long as it is inlined: hence always_inline).
+// Element <-> fp32 conversions of the fused loops, each the same as c10's cast (Tensor::to). fp16
+// goes through mqk's mask form of c10's software conversion: the same bits, and unlike c10's
+// selects it lets the loops vectorise (as long as it is inlined: hence always_inline).
 [[gnu::always_inline]] inline float to_f32(float v) { return v; }
 [[gnu::always_inline]] inline float to_f32(at::BFloat16 v) { return static_cast<float>(v); }
-[[gnu::always_inline]] inline float to_f32(at::Half v) { return mqk::detail::fp16_bits_to_float(v.x); }
+[[gnu::always_inline]] inline float to_f32(at::Half v) {
+  return mqk::detail::fp16_bits_to_float(v.x);
+}
 [[gnu::always_inline]] inline void store_f32(float& y, float v) { y = v; }
-[[gnu::always_inline]] inline void store_f32(at::BFloat16& y, float v) { y = static_cast<at::BFloat16>(v); }
-[[gnu::always_inline]] inline void store_f32(at::Half& y, float v) { y.x = mqk::detail::float_to_fp16_bits(v); }
+[[gnu::always_inline]] inline void store_f32(at::BFloat16& y, float v) {
+  y = static_cast<at::BFloat16>(v);
+}
+[[gnu::always_inline]] inline void store_f32(at::Half& y, float v) {
+  y.x = mqk::detail::float_to_fp16_bits(v);
+}
 
 // Fused CPU loop for the per-element formats (INT, FP8): reads x in its own dtype, applies `op` in
 // fp32 and writes y in x's dtype, with no temporaries. The scalar numerics are mqk's shared ones
 // (mqk/detail/numerics.hpp), so the result is the reference's bit for bit; the conversions (to_f32,
-// store_f32) give the bits of c10's round-to-nearest-even casts, as Tensor::to. `make(amax)` builds the
-// per-channel state once per run of `inner` elements that share an amax, `op(x, state)` quantizes one
-// element; it must be inlined for the loop to vectorise (the callers' lambdas are always_inline).
+// store_f32) give the bits of c10's round-to-nearest-even casts, as Tensor::to. `make(amax)` builds
+// the per-channel state once per run of `inner` elements that share an amax, `op(x, state)`
+// quantizes one element; it must be inlined for the loop to vectorise (the callers' lambdas are
+// always_inline).
 template <typename T, typename Make, typename Op>
-void fused_flat_typed(const T* x, T* y, int64_t n, const float* amax, mqk::AmaxLayout L, Make make, Op op) {
+void fused_flat_typed(const T* x, T* y, int64_t n, const float* amax, mqk::AmaxLayout L, Make make,
+                      Op op) {
   if (L.axis_len == 1) {
     const auto st = make(amax[0]);
     at::parallel_for(0, n, kGrain, [&](int64_t b, int64_t e) {
@@ -90,11 +98,11 @@ void fused_flat_typed(const T* x, T* y, int64_t n, const float* amax, mqk::AmaxL
   });
 }
 
-// A large output comes from the allocator as fresh pages (glibc maps blocks above 32 MiB anew each time):
-// writing them costs one page fault per 4 KiB, which took longer than the fake quant itself (64 MiB:
-// ~35 ms against ~10 ms). Where transparent huge pages are in madvise mode, asking for them on the
-// 2 MiB-aligned part makes that one fault per 2 MiB, as c10's THP_MEM_ALLOC_ENABLE does for every
-// allocation. A hint only: failures are ignored and the values are unaffected.
+// A large output comes from the allocator as fresh pages (glibc maps blocks above 32 MiB anew each
+// time): writing them costs one page fault per 4 KiB, which took longer than the fake quant itself
+// (64 MiB: ~35 ms against ~10 ms). Where transparent huge pages are in madvise mode, asking for
+// them on the 2 MiB-aligned part makes that one fault per 2 MiB, as c10's THP_MEM_ALLOC_ENABLE does
+// for every allocation. A hint only: failures are ignored and the values are unaffected.
 void advise_huge_pages(void* p, size_t bytes) {
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
   constexpr uintptr_t k2M = uintptr_t{1} << 21;
@@ -116,13 +124,16 @@ at::Tensor fused_flat(const at::Tensor& x, const AmaxView& av, Make make, Op op)
   const float* a = av.amax.data_ptr<float>();
   switch (xc.scalar_type()) {
     case at::kFloat:
-      fused_flat_typed(xc.data_ptr<float>(), y.data_ptr<float>(), xc.numel(), a, av.layout, make, op);
+      fused_flat_typed(xc.data_ptr<float>(), y.data_ptr<float>(), xc.numel(), a, av.layout, make,
+                       op);
       break;
     case at::kBFloat16:
-      fused_flat_typed(xc.data_ptr<at::BFloat16>(), y.data_ptr<at::BFloat16>(), xc.numel(), a, av.layout, make, op);
+      fused_flat_typed(xc.data_ptr<at::BFloat16>(), y.data_ptr<at::BFloat16>(), xc.numel(), a,
+                       av.layout, make, op);
       break;
     case at::kHalf:
-      fused_flat_typed(xc.data_ptr<at::Half>(), y.data_ptr<at::Half>(), xc.numel(), a, av.layout, make, op);
+      fused_flat_typed(xc.data_ptr<at::Half>(), y.data_ptr<at::Half>(), xc.numel(), a, av.layout,
+                       make, op);
       break;
     default:
       MQ_THROW(::mq::Error, "fake quant: unsupported dtype ", xc.scalar_type());
@@ -133,10 +144,14 @@ at::Tensor fused_flat(const at::Tensor& x, const AmaxView& av, Make make, Op op)
 #ifdef MQ_QUANT_CUDA
 mqk::DType cuda_dtype(const at::Tensor& x) {
   switch (x.scalar_type()) {
-    case at::kFloat: return mqk::DType::kF32;
-    case at::kHalf: return mqk::DType::kF16;
-    case at::kBFloat16: return mqk::DType::kBF16;
-    default: MQ_THROW(::mq::Error, "CUDA fake quant: unsupported dtype ", x.scalar_type());
+    case at::kFloat:
+      return mqk::DType::kF32;
+    case at::kHalf:
+      return mqk::DType::kF16;
+    case at::kBFloat16:
+      return mqk::DType::kBF16;
+    default:
+      MQ_THROW(::mq::Error, "CUDA fake quant: unsupported dtype ", x.scalar_type());
   }
 }
 
@@ -163,8 +178,10 @@ void require_cpu_or_cuda(const at::Tensor& x, const char* what) {
 #ifdef MQ_QUANT_CUDA
   MQ_CHECK(x.is_cpu() || x.is_cuda(), what, ": tensors must be on CPU or CUDA, got ", x.device());
 #else
-  MQ_CHECK(x.is_cpu(), what, ": this build has no CUDA tensor support (MQ_HAVE_CUDA and MQ_TORCH_CUDA); got a tensor on ",
-           x.device());
+  MQ_CHECK(
+      x.is_cpu(), what,
+      ": this build has no CUDA tensor support (MQ_HAVE_CUDA and MQ_TORCH_CUDA); got a tensor on ",
+      x.device());
 #endif
 }
 
@@ -176,7 +193,9 @@ float scalar_global_amax(const at::Tensor& global_amax) {
 
 }  // namespace
 
-std::string format_torch_size(at::IntArrayRef shape) { return "torch.Size(" + shape_str(shape) + ")"; }
+std::string format_torch_size(at::IntArrayRef shape) {
+  return "torch.Size(" + shape_str(shape) + ")";
+}
 
 AmaxView plan_amax_layout(const at::Tensor& x, const at::Tensor& amax) {
   MQ_CHECK(amax.defined(), "fake quant: amax is undefined");
@@ -187,8 +206,8 @@ AmaxView plan_amax_layout(const at::Tensor& x, const at::Tensor& amax) {
 
   MQ_CHECK(ad <= xd || std::all_of(amax.sizes().begin(), amax.sizes().begin() + (ad - xd),
                                    [](int64_t s) { return s == 1; }),
-           "fake quant: amax shape ", shape_str(amax.sizes()), " does not broadcast to input shape ",
-           shape_str(x.sizes()));
+           "fake quant: amax shape ", shape_str(amax.sizes()),
+           " does not broadcast to input shape ", shape_str(x.sizes()));
   std::vector<int64_t> a(xd, 1);
   for (int64_t i = 0; i < std::min(xd, ad); ++i) a[xd - 1 - i] = amax.size(ad - 1 - i);
   int64_t d0 = -1, d1 = -1;
@@ -212,16 +231,18 @@ AmaxView plan_amax_layout(const at::Tensor& x, const at::Tensor& amax) {
           mqk::AmaxLayout{std::max<int64_t>(x.numel(), 1), 1}};
 }
 
-at::Tensor int_fake_quant(const at::Tensor& x, const at::Tensor& amax, int num_bits, bool is_unsigned,
-                          bool narrow_range) {
+at::Tensor int_fake_quant(const at::Tensor& x, const at::Tensor& amax, int num_bits,
+                          bool is_unsigned, bool narrow_range) {
   check_float_input(x, "INT fake quant");
   require_cpu_or_cuda(x, "INT fake quant");
-  MQ_CHECK(num_bits >= 1 && num_bits <= 31, "INT fake quant: num_bits must be in [1, 31], got ", num_bits);
+  MQ_CHECK(num_bits >= 1 && num_bits <= 31, "INT fake quant: num_bits must be in [1, 31], got ",
+           num_bits);
   if (x.numel() == 0) return x.clone();
   MQ_CHECK(amax.defined(), "INT fake quant: amax is undefined");
   MQ_CHECK(!(amax.min().item<double>() < 0), "INT fake quant: Negative values in amax");
   if (is_unsigned) {
-    MQ_CHECK(!(x.min().item<double>() < 0.0), "Negative values encountered in unsigned quantization.");
+    MQ_CHECK(!(x.min().item<double>() < 0.0),
+             "Negative values encountered in unsigned quantization.");
   }
   AmaxView av = plan_amax_layout(x, amax);
 #ifdef MQ_QUANT_CUDA
@@ -229,16 +250,20 @@ at::Tensor int_fake_quant(const at::Tensor& x, const at::Tensor& amax, int num_b
     const CudaCall c = cuda_call(x);
     at::Tensor a = av.amax.to(x.device());
     // The eager path's zero-amax rule differs from the CUDA kernel's.
-    const auto zero = modelopt_uses_cuda_kernel(amax) ? mqk::IntZeroAmaxMode::kCudaKernel : mqk::IntZeroAmaxMode::kEager;
-    mqk::launch_int_fake_quant(c.x.data_ptr(), c.y.data_ptr(), cuda_dtype(c.x), c.x.numel(), a.data_ptr<float>(),
-                               av.layout, num_bits, is_unsigned, narrow_range, c.stream, zero);
+    const auto zero = modelopt_uses_cuda_kernel(amax) ? mqk::IntZeroAmaxMode::kCudaKernel
+                                                      : mqk::IntZeroAmaxMode::kEager;
+    mqk::launch_int_fake_quant(c.x.data_ptr(), c.y.data_ptr(), cuda_dtype(c.x), c.x.numel(),
+                               a.data_ptr<float>(), av.layout, num_bits, is_unsigned, narrow_range,
+                               c.stream, zero);
     return c.y;
   }
 #endif
-  MQ_CHECK(num_bits >= 2 && num_bits <= 16, "INT fake quant: num_bits must be in [2, 16], got ", num_bits);
-  const mqk::detail::IntBounds bounds = mqk::detail::int_bounds(num_bits, is_unsigned, narrow_range);
-  // On CPU ModelOpt always takes its eager path (_tensor_quant): amax <= 2^-24 zeroes the scale, so those
-  // elements come out as x * 0, a zero that keeps the sign of x (and NaN stays NaN).
+  MQ_CHECK(num_bits >= 2 && num_bits <= 16, "INT fake quant: num_bits must be in [2, 16], got ",
+           num_bits);
+  const mqk::detail::IntBounds bounds =
+      mqk::detail::int_bounds(num_bits, is_unsigned, narrow_range);
+  // On CPU ModelOpt always takes its eager path (_tensor_quant): amax <= 2^-24 zeroes the scale, so
+  // those elements come out as x * 0, a zero that keeps the sign of x (and NaN stays NaN).
   return fused_flat(
       x, av, [](float a) { return a; },
       [bounds](float v, float a) __attribute__((always_inline)) {
@@ -255,21 +280,22 @@ at::Tensor fp8_fake_quant(const at::Tensor& x, const at::Tensor& amax) {
   if (x.is_cuda()) {
     const CudaCall c = cuda_call(x);
     at::Tensor a = av.amax.to(x.device());
-    // ModelOpt's CUDA extension (fake_e4m3fy) divides 448/amax; its eager torch path multiplies by the
-    // reciprocal.
-    const auto mode = modelopt_uses_cuda_kernel(amax) ? mqk::Fp8ScaleMode::kDivide : mqk::Fp8ScaleMode::kReciprocal;
-    mqk::launch_fp8_fake_quant(c.x.data_ptr(), c.y.data_ptr(), cuda_dtype(c.x), c.x.numel(), a.data_ptr<float>(),
-                               av.layout, c.stream, mode);
+    // ModelOpt's CUDA extension (fake_e4m3fy) divides 448/amax; its eager torch path multiplies by
+    // the reciprocal.
+    const auto mode = modelopt_uses_cuda_kernel(amax) ? mqk::Fp8ScaleMode::kDivide
+                                                      : mqk::Fp8ScaleMode::kReciprocal;
+    mqk::launch_fp8_fake_quant(c.x.data_ptr(), c.y.data_ptr(), cuda_dtype(c.x), c.x.numel(),
+                               a.data_ptr<float>(), av.layout, c.stream, mode);
     return c.y;
   }
 #endif
-  // On CPU ModelOpt always takes its eager path, where 448.0 / amax is torch's amax.reciprocal() * 448.
-  // The magic-number form of e4m3_round_sat (same bits, no rint call, no branches) lets the loop vectorise.
+  // On CPU ModelOpt always takes its eager path, where 448.0 / amax is torch's amax.reciprocal() *
+  // 448. The magic-number form of e4m3_round_sat (same bits, no rint call, no branches) lets the
+  // loop vectorise.
   return fused_flat(
       x, av, [](float a) { return mqk::detail::fp8_scales(a, /*reciprocal=*/true); },
-      [](float v, const mqk::detail::Fp8Scales& sc) __attribute__((always_inline)) {
-        return mqk::detail::fp8_fake_quant_one_magic(v, sc);
-      });
+      [](float v, const mqk::detail::Fp8Scales& sc)
+          __attribute__((always_inline)) { return mqk::detail::fp8_fake_quant_one_magic(v, sc); });
 }
 
 at::Tensor nvfp4_fake_quant(const at::Tensor& x, int64_t block, const at::Tensor& global_amax) {
@@ -282,9 +308,11 @@ at::Tensor nvfp4_fake_quant(const at::Tensor& x, int64_t block, const at::Tensor
 #ifdef MQ_QUANT_CUDA
   if (x.is_cuda()) {
     const CudaCall c = cuda_call(x);
-    at::Tensor g = (global_amax.numel() == 1 ? global_amax : global_amax.max()).to(x.device(), at::kFloat).reshape({1});
-    mqk::launch_nvfp4_fake_quant(c.x.data_ptr(), c.y.data_ptr(), cuda_dtype(c.x), rows, cols, static_cast<int>(block),
-                                 g.data_ptr<float>(), c.stream);
+    at::Tensor g = (global_amax.numel() == 1 ? global_amax : global_amax.max())
+                       .to(x.device(), at::kFloat)
+                       .reshape({1});
+    mqk::launch_nvfp4_fake_quant(c.x.data_ptr(), c.y.data_ptr(), cuda_dtype(c.x), rows, cols,
+                                 static_cast<int>(block), g.data_ptr<float>(), c.stream);
     return c.y;
   }
 #endif
@@ -308,18 +336,21 @@ at::Tensor nvfp4_static_fake_quant(const at::Tensor& x, int64_t block, const at:
   const int64_t cols = x.size(-1);
   const int64_t rows = x.numel() / cols;
   const int64_t nb = (cols + block - 1) / block;
-  MQ_CHECK(block_amax.defined() && block_amax.numel() == rows * nb, "static NVFP4 fake quant: expected ",
-           rows * nb, " per-block amax values for input ", shape_str(x.sizes()), " and block ", block, ", got ",
+  MQ_CHECK(block_amax.defined() && block_amax.numel() == rows * nb,
+           "static NVFP4 fake quant: expected ", rows * nb, " per-block amax values for input ",
+           shape_str(x.sizes()), " and block ", block, ", got ",
            block_amax.defined() ? block_amax.numel() : 0);
   at::Tensor ba = block_amax.to(at::kFloat).contiguous();
 #ifdef MQ_QUANT_CUDA
   if (x.is_cuda()) {
     const CudaCall c = cuda_call(x);
-    at::Tensor g = (global_amax.numel() == 1 ? global_amax : global_amax.max()).to(x.device(), at::kFloat).reshape({1});
+    at::Tensor g = (global_amax.numel() == 1 ? global_amax : global_amax.max())
+                       .to(x.device(), at::kFloat)
+                       .reshape({1});
     at::Tensor bad = ba.to(x.device());
     mqk::launch_nvfp4_static_fake_quant(c.x.data_ptr(), c.y.data_ptr(), cuda_dtype(c.x), rows, cols,
-                                        static_cast<int>(block), bad.data_ptr<float>(), g.data_ptr<float>(),
-                                        four_over_six, c.stream);
+                                        static_cast<int>(block), bad.data_ptr<float>(),
+                                        g.data_ptr<float>(), four_over_six, c.stream);
     return c.y;
   }
 #endif
@@ -330,8 +361,8 @@ at::Tensor nvfp4_static_fake_quant(const at::Tensor& x, int64_t block, const at:
   const float* bp = ba.data_ptr<float>();
   float* yp = yf.data_ptr<float>();
   run_rows(rows, cols, [&](int64_t r0, int64_t nr) {
-    mqk::nvfp4_static_fake_quant_ref(xp + r0 * cols, yp + r0 * cols, nr, cols, static_cast<int>(block),
-                                     bp + r0 * nb, g, four_over_six);
+    mqk::nvfp4_static_fake_quant_ref(xp + r0 * cols, yp + r0 * cols, nr, cols,
+                                     static_cast<int>(block), bp + r0 * nb, g, four_over_six);
   });
   return yf.to(x.scalar_type());
 }
@@ -344,7 +375,8 @@ mqk::ElemFormat mx_elem_format(const config::NumBits& nb) {
   if (nb.is_float(2, 1)) return mqk::ElemFormat::kE2M1;
   if (nb.is_int() && nb.bits == 8) return mqk::ElemFormat::kInt8;
   if (nb.kind == config::NumBits::Kind::kFloat) {
-    MQ_THROW(::mq::Error, "MX fake quant: unsupported element format (", nb.exponent, ", ", nb.mantissa, ")");
+    MQ_THROW(::mq::Error, "MX fake quant: unsupported element format (", nb.exponent, ", ",
+             nb.mantissa, ")");
   }
   MQ_THROW(::mq::Error, "MX fake quant: unsupported element format num_bits=",
            nb.is_int() ? std::to_string(nb.bits) : nb.custom);
@@ -353,15 +385,16 @@ mqk::ElemFormat mx_elem_format(const config::NumBits& nb) {
 at::Tensor mx_fake_quant(const at::Tensor& x, int64_t block, mqk::ElemFormat elem) {
   check_float_input(x, "MX fake quant");
   require_cpu_or_cuda(x, "MX fake quant");
-  MQ_CHECK(block == 8 || block == 16 || block == 32, "MX fake quant: block size must be 8, 16 or 32, got ", block);
+  MQ_CHECK(block == 8 || block == 16 || block == 32,
+           "MX fake quant: block size must be 8, 16 or 32, got ", block);
   if (x.numel() == 0) return x.clone();
   const int64_t cols = x.size(-1);
   const int64_t rows = x.numel() / cols;
 #ifdef MQ_QUANT_CUDA
   if (x.is_cuda()) {
     const CudaCall c = cuda_call(x);
-    mqk::launch_mx_fake_quant(c.x.data_ptr(), c.y.data_ptr(), cuda_dtype(c.x), rows, cols, static_cast<int>(block),
-                              elem, c.stream);
+    mqk::launch_mx_fake_quant(c.x.data_ptr(), c.y.data_ptr(), cuda_dtype(c.x), rows, cols,
+                              static_cast<int>(block), elem, c.stream);
     return c.y;
   }
 #endif
@@ -387,8 +420,10 @@ StaticBlockPlan StaticBlockPlan::make(at::IntArrayRef shape, const config::Block
     return it->second;
   };
   for (const auto& [k, v] : bs.axes) {
-    MQ_CHECK(k >= -nd && k < nd, "block_sizes: axis ", k, " is out of range for an input of rank ", nd);
-    MQ_CHECK(!v || *v > 0, "block_sizes: block size of axis ", k, " must be positive, got ", v.value_or(0));
+    MQ_CHECK(k >= -nd && k < nd, "block_sizes: axis ", k, " is out of range for an input of rank ",
+             nd);
+    MQ_CHECK(!v || *v > 0, "block_sizes: block size of axis ", k, " must be positive, got ",
+             v.value_or(0));
   }
 
   StaticBlockPlan p;
@@ -409,7 +444,8 @@ StaticBlockPlan StaticBlockPlan::make(at::IntArrayRef shape, const config::Block
     p.amax_shape_for_export = ex;
     return p;
   }
-  // Padding pairs per axis as F.pad expects them, last dim first; leading unpadded axes are omitted.
+  // Padding pairs per axis as F.pad expects them, last dim first; leading unpadded axes are
+  // omitted.
   std::vector<std::pair<int64_t, int64_t>> pads(nd, {0, 0});
   int64_t first_padded = -1;
   for (int64_t ax = 0; ax < nd; ++ax) {
@@ -451,14 +487,16 @@ at::Tensor StaticBlockPlan::apply(const at::Tensor& x) const {
 at::Tensor StaticBlockPlan::restore(const at::Tensor& y) const {
   at::Tensor out = y.reshape(padded_shape);
   for (size_t d = 0; d < input_shape.size(); ++d) {
-    if (padded_shape[d] != input_shape[d]) out = out.narrow(static_cast<int64_t>(d), 0, input_shape[d]);
+    if (padded_shape[d] != input_shape[d])
+      out = out.narrow(static_cast<int64_t>(d), 0, input_shape[d]);
   }
   return out;
 }
 
 // ---- rotation ----
 
-at::Tensor normalized_hadamard_transform(const at::Tensor& x, std::optional<int> block_size, bool rotate_fp32) {
+at::Tensor normalized_hadamard_transform(const at::Tensor& x, std::optional<int> block_size,
+                                         bool rotate_fp32) {
   MQ_CHECK(x.dim() >= 1, "Hadamard transform needs an input of rank >= 1");
   const int64_t dim = x.size(-1);
   auto is_pow2 = [](int64_t v) { return v > 0 && (v & (v - 1)) == 0; };
@@ -466,16 +504,19 @@ at::Tensor normalized_hadamard_transform(const at::Tensor& x, std::optional<int>
   int64_t bs = 0;
   if (!block_size) {
     bs = is_pow2(dim) ? dim : largest_pow2_divisor(dim);
-    MQ_CHECK(bs >= 2 || is_pow2(dim), "Block RHT: dimension ", dim,
-             " has no power-of-2 divisor >= 2. Set rotate.block_size explicitly (e.g. 128) or use a "
-             "dimension divisible by a power of 2.");
+    MQ_CHECK(
+        bs >= 2 || is_pow2(dim), "Block RHT: dimension ", dim,
+        " has no power-of-2 divisor >= 2. Set rotate.block_size explicitly (e.g. 128) or use a "
+        "dimension divisible by a power of 2.");
   } else {
     bs = *block_size;
   }
   MQ_CHECK(is_pow2(bs), "Block RHT: block_size must be power of 2, got ", bs, ".");
-  MQ_CHECK(dim % bs == 0, "Block RHT: inputs.shape[-1]=", dim, " is not divisible by block_size=", bs,
-           ". Use a block_size that divides ", dim, " (e.g. ", largest_pow2_divisor(dim), ").");
-  (void)rotate_fp32;  // the transform is always accumulated in fp32 here; both modes return x's dtype
+  MQ_CHECK(dim % bs == 0, "Block RHT: inputs.shape[-1]=", dim,
+           " is not divisible by block_size=", bs, ". Use a block_size that divides ", dim,
+           " (e.g. ", largest_pow2_divisor(dim), ").");
+  (void)
+      rotate_fp32;  // the transform is always accumulated in fp32 here; both modes return x's dtype
   at::Tensor v = x.to(at::kFloat).reshape({-1, bs});
   const int64_t m = v.size(0);
   // Sylvester butterfly: H_2n = [[H_n, H_n], [H_n, -H_n]], built with differentiable ops.

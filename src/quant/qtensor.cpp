@@ -1,6 +1,6 @@
 // Real quantization. INT8/FP8/INT4/NF4 mirror ModelOpt's torch arithmetic op by op (it runs in the
-// input dtype, which a float-only packer could not reproduce for bf16/fp16); NVFP4 and MX use the mqk
-// packers, whose ModelOpt counterparts compute in fp32. On a CUDA tensor, INT4 and NF4 follow
+// input dtype, which a float-only packer could not reproduce for bf16/fp16); NVFP4 and MX use the
+// mqk packers, whose ModelOpt counterparts compute in fp32. On a CUDA tensor, INT4 and NF4 follow
 // ModelOpt's CUDA extension kernels (INT4_quantize, NF4_quantize, NF4_dequantize in
 // tensor_quant_gpu.cu), which ModelOpt uses there instead of its torch path and which round
 // differently (checked against golden/manifest_cuda_replay.json).
@@ -23,14 +23,17 @@ constexpr at::ScalarType kFp8 = at::ScalarType::Float8_e4m3fn;
 std::vector<std::pair<int64_t, int64_t>> blocked_dims(const config::BlockSizes& bs, int64_t nd) {
   std::vector<std::pair<int64_t, int64_t>> r;
   for (const auto& [k, v] : bs.axes) {
-    MQ_CHECK(k >= -nd && k < nd, "real quantization: block axis ", k, " out of range for rank ", nd);
-    MQ_CHECK(v.has_value() && *v > 0, "real quantization: block axis ", k, " needs a positive block size");
+    MQ_CHECK(k >= -nd && k < nd, "real quantization: block axis ", k, " out of range for rank ",
+             nd);
+    MQ_CHECK(v.has_value() && *v > 0, "real quantization: block axis ", k,
+             " needs a positive block size");
     r.emplace_back(k < 0 ? k + nd : k, *v);
   }
   return r;
 }
 
-// Zero-pads each blocked dim on the right up to a multiple of its block (ModelOpt reduce_block_padding).
+// Zero-pads each blocked dim on the right up to a multiple of its block (ModelOpt
+// reduce_block_padding).
 at::Tensor pad_blocks(const at::Tensor& x, const std::vector<std::pair<int64_t, int64_t>>& dims) {
   at::Tensor y = x;
   for (const auto& [d, b] : dims) {
@@ -51,7 +54,8 @@ at::Tensor block_amax(const at::Tensor& x, const std::vector<std::pair<int64_t, 
     for (const auto& [dd, bb] : dims)
       if (dd == d) b = bb;
     if (b) {
-      MQ_CHECK(x.size(d) % b == 0, "Tensor dimension ", d, ", ", x.size(d), " is not divisible by ", b, ".");
+      MQ_CHECK(x.size(d) % b == 0, "Tensor dimension ", d, ", ", x.size(d), " is not divisible by ",
+               b, ".");
       shape.push_back(x.size(d) / b);
       shape.push_back(b);
       reduce.push_back(static_cast<int64_t>(shape.size()) - 1);
@@ -70,7 +74,8 @@ at::Tensor expand_blocks(at::Tensor scales, const std::vector<std::pair<int64_t,
 at::Tensor crop_to(const at::Tensor& t, const std::vector<int64_t>& shape) {
   at::Tensor y = t;
   for (size_t d = 0; d < shape.size(); ++d)
-    if (y.size(static_cast<int64_t>(d)) != shape[d]) y = y.narrow(static_cast<int64_t>(d), 0, shape[d]);
+    if (y.size(static_cast<int64_t>(d)) != shape[d])
+      y = y.narrow(static_cast<int64_t>(d), 0, shape[d]);
   return y;
 }
 
@@ -108,7 +113,8 @@ at::Tensor nf4_table_fp32(const at::Device& device) {
 
 // (w0, w1, w2, ...) 4-bit codes (uint8 values 0..15) packed as (w0 << 4 | w1), (w2 << 4 | w3), ...
 at::Tensor pack_nibbles(const at::Tensor& codes) {
-  return at::bitwise_or(at::__lshift__(codes.slice(0, 0, codes.numel(), 2), 4), codes.slice(0, 1, codes.numel(), 2));
+  return at::bitwise_or(at::__lshift__(codes.slice(0, 0, codes.numel(), 2), 4),
+                        codes.slice(0, 1, codes.numel(), 2));
 }
 
 std::vector<int64_t> last_dim_replaced(const std::vector<int64_t>& shape, int64_t v) {
@@ -119,7 +125,8 @@ std::vector<int64_t> last_dim_replaced(const std::vector<int64_t>& shape, int64_
 
 void check_float(const at::Tensor& x, const char* what) {
   MQ_CHECK(x.defined() && x.dim() >= 1, what, ": input must be a tensor of rank >= 1");
-  MQ_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kBFloat16 || x.scalar_type() == at::kHalf,
+  MQ_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kBFloat16 ||
+               x.scalar_type() == at::kHalf,
            what, ": input dtype must be float32, bfloat16 or float16, got ", x.scalar_type());
 }
 
@@ -134,7 +141,8 @@ QTensor qtensor_for(const at::Tensor& x, QFormat format, int64_t block_size = 0)
 }
 
 // FP8 / INT8: the blocked dims when block_sizes names any axis, else none.
-std::vector<std::pair<int64_t, int64_t>> blocked_dims_of(const std::optional<config::BlockSizes>& bs, int64_t nd) {
+std::vector<std::pair<int64_t, int64_t>> blocked_dims_of(
+    const std::optional<config::BlockSizes>& bs, int64_t nd) {
   if (bs && !bs->axes.empty()) return blocked_dims(*bs, nd);
   return {};
 }
@@ -155,15 +163,15 @@ at::Tensor interleave_nibbles(const at::Tensor& hi, const at::Tensor& lo, int64_
   return inter.slice(0, 0, numel).reshape(shape).to(dt);
 }
 
-// MXFP4 / MXFP8 quantize: x checked (float, last dim a multiple of the block) and packed on the host
-// by the mqk packer `pack` into codes (rows, cols / codes_per_byte) and one E8M0 byte per block
-// (rows, cols / block_size), x viewed as (rows, cols) over its last dim.
+// MXFP4 / MXFP8 quantize: x checked (float, last dim a multiple of the block) and packed on the
+// host by the mqk packer `pack` into codes (rows, cols / codes_per_byte) and one E8M0 byte per
+// block (rows, cols / block_size), x viewed as (rows, cols) over its last dim.
 using MxPacker = void (*)(const float*, int64_t, int64_t, int, uint8_t*, uint8_t*);
 std::pair<at::Tensor, at::Tensor> mx_pack(const at::Tensor& x, int64_t block_size, const char* what,
                                           int64_t codes_per_byte, MxPacker pack) {
   check_float(x, what);
-  MQ_CHECK(x.size(-1) % block_size == 0, what, ": last dim ", x.size(-1), " is not a multiple of the block ",
-           block_size);
+  MQ_CHECK(x.size(-1) % block_size == 0, what, ": last dim ", x.size(-1),
+           " is not a multiple of the block ", block_size);
   at::Tensor xf = rows_f32(x);
   const int64_t rows = xf.size(0), cols = xf.size(1);
   at::Tensor codes = at::empty({rows, cols / codes_per_byte}, at::kByte);
@@ -173,11 +181,12 @@ std::pair<at::Tensor, at::Tensor> mx_pack(const at::Tensor& x, int64_t block_siz
   return {codes, scales};
 }
 
-// NVFP4 / MX dequantize with a host unpacker: the codes (as bytes) and the scales (uint8) come to the
-// host, `unpack(codes, scales, rows, cols, y)` fills y (rows, cols) fp32 over the last dim, which goes
-// back to data's device in dt.
+// NVFP4 / MX dequantize with a host unpacker: the codes (as bytes) and the scales (uint8) come to
+// the host, `unpack(codes, scales, rows, cols, y)` fills y (rows, cols) fp32 over the last dim,
+// which goes back to data's device in dt.
 template <typename Unpack>
-at::Tensor host_dequantize(const QTensor& q, const at::Tensor& scale_bytes, at::ScalarType dt, Unpack unpack) {
+at::Tensor host_dequantize(const QTensor& q, const at::Tensor& scale_bytes, at::ScalarType dt,
+                           Unpack unpack) {
   const int64_t cols = q.shape.back();
   const int64_t rows = c10::multiply_integers(q.shape) / cols;
   at::Tensor p = q.data.contiguous().view(at::kByte).cpu();
@@ -191,19 +200,27 @@ at::Tensor host_dequantize(const QTensor& q, const at::Tensor& scale_bytes, at::
 
 std::string qformat_name(QFormat f) {
   switch (f) {
-    case QFormat::kFp8: return "FP8QTensor";
-    case QFormat::kInt8: return "INT8QTensor";
-    case QFormat::kInt4: return "INT4QTensor";
-    case QFormat::kNvfp4: return "NVFP4QTensor";
-    case QFormat::kMxfp4: return "MXFP4QTensor";
-    case QFormat::kMxfp8: return "MXFP8QTensor";
-    case QFormat::kNf4: return "NF4QTensor";
+    case QFormat::kFp8:
+      return "FP8QTensor";
+    case QFormat::kInt8:
+      return "INT8QTensor";
+    case QFormat::kInt4:
+      return "INT4QTensor";
+    case QFormat::kNvfp4:
+      return "NVFP4QTensor";
+    case QFormat::kMxfp4:
+      return "MXFP4QTensor";
+    case QFormat::kMxfp8:
+      return "MXFP8QTensor";
+    case QFormat::kNf4:
+      return "NF4QTensor";
   }
   return "";
 }
 
 QTensor fp8_quantize(const at::Tensor& x, const std::optional<at::Tensor>& scales_in,
-                     const std::optional<config::Axis>& axis, const std::optional<config::BlockSizes>& block_sizes) {
+                     const std::optional<config::Axis>& axis,
+                     const std::optional<config::BlockSizes>& block_sizes) {
   check_float(x, "FP8 real quantization");
   QTensor q = qtensor_for(x, QFormat::kFp8);
   const auto dims = blocked_dims_of(block_sizes, x.dim());
@@ -219,11 +236,13 @@ QTensor fp8_quantize(const at::Tensor& x, const std::optional<at::Tensor>& scale
   if (!dims.empty()) {
     std::vector<int64_t> expected = input.sizes().vec();
     for (const auto& [d, b] : dims) expected[d] = input.size(d) / b;
-    if (scales.sizes() != at::IntArrayRef(expected) && scales.numel() == c10::multiply_integers(expected)) {
+    if (scales.sizes() != at::IntArrayRef(expected) &&
+        scales.numel() == c10::multiply_integers(expected)) {
       scales = scales.reshape(expected);
     }
-    MQ_CHECK(scales.sizes() == at::IntArrayRef(expected), "Mismatch in expected scale shape: ",
-             scales.sizes(), " vs ", at::IntArrayRef(expected));
+    MQ_CHECK(scales.sizes() == at::IntArrayRef(expected),
+             "Mismatch in expected scale shape: ", scales.sizes(), " vs ",
+             at::IntArrayRef(expected));
     expanded = expand_blocks(scales, dims);
   }
   q.data = crop_to((input / expanded).to(kFp8), q.shape);
@@ -248,18 +267,21 @@ QTensor int8_quantize(const at::Tensor& x, const std::optional<config::Axis>& ax
 
 QTensor int4_quantize(const at::Tensor& x, int64_t block_size) {
   check_float(x, "INT4 real quantization");
-  MQ_CHECK(block_size > 0 && block_size % 2 == 0, "INT4 real quantization: block size must be even, got ", block_size);
+  MQ_CHECK(block_size > 0 && block_size % 2 == 0,
+           "INT4 real quantization: block size must be even, got ", block_size);
   MQ_CHECK(x.size(-1) % 2 == 0, "Input tensor must have even number on last dimension.");
   QTensor q = qtensor_for(x, QFormat::kInt4, block_size);
   at::Tensor flat = pad_blocks(x.reshape({-1}), {{0, block_size}});
   at::Tensor blocks = flat.view({-1, block_size});
   // Python's `7 / tensor` is Tensor.__rtruediv__, i.e. reciprocal() * 7 (ATen's C++ Scalar / Tensor
   // divides exactly, which differs by an ulp).
-  at::Tensor scales = (reduce_amax(blocks, std::vector<int64_t>{-1}).reciprocal() * 7.0).view({blocks.size(0), -1});
+  at::Tensor scales =
+      (reduce_amax(blocks, std::vector<int64_t>{-1}).reciprocal() * 7.0).view({blocks.size(0), -1});
   if (x.is_cuda()) {
     // ModelOpt's INT4_quantize kernel: v = x * scale in the input dtype; min(7, v) is fminf, so NaN
     // (0 * inf for an all-zero block) becomes 7; clamp to [-8, 7]; code = roundf(v + 8), i.e. half
-    // away from zero (v + 8 >= 0: floor, plus one from .5 up), where the torch path rounds half to even.
+    // away from zero (v + 8 >= 0: floor, plus one from .5 up), where the torch path rounds half to
+    // even.
     at::Tensor v = blocks * scales;
     v = at::where(at::isnan(v), at::scalar_tensor(7.0, v.options()), v).clamp(-8, 7);
     const at::Tensor w = (v + 8).to(at::kFloat).flatten();
@@ -274,7 +296,8 @@ QTensor int4_quantize(const at::Tensor& x, int64_t block_size) {
   return q;
 }
 
-QTensor nvfp4_quantize(const at::Tensor& x, int64_t block_size, const std::optional<at::Tensor>& global_amax) {
+QTensor nvfp4_quantize(const at::Tensor& x, int64_t block_size,
+                       const std::optional<at::Tensor>& global_amax) {
   check_float(x, "NVFP4 real quantization");
   QTensor q = qtensor_for(x, QFormat::kNvfp4, block_size);
   const float g = global_amax ? global_amax->to(at::kFloat).max().item<float>()
@@ -284,11 +307,12 @@ QTensor nvfp4_quantize(const at::Tensor& x, int64_t block_size, const std::optio
   const int64_t nb = (cols + block_size - 1) / block_size;
   at::Tensor packed = at::empty({rows, (cols + 1) / 2}, at::kByte);
   at::Tensor scales = at::empty({rows, nb}, at::kByte);
-  // NVFP4QTensor divides global_amax by 2688 with torch: exactly on a CPU tensor, as a multiplication by
-  // fp32(1/2688) on a CUDA tensor.
+  // NVFP4QTensor divides global_amax by 2688 with torch: exactly on a CPU tensor, as a
+  // multiplication by fp32(1/2688) on a CUDA tensor.
   const auto div = x.is_cuda() ? mqk::ScalarDivMode::kReciprocal : mqk::ScalarDivMode::kDivide;
-  const float s2 = mqk::nvfp4_quantize_ref(xf.data_ptr<float>(), rows, cols, static_cast<int>(block_size), g,
-                                           packed.data_ptr<uint8_t>(), scales.data_ptr<uint8_t>(), div);
+  const float s2 =
+      mqk::nvfp4_quantize_ref(xf.data_ptr<float>(), rows, cols, static_cast<int>(block_size), g,
+                              packed.data_ptr<uint8_t>(), scales.data_ptr<uint8_t>(), div);
   q.data = to_device_of(packed.reshape(last_dim_replaced(q.shape, (cols + 1) / 2)), x);
   q.scale = to_device_of(scales.view(kFp8).reshape(last_dim_replaced(q.shape, nb)), x);
   q.double_scale = at::scalar_tensor(s2, x.options().dtype(at::kFloat));
@@ -296,22 +320,26 @@ QTensor nvfp4_quantize(const at::Tensor& x, int64_t block_size, const std::optio
 }
 
 QTensor mxfp4_quantize(const at::Tensor& x, int64_t block_size) {
-  auto [packed, scales] = mx_pack(x, block_size, "MXFP4 real quantization", 2, mqk::mxfp4_quantize_ref);
+  auto [packed, scales] =
+      mx_pack(x, block_size, "MXFP4 real quantization", 2, mqk::mxfp4_quantize_ref);
   QTensor q = qtensor_for(x, QFormat::kMxfp4, block_size);
   q.data = to_device_of(packed.reshape(last_dim_replaced(q.shape, packed.size(1))), x);
-  q.scale = to_device_of(scales.reshape({-1, 1}), x);  // MXFP4QTensor: one E8M0 byte per block, (n_blocks, 1)
+  q.scale = to_device_of(scales.reshape({-1, 1}),
+                         x);  // MXFP4QTensor: one E8M0 byte per block, (n_blocks, 1)
   return q;
 }
 
 QTensor mxfp8_quantize(const at::Tensor& x, int64_t block_size) {
-  auto [data, scales] = mx_pack(x, block_size, "MXFP8 real quantization", 1, mqk::mxfp8_quantize_ref);
+  auto [data, scales] =
+      mx_pack(x, block_size, "MXFP8 real quantization", 1, mqk::mxfp8_quantize_ref);
   QTensor q = qtensor_for(x, QFormat::kMxfp8, block_size);
   q.data = to_device_of(data.view(kFp8).reshape(q.shape), x);
   q.scale = to_device_of(scales.reshape(last_dim_replaced(q.shape, scales.size(1))), x);
   return q;
 }
 
-QTensor nf4_quantize(const at::Tensor& x, int64_t block_size, int64_t scale_block_size, int scale_bits) {
+QTensor nf4_quantize(const at::Tensor& x, int64_t block_size, int64_t scale_block_size,
+                     int scale_bits) {
   check_float(x, "NF4 real quantization");
   MQ_CHECK(block_size > 0 && block_size % 2 == 0, "NF4: block size must be even, got ", block_size);
   MQ_CHECK(scale_block_size > 0, "NF4: scale block size must be positive, got ", scale_block_size);
@@ -339,7 +367,8 @@ QTensor nf4_quantize(const at::Tensor& x, int64_t block_size, int64_t scale_bloc
   const int64_t qmax = (int64_t{1} << (scale_bits - 1)) - 1;
   at::Tensor zero_point = bs.mean();
   bs = bs - zero_point;
-  at::Tensor dq = reduce_amax(bs, std::vector<int64_t>{-1}).reciprocal() * static_cast<double>(qmax);  // __rtruediv__
+  at::Tensor dq = reduce_amax(bs, std::vector<int64_t>{-1}).reciprocal() *
+                  static_cast<double>(qmax);  // __rtruediv__
   at::Tensor qs = (bs * dq.expand({bs.size(0), scale_block_size}))
                       .round()
                       .clamp(-static_cast<double>(qmax), static_cast<double>(qmax))
@@ -357,7 +386,8 @@ QTensor nf4_quantize(const at::Tensor& x, int64_t block_size, int64_t scale_bloc
 
 at::Tensor QTensor::dequantize(std::optional<at::ScalarType> out_dtype) const {
   const at::ScalarType dt = out_dtype.value_or(dtype);
-  MQ_CHECK(data.defined() && scale.defined(), qformat_name(format), ": dequantize needs data and scale");
+  MQ_CHECK(data.defined() && scale.defined(), qformat_name(format),
+           ": dequantize needs data and scale");
   const int64_t numel = c10::multiply_integers(shape);
   switch (format) {
     case QFormat::kFp8:
@@ -376,41 +406,48 @@ at::Tensor QTensor::dequantize(std::optional<at::ScalarType> out_dtype) const {
       at::Tensor first = at::__rshift__(data, 4).to(at::kLong) - 8;
       at::Tensor second = at::bitwise_and(data, 0x0F).to(at::kLong) - 8;
       const at::Tensor sc = to_device_of(scale, data).view({-1, 1});
-      return interleave_nibbles(first.reshape({-1, block_size / 2}) / sc, second.reshape({-1, block_size / 2}) / sc,
-                                numel, shape, dt);
+      return interleave_nibbles(first.reshape({-1, block_size / 2}) / sc,
+                                second.reshape({-1, block_size / 2}) / sc, numel, shape, dt);
     }
     case QFormat::kNf4: {
-      MQ_CHECK(double_scale.defined() && scale_zeros.defined(), "NF4QTensor: dequantize needs double_scale and scale_zeros");
+      MQ_CHECK(double_scale.defined() && scale_zeros.defined(),
+               "NF4QTensor: dequantize needs double_scale and scale_zeros");
       const int64_t nblocks = (data.numel() * 2) / block_size;
       // ModelOpt divides the flattened scales by double_scale.unsqueeze(-1), which only broadcasts
       // correctly with a single scale block; we divide each scale block by its own double scale.
-      at::Tensor s = (scale.view({double_scale.numel(), -1}) / double_scale.to(scale.device()).unsqueeze(-1)).to(dt) +
-                     scale_zeros.to(scale.device());
+      at::Tensor s =
+          (scale.view({double_scale.numel(), -1}) / double_scale.to(scale.device()).unsqueeze(-1))
+              .to(dt) +
+          scale_zeros.to(scale.device());
       s = to_device_of(s.flatten().slice(0, 0, nblocks), data);
       const at::Tensor lut = nf4_table(data.device()).to(at::kBFloat16);
-      // ModelOpt's NF4_dequantize kernel (CUDA) multiplies in bf16: bf16(table) * bf16(scale) -> bf16;
-      // its torch path multiplies the bf16 table by the scale in the scale's dtype.
+      // ModelOpt's NF4_dequantize kernel (CUDA) multiplies in bf16: bf16(table) * bf16(scale) ->
+      // bf16; its torch path multiplies the bf16 table by the scale in the scale's dtype.
       if (data.is_cuda()) s = s.to(at::kBFloat16);
       at::Tensor hi = lut.index({at::__rshift__(data, 4).to(at::kLong)});
       at::Tensor lo = lut.index({at::bitwise_and(data, 0x0F).to(at::kLong)});
       return interleave_nibbles(hi.reshape({-1, block_size / 2}) * s.view({-1, 1}),
-                                lo.reshape({-1, block_size / 2}) * s.view({-1, 1}), numel, shape, dt);
+                                lo.reshape({-1, block_size / 2}) * s.view({-1, 1}), numel, shape,
+                                dt);
     }
     case QFormat::kNvfp4: {
       const at::Tensor s_bytes = scale.contiguous().view(at::kByte);  // e4m3 block scales
-      return host_dequantize(*this, s_bytes, dt,
-                             [&](const uint8_t* p, const uint8_t* s, int64_t rows, int64_t cols, float* y) {
-                               mqk::nvfp4_dequantize_ref(p, s, double_scale.to(at::kFloat).item<float>(), rows,
-                                                         cols, static_cast<int>(block_size), y);
-                             });
+      return host_dequantize(
+          *this, s_bytes, dt,
+          [&](const uint8_t* p, const uint8_t* s, int64_t rows, int64_t cols, float* y) {
+            mqk::nvfp4_dequantize_ref(p, s, double_scale.to(at::kFloat).item<float>(), rows, cols,
+                                      static_cast<int>(block_size), y);
+          });
     }
     case QFormat::kMxfp4:
     case QFormat::kMxfp8: {
-      const auto unpack = format == QFormat::kMxfp4 ? mqk::mxfp4_dequantize_ref : mqk::mxfp8_dequantize_ref;
-      return host_dequantize(*this, scale.contiguous(), dt,
-                             [&](const uint8_t* p, const uint8_t* s, int64_t rows, int64_t cols, float* y) {
-                               unpack(p, s, rows, cols, static_cast<int>(block_size), y);
-                             });
+      const auto unpack =
+          format == QFormat::kMxfp4 ? mqk::mxfp4_dequantize_ref : mqk::mxfp8_dequantize_ref;
+      return host_dequantize(
+          *this, scale.contiguous(), dt,
+          [&](const uint8_t* p, const uint8_t* s, int64_t rows, int64_t cols, float* y) {
+            unpack(p, s, rows, cols, static_cast<int>(block_size), y);
+          });
     }
   }
   MQ_THROW(::mq::InternalError, "unknown QFormat");

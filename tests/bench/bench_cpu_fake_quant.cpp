@@ -5,10 +5,14 @@
 //
 // Each timed call is the fake quant of an already max-calibrated quantizer (as
 // tests/bench/bench_cpu_modelopt.py times ModelOpt's), after 2 warm-up calls. Prints one row per
-// (format, dtype): median and min wall time, and GB/s counting the input read plus the output written.
+// (format, dtype): median and min wall time, and GB/s counting the input read plus the output
+// written.
 // --only keeps the formats whose name contains SUBSTR (e.g. `--only fp8`); --dtypes picks the input
 // dtypes (as bench_cpu_modelopt.py's --dtypes).
 // Not a test: nothing is asserted.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -16,9 +20,6 @@
 #include <cstring>
 #include <string>
 #include <vector>
-
-#include <ATen/ATen.h>
-#include <ATen/Parallel.h>
 
 #include "mq/quant/tensor_quantizer.hpp"
 
@@ -93,10 +94,11 @@ int main(int argc, char** argv) {
   const long repeat = std::max(1L, arg(argc, argv, "--repeat", 10));
   const long threads = arg(argc, argv, "--threads", 0);
   const std::string only = sarg(argc, argv, "--only", "");
-  const std::string dtypes = std::string(",") + sarg(argc, argv, "--dtypes", "float32,bfloat16") + ",";
+  const std::string dtypes =
+      std::string(",") + sarg(argc, argv, "--dtypes", "float32,bfloat16") + ",";
   if (threads > 0) at::set_num_threads(static_cast<int>(threads));
-  std::printf("mqdist CPU fake quant: %ld x %ld, %ld timed calls after 2 warm-up, %d threads\n", rows, cols,
-              repeat, at::get_num_threads());
+  std::printf("mqdist CPU fake quant: %ld x %ld, %ld timed calls after 2 warm-up, %d threads\n",
+              rows, cols, repeat, at::get_num_threads());
   std::printf("%-32s %-9s %10s %10s %10s\n", "format", "dtype", "median ms", "min ms", "GB/s");
   at::manual_seed(0);
   const at::Tensor base = at::randn({rows, cols});
@@ -104,7 +106,8 @@ int main(int argc, char** argv) {
     const char* dname = dt == at::kFloat ? "float32" : dt == at::kBFloat16 ? "bfloat16" : "float16";
     if (dtypes.find(std::string(",") + dname + ",") == std::string::npos) continue;
     const at::Tensor x = base.to(dt);
-    const double bytes = 2.0 * static_cast<double>(x.numel()) * static_cast<double>(x.element_size());
+    const double bytes =
+        2.0 * static_cast<double>(x.numel()) * static_cast<double>(x.element_size());
     for (const auto& f : formats()) {
       if (f.name.find(only) == std::string::npos) continue;
       mq::quant::TensorQuantizer q(f.cfg);
@@ -119,8 +122,8 @@ int main(int argc, char** argv) {
       }
       std::sort(ms.begin(), ms.end());
       const double med = ms[ms.size() / 2];
-      std::printf("%-32s %-9s %10.2f %10.2f %10.2f\n", f.name.c_str(), dname,
-                  med, ms.front(), bytes / (med * 1e-3) / 1e9);
+      std::printf("%-32s %-9s %10.2f %10.2f %10.2f\n", f.name.c_str(), dname, med, ms.front(),
+                  bytes / (med * 1e-3) / 1e9);
     }
   }
   return 0;

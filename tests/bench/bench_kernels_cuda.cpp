@@ -75,7 +75,8 @@ int main(int argc, char** argv) {
   mqk::launch_amax(x, mqk::DType::kBF16, n, amax, s);
   {
     std::vector<float> ba(n / 16, 4.0f);
-    check(cudaMemcpy(block_amax, ba.data(), ba.size() * sizeof(float), cudaMemcpyHostToDevice), "upload amax");
+    check(cudaMemcpy(block_amax, ba.data(), ba.size() * sizeof(float), cudaMemcpyHostToDevice),
+          "upload amax");
   }
   check(cudaStreamSynchronize(s), "sync");
 
@@ -88,10 +89,15 @@ int main(int argc, char** argv) {
   };
   const double rw = 2.0 * static_cast<double>(bytes);
   const std::vector<Row> table = {
-      {"cudaMemcpyAsync D2D (reference)", [&] { check(cudaMemcpyAsync(y, x, bytes, cudaMemcpyDeviceToDevice, s), "copy"); }, rw},
-      {"nvfp4 dynamic (block 16)", [&] { mqk::launch_nvfp4_fake_quant(x, y, DType::kBF16, rows, cols, 16, amax, s); }, rw},
+      {"cudaMemcpyAsync D2D (reference)",
+       [&] { check(cudaMemcpyAsync(y, x, bytes, cudaMemcpyDeviceToDevice, s), "copy"); }, rw},
+      {"nvfp4 dynamic (block 16)",
+       [&] { mqk::launch_nvfp4_fake_quant(x, y, DType::kBF16, rows, cols, 16, amax, s); }, rw},
       {"nvfp4 static (block 16)",
-       [&] { mqk::launch_nvfp4_static_fake_quant(x, y, DType::kBF16, rows, cols, 16, block_amax, amax, false, s); },
+       [&] {
+         mqk::launch_nvfp4_static_fake_quant(x, y, DType::kBF16, rows, cols, 16, block_amax, amax,
+                                             false, s);
+       },
        rw + static_cast<double>(n / 16) * 4},
       {"nvfp4 dynamic (block 16), 1 vector/thread",
        [&] {
@@ -103,14 +109,22 @@ int main(int argc, char** argv) {
       {"nvfp4 static (block 16), 1 vector/thread",
        [&] {
          mqk::set_block_quant_vectors_per_thread(1);
-         mqk::launch_nvfp4_static_fake_quant(x, y, DType::kBF16, rows, cols, 16, block_amax, amax, false, s);
+         mqk::launch_nvfp4_static_fake_quant(x, y, DType::kBF16, rows, cols, 16, block_amax, amax,
+                                             false, s);
          mqk::set_block_quant_vectors_per_thread(2);
        },
        rw + static_cast<double>(n / 16) * 4},
-      {"fp8 e4m3 per-tensor", [&] { mqk::launch_fp8_fake_quant(x, y, DType::kBF16, n, amax, {}, s); }, rw},
-      {"int8 per-tensor", [&] { mqk::launch_int_fake_quant(x, y, DType::kBF16, n, amax, {}, 8, false, false, s); }, rw},
-      {"mxfp8 e4m3 (block 32)", [&] { mqk::launch_mx_fake_quant(x, y, DType::kBF16, rows, cols, 32, ElemFormat::kE4M3, s); }, rw},
-      {"mxfp4 e2m1 (block 32)", [&] { mqk::launch_mx_fake_quant(x, y, DType::kBF16, rows, cols, 32, ElemFormat::kE2M1, s); }, rw},
+      {"fp8 e4m3 per-tensor",
+       [&] { mqk::launch_fp8_fake_quant(x, y, DType::kBF16, n, amax, {}, s); }, rw},
+      {"int8 per-tensor",
+       [&] { mqk::launch_int_fake_quant(x, y, DType::kBF16, n, amax, {}, 8, false, false, s); },
+       rw},
+      {"mxfp8 e4m3 (block 32)",
+       [&] { mqk::launch_mx_fake_quant(x, y, DType::kBF16, rows, cols, 32, ElemFormat::kE4M3, s); },
+       rw},
+      {"mxfp4 e2m1 (block 32)",
+       [&] { mqk::launch_mx_fake_quant(x, y, DType::kBF16, rows, cols, 32, ElemFormat::kE2M1, s); },
+       rw},
       {"mxfp4 e2m1 (block 32), 1 vector/thread",
        [&] {
          mqk::set_block_quant_vectors_per_thread(1);
@@ -118,12 +132,13 @@ int main(int argc, char** argv) {
          mqk::set_block_quant_vectors_per_thread(2);
        },
        rw},
-      {"amax (read only)", [&] { mqk::launch_amax(x, DType::kBF16, n, amax, s); }, static_cast<double>(bytes)},
+      {"amax (read only)", [&] { mqk::launch_amax(x, DType::kBF16, n, amax, s); },
+       static_cast<double>(bytes)},
   };
 
-  std::printf("device: %s (%d SMs), bf16 %lld x %lld (%.1f MiB), median of %d after 5 warmup\n\n", prop.name,
-              prop.multiProcessorCount, static_cast<long long>(rows), static_cast<long long>(cols),
-              static_cast<double>(bytes) / (1 << 20), iters);
+  std::printf("device: %s (%d SMs), bf16 %lld x %lld (%.1f MiB), median of %d after 5 warmup\n\n",
+              prop.name, prop.multiProcessorCount, static_cast<long long>(rows),
+              static_cast<long long>(cols), static_cast<double>(bytes) / (1 << 20), iters);
   std::printf("| kernel | median ms | GB/s (read+write) | vs D2D copy |\n|---|---:|---:|---:|\n");
   double copy_gbs = 0;
   for (const auto& r : table) {

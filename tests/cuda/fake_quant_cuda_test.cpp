@@ -26,9 +26,12 @@ using Vec = std::vector<float>;
 #define CUDA_OK(expr) ASSERT_EQ((expr), cudaSuccess) << #expr
 
 size_t elem_size(DType dt) { return dt == DType::kF32 ? 4 : 2; }
-const char* dtype_name(DType dt) { return dt == DType::kF32 ? "f32" : (dt == DType::kF16 ? "f16" : "bf16"); }
+const char* dtype_name(DType dt) {
+  return dt == DType::kF32 ? "f32" : (dt == DType::kF16 ? "f16" : "bf16");
+}
 
-// Host-side storage of a tensor in dtype dt, as raw bits (the conversions are the CUDA headers' RNE).
+// Host-side storage of a tensor in dtype dt, as raw bits (the conversions are the CUDA headers'
+// RNE).
 std::vector<uint8_t> encode(const Vec& v, DType dt) {
   std::vector<uint8_t> out(v.size() * elem_size(dt));
   for (size_t i = 0; i < v.size(); ++i) {
@@ -67,19 +70,24 @@ Vec decode(const std::vector<uint8_t>& b, DType dt) {
 class DeviceBuffer {
  public:
   explicit DeviceBuffer(size_t bytes) : bytes_(bytes) {
-    if (cudaMalloc(&p_, bytes ? bytes : 1) != cudaSuccess) throw std::runtime_error("cudaMalloc failed");
+    if (cudaMalloc(&p_, bytes ? bytes : 1) != cudaSuccess)
+      throw std::runtime_error("cudaMalloc failed");
   }
   ~DeviceBuffer() { cudaFree(p_); }
   DeviceBuffer(const DeviceBuffer&) = delete;
   DeviceBuffer& operator=(const DeviceBuffer&) = delete;
   template <typename T>
-  T* as() const { return static_cast<T*>(p_); }
+  T* as() const {
+    return static_cast<T*>(p_);
+  }
   void upload(const void* src, size_t bytes, size_t offset = 0) {
-    if (cudaMemcpy(static_cast<char*>(p_) + offset, src, bytes, cudaMemcpyHostToDevice) != cudaSuccess)
+    if (cudaMemcpy(static_cast<char*>(p_) + offset, src, bytes, cudaMemcpyHostToDevice) !=
+        cudaSuccess)
       throw std::runtime_error("upload failed");
   }
   void download(void* dst, size_t bytes, size_t offset = 0) const {
-    if (cudaMemcpy(dst, static_cast<char*>(p_) + offset, bytes, cudaMemcpyDeviceToHost) != cudaSuccess)
+    if (cudaMemcpy(dst, static_cast<char*>(p_) + offset, bytes, cudaMemcpyDeviceToHost) !=
+        cudaSuccess)
       throw std::runtime_error("download failed");
   }
 
@@ -88,19 +96,28 @@ class DeviceBuffer {
   size_t bytes_;
 };
 
-// Input values: normal noise with a few exact zeros, negative zeros, large outliers and values on the
-// E2M1 / integer grids, so ties and saturation are exercised.
+// Input values: normal noise with a few exact zeros, negative zeros, large outliers and values on
+// the E2M1 / integer grids, so ties and saturation are exercised.
 Vec make_input(size_t n, uint32_t seed, float scale) {
   std::mt19937 rng(seed);
   std::normal_distribution<float> d(0.0f, scale);
   Vec v(n);
   for (size_t i = 0; i < n; ++i) {
     switch (i % 23) {
-      case 3: v[i] = 0.0f; break;
-      case 7: v[i] = -0.0f; break;
-      case 11: v[i] = scale * 40.0f * (i % 2 ? 1.0f : -1.0f); break;
-      case 13: v[i] = 0.5f * static_cast<float>(static_cast<int>(i % 13) - 6); break;
-      default: v[i] = d(rng);
+      case 3:
+        v[i] = 0.0f;
+        break;
+      case 7:
+        v[i] = -0.0f;
+        break;
+      case 11:
+        v[i] = scale * 40.0f * (i % 2 ? 1.0f : -1.0f);
+        break;
+      case 13:
+        v[i] = 0.5f * static_cast<float>(static_cast<int>(i % 13) - 6);
+        break;
+      default:
+        v[i] = d(rng);
     }
   }
   return v;
@@ -109,16 +126,18 @@ Vec make_input(size_t n, uint32_t seed, float scale) {
 struct Case {
   DType dt;
   int64_t rows, cols;
-  int64_t offset;  // elements the device pointers are shifted by (breaks 16-byte alignment when odd)
+  int64_t
+      offset;  // elements the device pointers are shifted by (breaks 16-byte alignment when odd)
 };
 
 std::string case_name(const ::testing::TestParamInfo<Case>& info) {
   return std::string(dtype_name(info.param.dt)) + "_" + std::to_string(info.param.rows) + "x" +
-         std::to_string(info.param.cols) + (info.param.offset ? "_off" + std::to_string(info.param.offset) : "");
+         std::to_string(info.param.cols) +
+         (info.param.offset ? "_off" + std::to_string(info.param.offset) : "");
 }
 
-// Runs `gpu(x_dev, y_dev)` on x (rounded to the dtype) and compares with `ref(x_f32, y_f32)` rounded to
-// the dtype, bit for bit.
+// Runs `gpu(x_dev, y_dev)` on x (rounded to the dtype) and compares with `ref(x_f32, y_f32)`
+// rounded to the dtype, bit for bit.
 template <typename Gpu, typename Ref>
 void check_bit_exact(const Case& c, const Vec& x_in, Gpu&& gpu, Ref&& ref, const std::string& what,
                      bool nan_as_equal = false) {
@@ -139,7 +158,8 @@ void check_bit_exact(const Case& c, const Vec& x_in, Gpu&& gpu, Ref&& ref, const
   int bad = 0;
   for (size_t i = 0; i < n && bad < 10; ++i) {
     if (std::memcmp(&got[i * es], &want[i * es], es) != 0) {
-      if (nan_as_equal && std::isnan(decode({got.begin() + i * es, got.begin() + (i + 1) * es}, c.dt)[0]) &&
+      if (nan_as_equal &&
+          std::isnan(decode({got.begin() + i * es, got.begin() + (i + 1) * es}, c.dt)[0]) &&
           std::isnan(decode({want.begin() + i * es, want.begin() + (i + 1) * es}, c.dt)[0]))
         continue;
       ++bad;
@@ -149,8 +169,9 @@ void check_bit_exact(const Case& c, const Vec& x_in, Gpu&& gpu, Ref&& ref, const
   }
 }
 
-// Runs the block kernels with 1 and with 2 vectors per thread (mqk::set_block_quant_vectors_per_thread):
-// both layouts of the vectorised kernel must give the reference's bits.
+// Runs the block kernels with 1 and with 2 vectors per thread
+// (mqk::set_block_quant_vectors_per_thread): both layouts of the vectorised kernel must give the
+// reference's bits.
 template <typename Fn>
 void for_each_vectors_per_thread(Fn&& fn) {
   for (int v : {1, 2}) {
@@ -183,22 +204,26 @@ TEST_P(KernelVsRef, IntFakeQuant) {
     int bits;
     bool uns, narrow;
   };
-  for (Cfg cfg : {Cfg{8, false, false}, Cfg{8, false, true}, Cfg{4, false, false}, Cfg{8, true, false}})
+  for (Cfg cfg :
+       {Cfg{8, false, false}, Cfg{8, false, true}, Cfg{4, false, false}, Cfg{8, true, false}})
     for (auto zero : {mqk::IntZeroAmaxMode::kCudaKernel, mqk::IntZeroAmaxMode::kEager}) {
       const Vec& in = cfg.uns ? xpos : x;
-      const std::string tag = "int" + std::to_string(cfg.bits) + (cfg.uns ? "u" : "") + (cfg.narrow ? "n" : "") +
+      const std::string tag = "int" + std::to_string(cfg.bits) + (cfg.uns ? "u" : "") +
+                              (cfg.narrow ? "n" : "") +
                               (zero == mqk::IntZeroAmaxMode::kEager ? " eager" : " cuda-kernel");
       for (mqk::AmaxLayout layout : {mqk::AmaxLayout{1, 1}, mqk::AmaxLayout{c.rows, c.cols}}) {
         const float* amax_dev = layout.axis_len == 1 ? da + (c.rows > 1 ? 1 : 0) : da;
-        const float* amax_host = layout.axis_len == 1 ? amax_rows.data() + (c.rows > 1 ? 1 : 0) : amax_rows.data();
+        const float* amax_host =
+            layout.axis_len == 1 ? amax_rows.data() + (c.rows > 1 ? 1 : 0) : amax_rows.data();
         check_bit_exact(
             c, in,
             [&](const void* dx, void* dy) {
-              mqk::launch_int_fake_quant(dx, dy, c.dt, n, amax_dev, layout, cfg.bits, cfg.uns, cfg.narrow, nullptr,
-                                         zero);
+              mqk::launch_int_fake_quant(dx, dy, c.dt, n, amax_dev, layout, cfg.bits, cfg.uns,
+                                         cfg.narrow, nullptr, zero);
             },
             [&](const float* hx, float* hy) {
-              mqk::int_fake_quant_ref(hx, hy, n, amax_host, layout, cfg.bits, cfg.uns, cfg.narrow, zero);
+              mqk::int_fake_quant_ref(hx, hy, n, amax_host, layout, cfg.bits, cfg.uns, cfg.narrow,
+                                      zero);
             },
             tag + (layout.axis_len == 1 ? " per-tensor" : " per-channel"));
       }
@@ -221,9 +246,12 @@ TEST_P(KernelVsRef, Fp8FakeQuant) {
       check_bit_exact(
           c, x,
           [&](const void* dx, void* dy) {
-            mqk::launch_fp8_fake_quant(dx, dy, c.dt, n, damax.as<float>() + first, layout, nullptr, mode);
+            mqk::launch_fp8_fake_quant(dx, dy, c.dt, n, damax.as<float>() + first, layout, nullptr,
+                                       mode);
           },
-          [&](const float* hx, float* hy) { mqk::fp8_fake_quant_ref(hx, hy, n, amax.data() + first, layout, mode); },
+          [&](const float* hx, float* hy) {
+            mqk::fp8_fake_quant_ref(hx, hy, n, amax.data() + first, layout, mode);
+          },
           std::string(layout.axis_len == 1 ? "fp8 per-tensor" : "fp8 per-channel") +
               (mode == mqk::Fp8ScaleMode::kDivide ? " divide" : " reciprocal"));
     }
@@ -234,19 +262,22 @@ TEST_P(KernelVsRef, Nvfp4Dynamic) {
   const Case c = GetParam();
   const Vec x = make_input(c.rows * c.cols, 3, 1.5f);
   for_each_vectors_per_thread([&] {
-  for (int block : {16, 32}) {
-    for (float gamax : {0.0f, 7.0f, 60.0f * 1.5f, 1e4f}) {
-      DeviceBuffer dg(4);
-      dg.upload(&gamax, 4);
-      check_bit_exact(
-          c, x,
-          [&](const void* dx, void* dy) {
-            mqk::launch_nvfp4_fake_quant(dx, dy, c.dt, c.rows, c.cols, block, dg.as<float>(), nullptr);
-          },
-          [&](const float* hx, float* hy) { mqk::nvfp4_fake_quant_ref(hx, hy, c.rows, c.cols, block, gamax); },
-          "nvfp4 block " + std::to_string(block) + " global " + std::to_string(gamax));
+    for (int block : {16, 32}) {
+      for (float gamax : {0.0f, 7.0f, 60.0f * 1.5f, 1e4f}) {
+        DeviceBuffer dg(4);
+        dg.upload(&gamax, 4);
+        check_bit_exact(
+            c, x,
+            [&](const void* dx, void* dy) {
+              mqk::launch_nvfp4_fake_quant(dx, dy, c.dt, c.rows, c.cols, block, dg.as<float>(),
+                                           nullptr);
+            },
+            [&](const float* hx, float* hy) {
+              mqk::nvfp4_fake_quant_ref(hx, hy, c.rows, c.cols, block, gamax);
+            },
+            "nvfp4 block " + std::to_string(block) + " global " + std::to_string(gamax));
+      }
     }
-  }
   });
 }
 
@@ -270,18 +301,19 @@ TEST_P(KernelVsRef, Nvfp4Static) {
   db.upload(bamax.data(), bamax.size() * 4);
   dg.upload(&gamax, 4);
   for_each_vectors_per_thread([&] {
-  for (bool fos : {false, true}) {
-    check_bit_exact(
-        c, x,
-        [&](const void* dx, void* dy) {
-          mqk::launch_nvfp4_static_fake_quant(dx, dy, c.dt, c.rows, c.cols, block, db.as<float>(), dg.as<float>(),
-                                              fos, nullptr);
-        },
-        [&](const float* hx, float* hy) {
-          mqk::nvfp4_static_fake_quant_ref(hx, hy, c.rows, c.cols, block, bamax.data(), gamax, fos);
-        },
-        fos ? "nvfp4 static 4/6" : "nvfp4 static");
-  }
+    for (bool fos : {false, true}) {
+      check_bit_exact(
+          c, x,
+          [&](const void* dx, void* dy) {
+            mqk::launch_nvfp4_static_fake_quant(dx, dy, c.dt, c.rows, c.cols, block, db.as<float>(),
+                                                dg.as<float>(), fos, nullptr);
+          },
+          [&](const float* hx, float* hy) {
+            mqk::nvfp4_static_fake_quant_ref(hx, hy, c.rows, c.cols, block, bamax.data(), gamax,
+                                             fos);
+          },
+          fos ? "nvfp4 static 4/6" : "nvfp4 static");
+    }
   });
 }
 
@@ -290,16 +322,20 @@ TEST_P(KernelVsRef, Mx) {
   const Case c = GetParam();
   const Vec x = make_input(c.rows * c.cols, 5, 4.0f);
   for_each_vectors_per_thread([&] {
-  for (auto f : {mqk::ElemFormat::kE4M3, mqk::ElemFormat::kE5M2, mqk::ElemFormat::kE3M2, mqk::ElemFormat::kE2M3,
-                 mqk::ElemFormat::kE2M1, mqk::ElemFormat::kInt8}) {
-    for (int block : {8, 16, 32}) {
-      check_bit_exact(
-          c, x,
-          [&](const void* dx, void* dy) { mqk::launch_mx_fake_quant(dx, dy, c.dt, c.rows, c.cols, block, f, nullptr); },
-          [&](const float* hx, float* hy) { mqk::mx_fake_quant_ref(hx, hy, c.rows, c.cols, block, f); },
-          std::string("mx ") + mqk::elem_traits(f).name + " block " + std::to_string(block));
+    for (auto f : {mqk::ElemFormat::kE4M3, mqk::ElemFormat::kE5M2, mqk::ElemFormat::kE3M2,
+                   mqk::ElemFormat::kE2M3, mqk::ElemFormat::kE2M1, mqk::ElemFormat::kInt8}) {
+      for (int block : {8, 16, 32}) {
+        check_bit_exact(
+            c, x,
+            [&](const void* dx, void* dy) {
+              mqk::launch_mx_fake_quant(dx, dy, c.dt, c.rows, c.cols, block, f, nullptr);
+            },
+            [&](const float* hx, float* hy) {
+              mqk::mx_fake_quant_ref(hx, hy, c.rows, c.cols, block, f);
+            },
+            std::string("mx ") + mqk::elem_traits(f).name + " block " + std::to_string(block));
+      }
     }
-  }
   });
 }
 
@@ -330,8 +366,8 @@ TEST_P(KernelVsRef, Amax) {
 std::vector<Case> cases() {
   std::vector<Case> v;
   for (DType dt : {DType::kF32, DType::kF16, DType::kBF16}) {
-    for (auto [r, cc] : std::vector<std::pair<int64_t, int64_t>>{{1, 1}, {1, 16}, {1, 17}, {33, 64}, {33, 100},
-                                                                 {7, 96}, {64, 4096}})
+    for (auto [r, cc] : std::vector<std::pair<int64_t, int64_t>>{
+             {1, 1}, {1, 16}, {1, 17}, {33, 64}, {33, 100}, {7, 96}, {64, 4096}})
       v.push_back({dt, r, cc, 0});
     v.push_back({dt, 33, 64, 1});  // misaligned: scalar paths
   }
@@ -340,12 +376,14 @@ std::vector<Case> cases() {
 
 INSTANTIATE_TEST_SUITE_P(Sweep, KernelVsRef, ::testing::ValuesIn(cases()), case_name);
 
-// Elements exactly on the E2M1 thresholds (and one ulp either side) of blocks whose scale is known and
-// not a power of two, so that the GPU's reciprocal fast path must fall back to the exact quotient.
+// Elements exactly on the E2M1 thresholds (and one ulp either side) of blocks whose scale is known
+// and not a power of two, so that the GPU's reciprocal fast path must fall back to the exact
+// quotient.
 TEST(KernelVsRefTies, Nvfp4ThresholdsTimesBlockScale) {
   SKIP_WITHOUT_GPU();
   const float thresholds[7] = {0.25f, 0.75f, 1.25f, 1.75f, 2.5f, 3.5f, 5.0f};
-  const float scales[] = {1.125f, 1.375f, 0.8125f, 3.25f, 0.0703125f, 1.0f, 448.0f, 0.001953125f * 1.25f};
+  const float scales[] = {1.125f,     1.375f, 0.8125f, 3.25f,
+                          0.0703125f, 1.0f,   448.0f,  0.001953125f * 1.25f};
   Vec x;
   Vec bamax;
   for (float bs : scales) {
@@ -370,25 +408,33 @@ TEST(KernelVsRefTies, Nvfp4ThresholdsTimesBlockScale) {
     dg.upload(&gamax, 4);
     db.upload(bamax.data(), bamax.size() * 4);
     check_bit_exact(
-        c, x, [&](const void* dx, void* dy) { mqk::launch_nvfp4_fake_quant(dx, dy, dt, rows, cols, 16, dg.as<float>(), nullptr); },
-        [&](const float* hx, float* hy) { mqk::nvfp4_fake_quant_ref(hx, hy, rows, cols, 16, gamax); },
+        c, x,
+        [&](const void* dx, void* dy) {
+          mqk::launch_nvfp4_fake_quant(dx, dy, dt, rows, cols, 16, dg.as<float>(), nullptr);
+        },
+        [&](const float* hx, float* hy) {
+          mqk::nvfp4_fake_quant_ref(hx, hy, rows, cols, 16, gamax);
+        },
         std::string("nvfp4 ties ") + dtype_name(dt));
     check_bit_exact(
         c, x,
         [&](const void* dx, void* dy) {
-          mqk::launch_nvfp4_static_fake_quant(dx, dy, dt, rows, cols, 16, db.as<float>(), dg.as<float>(), false, nullptr);
+          mqk::launch_nvfp4_static_fake_quant(dx, dy, dt, rows, cols, 16, db.as<float>(),
+                                              dg.as<float>(), false, nullptr);
         },
-        [&](const float* hx, float* hy) { mqk::nvfp4_static_fake_quant_ref(hx, hy, rows, cols, 16, bamax.data(), gamax, false); },
+        [&](const float* hx, float* hy) {
+          mqk::nvfp4_static_fake_quant_ref(hx, hy, rows, cols, 16, bamax.data(), gamax, false);
+        },
         std::string("nvfp4 static ties ") + dtype_name(dt));
   }
 }
 
-// The packed bf16/fp16 NVFP4 path against the reference at the edges of its scale range: block scales
-// from 0 and fp32-subnormal through 2^-100 (the packed path's lower limit) to near FLT_MAX, products
-// q * s that round to a T zero (fp16 underflow: the sign of zero must follow x), thresholds beyond the
-// T range (fp16 overflow to +Inf), and signed zeros and tiny values in every block. Static NVFP4 sets
-// the scales directly (block amax / 6, FP8-quantized against the global amax); each global amax is a
-// separate launch.
+// The packed bf16/fp16 NVFP4 path against the reference at the edges of its scale range: block
+// scales from 0 and fp32-subnormal through 2^-100 (the packed path's lower limit) to near FLT_MAX,
+// products q * s that round to a T zero (fp16 underflow: the sign of zero must follow x),
+// thresholds beyond the T range (fp16 overflow to +Inf), and signed zeros and tiny values in every
+// block. Static NVFP4 sets the scales directly (block amax / 6, FP8-quantized against the global
+// amax); each global amax is a separate launch.
 TEST(KernelVsRefEdges, Nvfp4PackedScaleRange) {
   SKIP_WITHOUT_GPU();
   const int64_t rows = 6, cols = 64;
@@ -405,13 +451,13 @@ TEST(KernelVsRefEdges, Nvfp4PackedScaleRange) {
         bamax[r * nb + b] = a;
         for (int64_t k = 0; k < block; ++k) {
           float v = std::clamp(d(rng), -2.5f, 2.5f) * (a > 0 ? a : gamax) / 3.0f;
-          if (k == 0) v = a;                  // the block max itself
+          if (k == 0) v = a;  // the block max itself
           if (k == 1) v = -a;
           if (k == 2) v = 0.0f;
           if (k == 3) v = -0.0f;
-          if (k == 4) v = -a * 1e-3f;         // rounds to a zero of the block
+          if (k == 4) v = -a * 1e-3f;  // rounds to a zero of the block
           if (k == 5) v = -1e-30f;
-          if (k == 6) v = -6e-8f;             // fp16 subnormal range
+          if (k == 6) v = -6e-8f;  // fp16 subnormal range
           x[r * cols + b * block + k] = v;
         }
       }
@@ -426,28 +472,36 @@ TEST(KernelVsRefEdges, Nvfp4PackedScaleRange) {
           check_bit_exact(
               c, x,
               [&](const void* dx, void* dy) {
-                mqk::launch_nvfp4_static_fake_quant(dx, dy, dt, rows, cols, block, db.as<float>(), dg.as<float>(), fos,
-                                                    nullptr);
+                mqk::launch_nvfp4_static_fake_quant(dx, dy, dt, rows, cols, block, db.as<float>(),
+                                                    dg.as<float>(), fos, nullptr);
               },
               [&](const float* hx, float* hy) {
-                mqk::nvfp4_static_fake_quant_ref(hx, hy, rows, cols, block, bamax.data(), gamax, fos);
+                mqk::nvfp4_static_fake_quant_ref(hx, hy, rows, cols, block, bamax.data(), gamax,
+                                                 fos);
               },
-              std::string("nvfp4 static edges ") + dtype_name(dt) + " global " + std::to_string(gamax), true);
+              std::string("nvfp4 static edges ") + dtype_name(dt) + " global " +
+                  std::to_string(gamax),
+              true);
         check_bit_exact(
             c, x,
             [&](const void* dx, void* dy) {
               mqk::launch_nvfp4_fake_quant(dx, dy, dt, rows, cols, block, dg.as<float>(), nullptr);
             },
-            [&](const float* hx, float* hy) { mqk::nvfp4_fake_quant_ref(hx, hy, rows, cols, block, gamax); },
-            std::string("nvfp4 dynamic edges ") + dtype_name(dt) + " global " + std::to_string(gamax), true);
+            [&](const float* hx, float* hy) {
+              mqk::nvfp4_fake_quant_ref(hx, hy, rows, cols, block, gamax);
+            },
+            std::string("nvfp4 dynamic edges ") + dtype_name(dt) + " global " +
+                std::to_string(gamax),
+            true);
       });
     }
   }
 }
 
-// NaN and Inf elements: a NaN anywhere in a dynamic block makes the whole block NaN (its block max is
-// NaN), an Inf block max gives NaN scales too; blocks without them are unaffected. Compared bit for
-// bit where the reference is a number and as "both NaN" elsewhere (NaN payloads are the device's).
+// NaN and Inf elements: a NaN anywhere in a dynamic block makes the whole block NaN (its block max
+// is NaN), an Inf block max gives NaN scales too; blocks without them are unaffected. Compared bit
+// for bit where the reference is a number and as "both NaN" elsewhere (NaN payloads are the
+// device's).
 TEST(KernelVsRefEdges, Nvfp4NanInfBlocks) {
   SKIP_WITHOUT_GPU();
   const int64_t rows = 4, cols = 128, n = rows * cols;
@@ -468,7 +522,8 @@ TEST(KernelVsRefEdges, Nvfp4NanInfBlocks) {
       dx.upload(xb.data(), xb.size());
       dg.upload(&gamax, 4);
       for_each_vectors_per_thread([&] {
-        mqk::launch_nvfp4_fake_quant(dx.as<void>(), dy.as<void>(), dt, rows, cols, 16, dg.as<float>(), nullptr);
+        mqk::launch_nvfp4_fake_quant(dx.as<void>(), dy.as<void>(), dt, rows, cols, 16,
+                                     dg.as<float>(), nullptr);
         ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
         std::vector<uint8_t> got(n * es);
         dy.download(got.data(), got.size());
@@ -476,11 +531,12 @@ TEST(KernelVsRefEdges, Nvfp4NanInfBlocks) {
         const std::vector<uint8_t> wb = encode(want, dt);
         int bad = 0;
         for (int64_t i = 0; i < n && bad < 10; ++i) {
-          const bool ok = std::isnan(want_t[i]) ? std::isnan(g[i]) : std::memcmp(&got[i * es], &wb[i * es], es) == 0;
+          const bool ok = std::isnan(want_t[i]) ? std::isnan(g[i])
+                                                : std::memcmp(&got[i * es], &wb[i * es], es) == 0;
           if (!ok) {
             ++bad;
-            ADD_FAILURE() << dtype_name(dt) << " global " << gamax << " i=" << i << " x=" << xr[i] << " gpu=" << g[i]
-                          << " ref=" << want_t[i];
+            ADD_FAILURE() << dtype_name(dt) << " global " << gamax << " i=" << i << " x=" << xr[i]
+                          << " gpu=" << g[i] << " ref=" << want_t[i];
           }
         }
       });
@@ -498,16 +554,31 @@ TEST(KernelVsRefLarge, GridStrideLoopsBf16) {
   DeviceBuffer dg(4);
   dg.upload(&gamax, 4);
   check_bit_exact(
-      c, x, [&](const void* dx, void* dy) { mqk::launch_nvfp4_fake_quant(dx, dy, c.dt, c.rows, c.cols, 16, dg.as<float>(), nullptr); },
-      [&](const float* hx, float* hy) { mqk::nvfp4_fake_quant_ref(hx, hy, c.rows, c.cols, 16, gamax); }, "nvfp4 large");
+      c, x,
+      [&](const void* dx, void* dy) {
+        mqk::launch_nvfp4_fake_quant(dx, dy, c.dt, c.rows, c.cols, 16, dg.as<float>(), nullptr);
+      },
+      [&](const float* hx, float* hy) {
+        mqk::nvfp4_fake_quant_ref(hx, hy, c.rows, c.cols, 16, gamax);
+      },
+      "nvfp4 large");
   check_bit_exact(
       c, x,
-      [&](const void* dx, void* dy) { mqk::launch_mx_fake_quant(dx, dy, c.dt, c.rows, c.cols, 32, mqk::ElemFormat::kE2M1, nullptr); },
-      [&](const float* hx, float* hy) { mqk::mx_fake_quant_ref(hx, hy, c.rows, c.cols, 32, mqk::ElemFormat::kE2M1); },
+      [&](const void* dx, void* dy) {
+        mqk::launch_mx_fake_quant(dx, dy, c.dt, c.rows, c.cols, 32, mqk::ElemFormat::kE2M1,
+                                  nullptr);
+      },
+      [&](const float* hx, float* hy) {
+        mqk::mx_fake_quant_ref(hx, hy, c.rows, c.cols, 32, mqk::ElemFormat::kE2M1);
+      },
       "mxfp4 large");
   check_bit_exact(
-      c, x, [&](const void* dx, void* dy) { mqk::launch_fp8_fake_quant(dx, dy, c.dt, n, dg.as<float>(), {}, nullptr); },
-      [&](const float* hx, float* hy) { mqk::fp8_fake_quant_ref(hx, hy, n, &gamax, {}); }, "fp8 large");
+      c, x,
+      [&](const void* dx, void* dy) {
+        mqk::launch_fp8_fake_quant(dx, dy, c.dt, n, dg.as<float>(), {}, nullptr);
+      },
+      [&](const float* hx, float* hy) { mqk::fp8_fake_quant_ref(hx, hy, n, &gamax, {}); },
+      "fp8 large");
   DeviceBuffer dx(n * 2), dout(4);
   const std::vector<uint8_t> xb = encode(x, c.dt);
   dx.upload(xb.data(), xb.size());
@@ -524,11 +595,11 @@ TEST(CudaDevice, CountIsNonNegativeAndLaunchesCheckArguments) {
   EXPECT_GE(n, 0);
   if (n == 0) GTEST_SKIP() << "no CUDA device";
   DeviceBuffer d(64);
-  EXPECT_THROW(mqk::launch_mx_fake_quant(d.as<void>(), d.as<void>(), DType::kF32, 1, 4, 0, mqk::ElemFormat::kE2M1,
-                                         nullptr),
+  EXPECT_THROW(mqk::launch_mx_fake_quant(d.as<void>(), d.as<void>(), DType::kF32, 1, 4, 0,
+                                         mqk::ElemFormat::kE2M1, nullptr),
                mqk::CudaError);
-  EXPECT_THROW(mqk::launch_int_fake_quant(d.as<void>(), d.as<void>(), DType::kF32, 4, d.as<float>(), {}, 1, false,
-                                          false, nullptr),
+  EXPECT_THROW(mqk::launch_int_fake_quant(d.as<void>(), d.as<void>(), DType::kF32, 4, d.as<float>(),
+                                          {}, 1, false, false, nullptr),
                mqk::CudaError);
 }
 

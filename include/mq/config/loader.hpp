@@ -1,5 +1,6 @@
 #pragma once
-/// JSON config files with `$import` composition (ModelOpt's recipe loader, reference §1.4, in JSON).
+/// JSON config files with `$import` composition (ModelOpt's recipe loader, reference §1.4, in
+/// JSON).
 /// ".yaml" / ".yml" files are read as ModelOpt's own YAML (PyYAML safe_load types, the
 /// `# modelopt-schema:` preamble, the imports + list two-document form) and then resolved alike.
 ///
@@ -9,8 +10,10 @@
 ///                                            the resolved body is validated against it)
 ///   "imports": {"alias": "path", ...}       (paths resolve relative to the importing file, then to
 ///                                            the configs dir, then to its parent, so ModelOpt's
-///                                            "configs/numerics/fp8" spelling works; ".json" optional)
-///   "$list":   [...]                        (the body of a list-valued file: YAML's second document)
+///                                            "configs/numerics/fp8" spelling works; ".json"
+///                                            optional)
+///   "$list":   [...]                        (the body of a list-valued file: YAML's second
+///   document)
 ///   "$comment": "..."                       (the YAML file's description comment; ignored)
 /// A file may also be a bare JSON list (a list body without imports).
 /// Inside the body:
@@ -26,23 +29,23 @@
 ///    "algorithm": "max",
 ///    "quant_cfg": [{"$import": "base_disable_all"}, {"$import": "w8a8_fp8_fp8"}]}
 #include <filesystem>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
-
-#include <nlohmann/json.hpp>
 
 namespace mq::config {
 
 /// A loaded, fully resolved config document.
 struct ConfigDocument {
-  nlohmann::ordered_json body;   ///< directives removed, every $import resolved
+  nlohmann::ordered_json body;  ///< directives removed, every $import resolved
   std::optional<std::string> schema;
-  std::filesystem::path path;    ///< the file it came from
-  std::string label;             ///< how errors name the file ("configs/ptq/presets/model/fp8.json")
+  std::filesystem::path path;  ///< the file it came from
+  std::string label;           ///< how errors name the file ("configs/ptq/presets/model/fp8.json")
 };
 
 /// Reads `file`, resolves its imports recursively (cycles are errors) and validates imported
-/// snippets against their "$schema". Throws mq::ConfigError (bad content) or mq::IoError (unreadable).
+/// snippets against their "$schema". Throws mq::ConfigError (bad content) or mq::IoError
+/// (unreadable).
 ConfigDocument load_config_document(const std::filesystem::path& file);
 
 /// Finds a config file as ModelOpt's loader does: `ref` as given (absolute, or relative to

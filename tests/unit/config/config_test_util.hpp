@@ -1,11 +1,11 @@
 #pragma once
 // Helpers for the config tests: run a parse and return the ConfigError message.
+#include <gtest/gtest.h>
+
 #include <fstream>
 #include <functional>
-#include <string>
-
-#include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
+#include <string>
 
 #include "mq/config/quantize_config.hpp"
 #include "mq/core/error.hpp"
@@ -27,8 +27,10 @@ inline std::string config_error(const std::function<void()>& f) {
 }
 
 /// `msg` contains every one of `parts`, and is one line.
-inline ::testing::AssertionResult has_all(const std::string& msg, std::initializer_list<std::string> parts) {
-  if (msg.find('\n') != std::string::npos) return ::testing::AssertionFailure() << "multi-line message: " << msg;
+inline ::testing::AssertionResult has_all(const std::string& msg,
+                                          std::initializer_list<std::string> parts) {
+  if (msg.find('\n') != std::string::npos)
+    return ::testing::AssertionFailure() << "multi-line message: " << msg;
   for (const auto& p : parts)
     if (msg.find(p) == std::string::npos)
       return ::testing::AssertionFailure() << "message \"" << msg << "\" lacks \"" << p << "\"";
@@ -45,12 +47,14 @@ inline const nlohmann::json& modelopt_presets_golden() {
   return g;
 }
 
-/// `q` equals one entry of that dump (model_dump(exclude_unset) of every quant_cfg entry, the algorithm,
-/// need_calibration); `what` names it in failures.
-inline void expect_matches_modelopt_dump(const QuantizeConfig& q, const nlohmann::json& g, const std::string& what) {
+/// `q` equals one entry of that dump (model_dump(exclude_unset) of every quant_cfg entry, the
+/// algorithm, need_calibration); `what` names it in failures.
+inline void expect_matches_modelopt_dump(const QuantizeConfig& q, const nlohmann::json& g,
+                                         const std::string& what) {
   const nlohmann::json& theirs = g.at("quant_cfg");
   ASSERT_EQ(q.quant_cfg.size(), theirs.size()) << what;
-  for (size_t i = 0; i < theirs.size(); ++i) EXPECT_EQ(to_json(q.quant_cfg[i]), theirs[i]) << what << " entry " << i;
+  for (size_t i = 0; i < theirs.size(); ++i)
+    EXPECT_EQ(to_json(q.quant_cfg[i]), theirs[i]) << what << " entry " << i;
   EXPECT_EQ(q.has_algorithm(), g.at("has_algorithm").get<bool>()) << what;
   if (q.has_algorithm()) {
     EXPECT_EQ(to_json(q).at("algorithm"), g.at("algorithm")) << what;

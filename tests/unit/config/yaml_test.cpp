@@ -1,15 +1,15 @@
 // ModelOpt's recipe YAML read directly: PyYAML safe_load scalar types, anchors and merge keys, the
-// `# modelopt-schema:` preamble and the imports + list two-document form; every vendored preset YAML
-// (configs/modelopt_recipes/configs) resolves to exactly its JSON translation in configs/, and every
-// PTQ recipe ModelOpt ships resolves to ModelOpt's own load_recipe dump
+// `# modelopt-schema:` preamble and the imports + list two-document form; every vendored preset
+// YAML (configs/modelopt_recipes/configs) resolves to exactly its JSON translation in configs/, and
+// every PTQ recipe ModelOpt ships resolves to ModelOpt's own load_recipe dump
 // (tests/conformance/golden/presets_modelopt.json "recipes", nvidia-modelopt 0.47.0).
+#include <gtest/gtest.h>
+
 #include <cctype>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
-
-#include <gtest/gtest.h>
 
 #include "config_test_util.hpp"
 #include "mq/config/loader.hpp"
@@ -31,7 +31,8 @@ const fs::path kConfigs = MQ_SOURCE_DIR "/configs";
 class YamlTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    if (!yaml_supported()) GTEST_SKIP() << "built without libyaml (cmake/setup.sh installs libyaml-dev)";
+    if (!yaml_supported())
+      GTEST_SKIP() << "built without libyaml (cmake/setup.sh installs libyaml-dev)";
     char tmpl[] = "/tmp/mq_config_yaml_XXXXXX";
     ASSERT_NE(mkdtemp(tmpl), nullptr);
     dir_ = tmpl;
@@ -40,8 +41,10 @@ class YamlTest : public ::testing::Test {
   }
   void TearDown() override {
     if (dir_.empty()) return;
-    if (old_env_) setenv("MQ_CONFIGS_DIR", old_env_->c_str(), 1);
-    else unsetenv("MQ_CONFIGS_DIR");
+    if (old_env_)
+      setenv("MQ_CONFIGS_DIR", old_env_->c_str(), 1);
+    else
+      unsetenv("MQ_CONFIGS_DIR");
     fs::remove_all(dir_);
   }
   fs::path write(const std::string& rel, const std::string& text) {
@@ -102,7 +105,8 @@ TEST_F(YamlTest, IntKeysBecomeJsonStringKeysAnchorsAndMergeKeysWork) {
         "copy: *b\n"
         "over:\n  <<: *b\n  num_bits: 4\n");
   const ojson b = load("k.yaml").body;
-  EXPECT_EQ(b.at("base").at("block_sizes").dump(), R"({"-1":16,"type":"dynamic","scale_bits":[4,3]})");
+  EXPECT_EQ(b.at("base").at("block_sizes").dump(),
+            R"({"-1":16,"type":"dynamic","scale_bits":[4,3]})");
   EXPECT_EQ(b.at("copy"), b.at("base"));
   EXPECT_EQ(b.at("over").at("num_bits"), 4);  // explicit keys win over merged ones
   EXPECT_EQ(b.at("over").at("block_sizes"), b.at("base").at("block_sizes"));
@@ -119,50 +123,62 @@ TEST_F(YamlTest, SchemaPreambleAndImportsPlusListDocuments) {
         "  - quantizer_name: '*[kv]_bmm_quantizer'\n    cfg:\n      $import: fp8\n");
   write("p.yaml",
         "# modelopt-schema: modelopt.torch.quantization.config.QuantizeConfig\n"
-        "imports:\n  kv: units/kv\n\nalgorithm: max\nquant_cfg:\n  - quantizer_name: '*'\n    enable: false\n"
+        "imports:\n  kv: units/kv\n\nalgorithm: max\nquant_cfg:\n  - quantizer_name: '*'\n    "
+        "enable: false\n"
         "  - $import: kv\n");
   const ConfigDocument kv = load("units/kv.yaml");
   EXPECT_EQ(kv.schema, "QuantizerCfgListConfig");
-  EXPECT_EQ(kv.body.dump(), R"([{"quantizer_name":"*[kv]_bmm_quantizer","cfg":{"num_bits":"e4m3","axis":null}}])");
+  EXPECT_EQ(kv.body.dump(),
+            R"([{"quantizer_name":"*[kv]_bmm_quantizer","cfg":{"num_bits":"e4m3","axis":null}}])");
   const ConfigDocument p = load("p.yaml");
   EXPECT_EQ(p.schema, "QuantizeConfig");
   EXPECT_EQ(p.body.at("quant_cfg").size(), 2u);
   const QuantizeConfig q = load_quantize_config((dir_ / "p.yaml").string());
   ASSERT_EQ(q.quant_cfg.size(), 2u);
-  EXPECT_EQ(to_json(q.quant_cfg[1]),
-            json::parse(R"({"quantizer_name":"*[kv]_bmm_quantizer","cfg":{"num_bits":[4,3],"axis":null}})"));
+  EXPECT_EQ(
+      to_json(q.quant_cfg[1]),
+      json::parse(
+          R"({"quantizer_name":"*[kv]_bmm_quantizer","cfg":{"num_bits":[4,3],"axis":null}})"));
 }
 
 TEST_F(YamlTest, BadYamlAndBadShapesAreOneLineErrorsNamingTheFile) {
   write("bad.yaml", "a: [1, 2\nb: 3\n");
   EXPECT_TRUE(has_all(config_error([&] { load("bad.yaml"); }), {"bad.yaml", "line", "column"}));
   write("three.yaml", "a: 1\n---\nb: 2\n---\nc: 3\n");
-  EXPECT_TRUE(has_all(config_error([&] { load("three.yaml"); }), {"three.yaml", "expected 1 or 2 YAML documents"}));
+  EXPECT_TRUE(has_all(config_error([&] { load("three.yaml"); }),
+                      {"three.yaml", "expected 1 or 2 YAML documents"}));
   write("hdr.yaml", "- 1\n---\n- 2\n");
-  EXPECT_TRUE(has_all(config_error([&] { load("hdr.yaml"); }), {"hdr.yaml", "first YAML document must be a mapping"}));
+  EXPECT_TRUE(has_all(config_error([&] { load("hdr.yaml"); }),
+                      {"hdr.yaml", "first YAML document must be a mapping"}));
   write("alias.yaml", "a: *nope\n");
   EXPECT_TRUE(has_all(config_error([&] { load("alias.yaml"); }), {"alias.yaml", "line 1"}));
   write("tag.yaml", "a: !!python/tuple [4, 3]\n");
-  EXPECT_TRUE(has_all(config_error([&] { load("tag.yaml"); }), {"tag.yaml", "unsupported YAML tag"}));
+  EXPECT_TRUE(
+      has_all(config_error([&] { load("tag.yaml"); }), {"tag.yaml", "unsupported YAML tag"}));
   write("two_schemas.yaml",
         "# modelopt-schema: modelopt.torch.quantization.config.QuantizeConfig\n"
         "# modelopt-schema: modelopt.torch.quantization.config.QuantizeConfig\nalgorithm: max\n");
-  EXPECT_TRUE(has_all(config_error([&] { load("two_schemas.yaml"); }), {"two_schemas.yaml", "multiple modelopt-schema"}));
+  EXPECT_TRUE(has_all(config_error([&] { load("two_schemas.yaml"); }),
+                      {"two_schemas.yaml", "multiple modelopt-schema"}));
   // The schema is validated like the JSON "$schema".
   write("badattr.yaml",
-        "# modelopt-schema: modelopt.torch.quantization.config.QuantizerAttributeConfig\nnum_bits: [3, 3]\n");
+        "# modelopt-schema: modelopt.torch.quantization.config.QuantizerAttributeConfig\nnum_bits: "
+        "[3, 3]\n");
   EXPECT_TRUE(has_all(config_error([&] { load("badattr.yaml"); }), {"badattr.yaml", "num_bits"}));
 }
 
 TEST_F(YamlTest, RecipeFilesAndDirectoriesGiveTheirQuantizeSection) {
-  write("r.yaml",
-        "metadata:\n  recipe_type: ptq\n  description: x\nquantize:\n  algorithm: max\n  quant_cfg:\n"
-        "    - quantizer_name: '*weight_quantizer'\n      cfg: {num_bits: 8, axis: 0}\n");
+  write(
+      "r.yaml",
+      "metadata:\n  recipe_type: ptq\n  description: x\nquantize:\n  algorithm: max\n  quant_cfg:\n"
+      "    - quantizer_name: '*weight_quantizer'\n      cfg: {num_bits: 8, axis: 0}\n");
   const QuantizeConfig q = load_quantize_config((dir_ / "r.yaml").string());
   ASSERT_EQ(q.quant_cfg.size(), 1u);
-  EXPECT_EQ(to_json(q.quant_cfg[0]), json::parse(R"({"quantizer_name":"*weight_quantizer","cfg":{"num_bits":8,"axis":0}})"));
+  EXPECT_EQ(to_json(q.quant_cfg[0]),
+            json::parse(R"({"quantizer_name":"*weight_quantizer","cfg":{"num_bits":8,"axis":0}})"));
   write("rd/metadata.yml", "recipe_type: ptq\n");
-  write("rd/quantize.yml", "algorithm: max\nquant_cfg:\n  - quantizer_name: '*input_quantizer'\n    enable: false\n");
+  write("rd/quantize.yml",
+        "algorithm: max\nquant_cfg:\n  - quantizer_name: '*input_quantizer'\n    enable: false\n");
   const QuantizeConfig d = load_quantize_config((dir_ / "rd").string());
   ASSERT_EQ(d.quant_cfg.size(), 1u);
   EXPECT_EQ(d.quant_cfg[0].quantizer_name, "*input_quantizer");
@@ -174,8 +190,9 @@ TEST_F(YamlTest, RecipeFilesAndDirectoriesGiveTheirQuantizeSection) {
                       {"empty_dir", "quantize.yml"}));
 }
 
-// Every preset YAML of ModelOpt 0.47.0 (vendored verbatim; numerics/ and ptq/) resolves to exactly what its JSON
-// translation under configs/ resolves to, and every JSON preset file has its YAML twin.
+// Every preset YAML of ModelOpt 0.47.0 (vendored verbatim; numerics/ and ptq/) resolves to exactly
+// what its JSON translation under configs/ resolves to, and every JSON preset file has its YAML
+// twin.
 TEST_F(YamlTest, EveryVendoredPresetYamlEqualsItsJsonTranslation) {
   const fs::path yroot = kConfigs / "modelopt_recipes" / "configs";
   ASSERT_TRUE(fs::is_directory(yroot)) << yroot;
@@ -236,12 +253,13 @@ TEST_P(ModelOptPtqRecipe, ResolvesLikeModelOptsLoadRecipe) {
   testing::expect_matches_modelopt_dump(q, g, rel);
 }
 
-INSTANTIATE_TEST_SUITE_P(All, ModelOptPtqRecipe, ::testing::ValuesIn(recipe_names()), [](const auto& info) {
-  std::string s = info.param;
-  for (char& c : s)
-    if (!std::isalnum(static_cast<unsigned char>(c))) c = '_';
-  return s;
-});
+INSTANTIATE_TEST_SUITE_P(All, ModelOptPtqRecipe, ::testing::ValuesIn(recipe_names()),
+                         [](const auto& info) {
+                           std::string s = info.param;
+                           for (char& c : s)
+                             if (!std::isalnum(static_cast<unsigned char>(c))) c = '_';
+                           return s;
+                         });
 
 }  // namespace
 }  // namespace mq::config

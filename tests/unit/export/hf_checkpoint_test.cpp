@@ -14,12 +14,12 @@
 #include <string>
 #include <vector>
 
+#include "export_test_util.hpp"
 #include "mq/config/presets.hpp"
 #include "mq/core/error.hpp"
 #include "mq/io/safetensors_torch.hpp"
 #include "mq/nn/conversion.hpp"
 #include "mq/nn/quant_module.hpp"
-#include "export_test_util.hpp"
 
 // Cross-check against ModelOpt 0.47.0's export_hf_checkpoint of the same tiny Llama
 // (tests/export_golden/gen_export.py). The model tree is built here from the source checkpoint with

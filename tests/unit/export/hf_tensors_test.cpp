@@ -1,19 +1,18 @@
 #include "mq/export/hf_tensors.hpp"
 
+#include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
 #include <cstring>
 #include <functional>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
-#include <ATen/ATen.h>
-#include <nlohmann/json.hpp>
-
+#include "export_test_util.hpp"
 #include "mq/core/error.hpp"
 #include "mq/export/tensor_mode.hpp"
 #include "mq/io/safetensors_torch.hpp"
-#include "export_test_util.hpp"
 
 using mq::hf_export::LinearExportInputs;
 using mq::hf_export::QuantFormat;
@@ -52,8 +51,8 @@ TEST(HfTensorNames, ModelOptAttrNames) {
 
 // reference §2.12 "NVFP4 export of the same block as a weight (global amax 12)".
 TEST(HfExport, Nvfp4WorkedExample) {
-  const at::Tensor w = f32({0.0f, 0.3f, -0.6f, 0.9f, 1.2f, -1.6f, 2.0f, 2.4f, -3.1f, 3.3f, 4.0f, -4.6f,
-                            5.2f, 6.1f, -7.0f, 7.5f},
+  const at::Tensor w = f32({0.0f, 0.3f, -0.6f, 0.9f, 1.2f, -1.6f, 2.0f, 2.4f, -3.1f, 3.3f, 4.0f,
+                            -4.6f, 5.2f, 6.1f, -7.0f, 7.5f},
                            {1, 16});
   LinearExportInputs in;
   in.format = QuantFormat::kNvfp4;
@@ -92,8 +91,8 @@ TEST(HfExport, Int4AwqWorkedExample) {
   EXPECT_EQ(t.at("p.weight_scale")[0][0].item<float>(), 0.7f / 7.0f);
 }
 
-// FP8 per-tensor keeps torch's type promotion: `W / weight_scale` with a bf16 W and a 0-d fp32 scale is
-// a bf16 quotient, rounded to bf16 before the FP8 cast (values checked with torch 2.11):
+// FP8 per-tensor keeps torch's type promotion: `W / weight_scale` with a bf16 W and a 0-d fp32
+// scale is a bf16 quotient, rounded to bf16 before the FP8 cast (values checked with torch 2.11):
 // -0.89453125 * 448 = -400.75 -> bf16 -400 -> e4m3 tie -> -384, where an fp32 quotient gives -416.
 TEST(HfExport, Fp8PerTensorRoundsQuotientInWeightDtype) {
   LinearExportInputs in;
@@ -101,10 +100,12 @@ TEST(HfExport, Fp8PerTensorRoundsQuotientInWeightDtype) {
   in.weight_amax = at::ones({1});
   const at::Tensor w = f32({-0.89453125f, -0.609375f, 0.5f, 0.0f}, {2, 2});
   auto tb = mq::hf_export::export_linear("p.weight", w.to(at::kBFloat16), in);
-  EXPECT_TRUE(at::equal(tb.at("p.weight").to(at::kFloat), f32({-384.0f, -256.0f, 224.0f, 0.0f}, {2, 2})))
+  EXPECT_TRUE(
+      at::equal(tb.at("p.weight").to(at::kFloat), f32({-384.0f, -256.0f, 224.0f, 0.0f}, {2, 2})))
       << tb.at("p.weight").to(at::kFloat);
   auto t32 = mq::hf_export::export_linear("p.weight", w, in);
-  EXPECT_TRUE(at::equal(t32.at("p.weight").to(at::kFloat), f32({-416.0f, -288.0f, 224.0f, 0.0f}, {2, 2})))
+  EXPECT_TRUE(
+      at::equal(t32.at("p.weight").to(at::kFloat), f32({-416.0f, -288.0f, 224.0f, 0.0f}, {2, 2})))
       << t32.at("p.weight").to(at::kFloat);
   EXPECT_EQ(tb.at("p.weight").scalar_type(), at::kFloat8_e4m3fn);
   EXPECT_EQ(tb.at("p.weight_scale").dim(), 0);
@@ -121,7 +122,9 @@ TEST(HfExport, ShapeErrorsNameTheWeight) {
   EXPECT_NE(msg.find("not a multiple of the block size 16"), std::string::npos) << msg;
   msg = error_of([&] { mq::hf_export::export_linear("m.weight", at::ones({16}), in); });
   EXPECT_NE(msg.find("2-D"), std::string::npos) << msg;
-  msg = error_of([&] { mq::hf_export::export_linear("m.weight", at::ones({2, 16}, at::kInt), in); });
+  msg = error_of([&] {
+    mq::hf_export::export_linear("m.weight", at::ones({2, 16}, at::kInt), in);
+  });
   EXPECT_NE(msg.find("float32/bfloat16/float16"), std::string::npos) << msg;
   in.format = QuantFormat::kInt4Awq;
   in.block_size = 4;

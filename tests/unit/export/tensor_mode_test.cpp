@@ -1,18 +1,17 @@
 #include "mq/export/tensor_mode.hpp"
 
+#include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <functional>
 #include <string>
 
-#include <ATen/ATen.h>
-
+#include "export_test_util.hpp"
 #include "mq/config/presets.hpp"
 #include "mq/core/error.hpp"
 #include "mq/quant/sequential_quantizer.hpp"
 #include "mq/quant/tensor_quantizer.hpp"
-#include "export_test_util.hpp"
 
 using mq::hf_export::fnmatch;
 using mq::hf_export::Role;
@@ -55,7 +54,8 @@ TEST(Fnmatch, PythonSemantics) {
       {"**x", "yx", true},
       {"*.experts.*weight_quantizer", "m.experts.3.down_proj.weight_quantizer", true},
   };
-  for (const auto& r : rows) EXPECT_EQ(fnmatch(r.pattern, r.name), r.match) << r.pattern << " ~ " << r.name;
+  for (const auto& r : rows)
+    EXPECT_EQ(fnmatch(r.pattern, r.name), r.match) << r.pattern << " ~ " << r.name;
 }
 
 TEST(ApplyQuantCfg, PresetsResolveLikeModelOpt) {
@@ -97,19 +97,24 @@ TEST(ApplyQuantCfg, OrderAndPartialEntries) {
   QuantizerCfgEntry on{"*up_proj*", std::nullopt, {}, true, {"enable"}};
   QuantizerCfgEntry conv{"*", std::string("nn.Conv2d"), c4, std::nullopt, {"cfg", "parent_class"}};
   const std::string name = "model.layers.0.mlp.up_proj.weight_quantizer";
-  auto s = mq::hf_export::apply_quant_cfg({all_off, w8, w4}, name, mq::hf_export::default_linear_weight_quantizer());
+  auto s = mq::hf_export::apply_quant_cfg({all_off, w8, w4}, name,
+                                          mq::hf_export::default_linear_weight_quantizer());
   EXPECT_EQ(s.cfgs[0].num_bits.bits, 4);  // later entry wins
   EXPECT_TRUE(s.enabled());
-  s = mq::hf_export::apply_quant_cfg({w4, all_off}, name, mq::hf_export::default_linear_weight_quantizer());
+  s = mq::hf_export::apply_quant_cfg({w4, all_off}, name,
+                                     mq::hf_export::default_linear_weight_quantizer());
   EXPECT_FALSE(s.enabled());
   EXPECT_EQ(s.cfgs[0].num_bits.bits, 4);  // enable-only keeps the attributes
-  s = mq::hf_export::apply_quant_cfg({w4, all_off, on}, name, mq::hf_export::default_linear_weight_quantizer());
+  s = mq::hf_export::apply_quant_cfg({w4, all_off, on}, name,
+                                     mq::hf_export::default_linear_weight_quantizer());
   EXPECT_TRUE(s.enabled());
   ASSERT_TRUE(s.cfgs[0].axis.has_value());
   EXPECT_EQ(s.cfgs[0].axis->dims, std::vector<int>{-1});
-  s = mq::hf_export::apply_quant_cfg({w4, w8}, name, mq::hf_export::default_linear_weight_quantizer());
+  s = mq::hf_export::apply_quant_cfg({w4, w8}, name,
+                                     mq::hf_export::default_linear_weight_quantizer());
   EXPECT_FALSE(s.cfgs[0].axis.has_value());  // full replacement resets axis
-  s = mq::hf_export::apply_quant_cfg({conv}, name, mq::hf_export::default_linear_weight_quantizer());
+  s = mq::hf_export::apply_quant_cfg({conv}, name,
+                                     mq::hf_export::default_linear_weight_quantizer());
   EXPECT_EQ(s.cfgs[0].num_bits.bits, 8);  // parent_class nn.Conv2d does not match a Linear
   ASSERT_TRUE(s.cfgs[0].axis.has_value());
   EXPECT_EQ(s.cfgs[0].axis->dims, std::vector<int>{0});
@@ -165,7 +170,8 @@ TEST(QuantizeTensors, FakeModeMatchesTheQuantizerDirectly) {
 TEST(QuantizeTensors, StaticAndSequentialAmaxNames) {
   at::manual_seed(4);
   std::map<std::string, at::Tensor> in = {{"w", at::randn({4, 256})}};
-  auto r = mq::hf_export::quantize_tensors(in, mq::hf_export::parse_quantizer_spec("W4A8_AWQ_BETA_CFG:weight"), {});
+  auto r = mq::hf_export::quantize_tensors(
+      in, mq::hf_export::parse_quantizer_spec("W4A8_AWQ_BETA_CFG:weight"), {});
   ASSERT_TRUE(r.tensors.count("w.0._amax"));
   ASSERT_TRUE(r.tensors.count("w.1._amax"));
   EXPECT_EQ(r.tensors.at("w.0._amax").numel(), 8);  // (4*256/128, 1) block amax
@@ -179,14 +185,16 @@ TEST(QuantizeTensors, StaticAndSequentialAmaxNames) {
 
 TEST(QuantizeTensors, DisabledPassesThroughAndRealWritesHfNames) {
   at::manual_seed(5);
-  std::map<std::string, at::Tensor> in = {{"m.up_proj.weight", at::randn({16, 64}).to(at::kBFloat16)}};
-  auto r = mq::hf_export::quantize_tensors(in, mq::hf_export::parse_quantizer_spec("INT4_AWQ_CFG:input"), {});
+  std::map<std::string, at::Tensor> in = {
+      {"m.up_proj.weight", at::randn({16, 64}).to(at::kBFloat16)}};
+  auto r = mq::hf_export::quantize_tensors(
+      in, mq::hf_export::parse_quantizer_spec("INT4_AWQ_CFG:input"), {});
   ASSERT_EQ(r.tensors.size(), 1u);
   EXPECT_TRUE(at::equal(r.tensors.at("m.up_proj.weight"), in["m.up_proj.weight"]));
   EXPECT_EQ(r.reports[0].format, "disabled");
 
-  r = mq::hf_export::quantize_tensors(in, mq::hf_export::parse_quantizer_spec("NVFP4_DEFAULT_CFG:weight"),
-                                      {.real = true});
+  r = mq::hf_export::quantize_tensors(
+      in, mq::hf_export::parse_quantizer_spec("NVFP4_DEFAULT_CFG:weight"), {.real = true});
   ASSERT_EQ(r.tensors.size(), 3u);  // the input quantizer is never calibrated: no input_scale
   EXPECT_EQ(r.tensors.at("m.up_proj.weight").scalar_type(), at::kByte);
   EXPECT_EQ(r.tensors.at("m.up_proj.weight").sizes(), at::IntArrayRef({16, 32}));
@@ -196,8 +204,8 @@ TEST(QuantizeTensors, DisabledPassesThroughAndRealWritesHfNames) {
             in["m.up_proj.weight"].abs().max().item<float>() / 2688.0f);
   EXPECT_EQ(r.reports[0].format, "nvfp4");
 
-  r = mq::hf_export::quantize_tensors(in, mq::hf_export::attr_quantizer_spec(R"({"num_bits": 8, "axis": 0})"),
-                                      {.real = true});
+  r = mq::hf_export::quantize_tensors(
+      in, mq::hf_export::attr_quantizer_spec(R"({"num_bits": 8, "axis": 0})"), {.real = true});
   EXPECT_EQ(r.reports[0].format, "int8_wo");
   EXPECT_EQ(r.tensors.at("m.up_proj.weight").scalar_type(), at::kChar);
   EXPECT_EQ(r.tensors.at("m.up_proj.weight_scale").sizes(), at::IntArrayRef({16}));
@@ -209,10 +217,14 @@ TEST(QuantizeTensors, ErrorsNameTheTensor) {
   auto msg = error_of([&] { mq::hf_export::quantize_tensors(ints, spec, {}); });
   EXPECT_NE(msg.find("tensor 'ids'"), std::string::npos) << msg;
   EXPECT_NE(msg.find("int64"), std::string::npos) << msg;
-  msg = error_of([&] { mq::hf_export::quantize_tensors({{"x", at::ones({2, 16})}}, spec, {.real = true}); });
+  msg = error_of([&] {
+    mq::hf_export::quantize_tensors({{"x", at::ones({2, 16})}}, spec, {.real = true});
+  });
   EXPECT_NE(msg.find("--real exports weights"), std::string::npos) << msg;
   auto wspec = mq::hf_export::parse_quantizer_spec("NVFP4_DEFAULT_CFG:weight");
-  msg = error_of([&] { mq::hf_export::quantize_tensors({{"bias", at::ones({16})}}, wspec, {.real = true}); });
+  msg = error_of([&] {
+    mq::hf_export::quantize_tensors({{"bias", at::ones({16})}}, wspec, {.real = true});
+  });
   EXPECT_NE(msg.find("tensor 'bias'"), std::string::npos) << msg;
   EXPECT_NE(msg.find("2-D"), std::string::npos) << msg;
   EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;

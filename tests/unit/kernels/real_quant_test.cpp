@@ -7,8 +7,8 @@
 #include <random>
 #include <vector>
 
-#include "mqk/ref.hpp"
 #include "kernels_test_util.hpp"
+#include "mqk/ref.hpp"
 
 namespace {
 
@@ -17,11 +17,13 @@ using mqk::testing::random_vec;
 using mqk::testing::Vec;
 using Bytes = std::vector<uint8_t>;
 
-const Vec kNvBlock = {0.0f, 0.3f, -0.6f, 0.9f, 1.2f, -1.6f, 2.0f, 2.4f, -3.1f, 3.3f, 4.0f, -4.6f, 5.2f, 6.1f, -7.0f, 7.5f};
+const Vec kNvBlock = {0.0f,  0.3f, -0.6f, 0.9f,  1.2f, -1.6f, 2.0f,  2.4f,
+                      -3.1f, 3.3f, 4.0f,  -4.6f, 5.2f, 6.1f,  -7.0f, 7.5f};
 
 TEST(Nvfp4Export, WorkedBlockExample) {
   Bytes packed(8), scales(1);
-  const float wsf2 = mqk::nvfp4_quantize_ref(kNvBlock.data(), 1, 16, 16, 12.0f, packed.data(), scales.data());
+  const float wsf2 =
+      mqk::nvfp4_quantize_ref(kNvBlock.data(), 1, 16, 16, 12.0f, packed.data(), scales.data());
   EXPECT_EQ(bits(wsf2), bits(0.004464285913854837f));
   EXPECT_EQ(mqk::e4m3_from_bits(scales[0]), 288.0f);
   EXPECT_EQ(packed, (Bytes{0x00, 0x19, 0xA2, 0x43, 0x5C, 0xE5, 0x66, 0x7F}));
@@ -31,7 +33,8 @@ TEST(Nvfp4Export, WorkedBlockExample) {
 }
 
 TEST(Nvfp4Export, ScalarDivisionMode) {
-  // weight_scale_2 = global_amax / 2688: divided on a CPU tensor, times fp32(1/2688) on a CUDA tensor.
+  // weight_scale_2 = global_amax / 2688: divided on a CPU tensor, times fp32(1/2688) on a CUDA
+  // tensor.
   const Vec x(16, 0.7f);
   Bytes packed(8), scales(1);
   EXPECT_EQ(bits(mqk::nvfp4_quantize_ref(x.data(), 1, 16, 16, 0.7f, packed.data(), scales.data())),
@@ -41,13 +44,15 @@ TEST(Nvfp4Export, ScalarDivisionMode) {
             bits(0.7f * (1.0f / 2688.0f)));
   EXPECT_NE(bits(0.7f / 2688.0f), bits(0.7f * (1.0f / 2688.0f)));
   const float bamax = 0.7f;
-  EXPECT_EQ(bits(mqk::nvfp4_static_quantize_ref(x.data(), 1, 16, 16, &bamax, 0.7f, false, packed.data(),
-                                                scales.data(), mqk::ScalarDivMode::kReciprocal)),
-            bits(0.7f * (1.0f / 2688.0f)));
+  EXPECT_EQ(
+      bits(mqk::nvfp4_static_quantize_ref(x.data(), 1, 16, 16, &bamax, 0.7f, false, packed.data(),
+                                          scales.data(), mqk::ScalarDivMode::kReciprocal)),
+      bits(0.7f * (1.0f / 2688.0f)));
 }
 
 TEST(Nvfp4Export, NegativeZeroAndScaleClamp) {
-  // -0.01 rounds to zero and keeps its sign bit (0x8); an all-zero block gets scale 1.0 -> clamp -> 1.0.
+  // -0.01 rounds to zero and keeps its sign bit (0x8); an all-zero block gets scale 1.0 -> clamp
+  // -> 1.0.
   Vec x(32, 0.0f);
   x[0] = 6.0f;
   x[1] = -0.01f;
@@ -85,13 +90,16 @@ TEST_P(RoundTrip, Nvfp4EqualsFakeQuant) {
     const float gamax = mqk::amax_ref(x.data(), rows * cols);
     const int64_t nb = (cols + block - 1) / block;
     Bytes packed(rows * ((cols + 1) / 2)), scales(rows * nb);
-    const float s2 = mqk::nvfp4_quantize_ref(x.data(), rows, cols, block, gamax, packed.data(), scales.data());
+    const float s2 =
+        mqk::nvfp4_quantize_ref(x.data(), rows, cols, block, gamax, packed.data(), scales.data());
     Vec deq(x.size()), fq(x.size());
     mqk::nvfp4_dequantize_ref(packed.data(), scales.data(), s2, rows, cols, block, deq.data());
     mqk::nvfp4_fake_quant_ref(x.data(), fq.data(), rows, cols, block, gamax);
-    for (size_t i = 0; i < x.size(); ++i) ASSERT_EQ(deq[i], fq[i]) << "block " << block << " i=" << i;
+    for (size_t i = 0; i < x.size(); ++i)
+      ASSERT_EQ(deq[i], fq[i]) << "block " << block << " i=" << i;
     if (cols % 2) {
-      for (int64_t r = 0; r < rows; ++r) EXPECT_EQ(packed[r * ((cols + 1) / 2) + cols / 2] >> 4, 0) << r;
+      for (int64_t r = 0; r < rows; ++r)
+        EXPECT_EQ(packed[r * ((cols + 1) / 2) + cols / 2] >> 4, 0) << r;
     }
   }
 }
@@ -107,7 +115,8 @@ TEST_P(RoundTrip, MxEqualsFakeQuant) {
     mqk::mxfp4_quantize_ref(x.data(), rows, cols, 32, packed.data(), sc.data());
     mqk::mxfp4_dequantize_ref(packed.data(), sc.data(), rows, cols, 32, deq.data());
     mqk::mx_fake_quant_ref(x.data(), fq.data(), rows, cols, 32, mqk::ElemFormat::kE2M1);
-    // Random data has no exact ties, where real quant (ties down) and fake quant (ties even) differ.
+    // Random data has no exact ties, where real quant (ties down) and fake quant (ties even)
+    // differ.
     for (size_t i = 0; i < x.size(); ++i) ASSERT_EQ(deq[i], fq[i]) << i;
   }
   {
@@ -120,14 +129,17 @@ TEST_P(RoundTrip, MxEqualsFakeQuant) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Sweep, RoundTrip,
-                         ::testing::Values(Shape{1, 16}, Shape{1, 17}, Shape{33, 64}, Shape{33, 45}, Shape{4, 1}),
+                         ::testing::Values(Shape{1, 16}, Shape{1, 17}, Shape{33, 64}, Shape{33, 45},
+                                           Shape{4, 1}),
                          [](const auto& info) {
-                           return std::to_string(info.param.rows) + "x" + std::to_string(info.param.cols);
+                           return std::to_string(info.param.rows) + "x" +
+                                  std::to_string(info.param.cols);
                          });
 
 TEST(Mxfp4Export, TiesRoundDownAndZeroIsNegative) {
   // Block max 6 -> k = 0; bounds land exactly on the ties.
-  const Vec x = {0.0f, 0.25f, 0.75f, 1.25f, 1.75f, 2.5f, 3.5f, 5.0f, 6.0f, -0.75f, -6.0f, 0.3f, 0, 0, 0, 0};
+  const Vec x = {0.0f, 0.25f,  0.75f, 1.25f, 1.75f, 2.5f, 3.5f, 5.0f,
+                 6.0f, -0.75f, -6.0f, 0.3f,  0,     0,    0,    0};
   Bytes packed(8), sc(2);
   mqk::mxfp4_quantize_ref(x.data(), 1, 16, 8, packed.data(), sc.data());
   EXPECT_EQ(sc[0], 127);
@@ -147,7 +159,8 @@ TEST(Mxfp4Export, TiesRoundDownAndZeroIsNegative) {
   mqk::mxfp4_dequantize_ref(p.data(), s.data(), 1, 8, 8, y.data());
   const Vec want = {0.125f, 0.25f, 0.375f, 0.125f, 0.75f, 1.0f, 0.75f, 0.75f};
   for (int i = 0; i < 8; ++i) EXPECT_EQ(y[i], want[i]) << i;
-  EXPECT_THROW(mqk::mxfp4_quantize_ref(v.data(), 1, 8, 12, p.data(), s.data()), std::invalid_argument);
+  EXPECT_THROW(mqk::mxfp4_quantize_ref(v.data(), 1, 8, 12, p.data(), s.data()),
+               std::invalid_argument);
 }
 
 TEST(Mxfp8Export, ScalesAndZeroBlock) {
@@ -186,7 +199,8 @@ TEST(Int8Export, RoundClamp) {
   const float scale = 0.01f;
   std::vector<int8_t> q(x.size());
   mqk::int8_quantize_ref(x.data(), static_cast<int64_t>(x.size()), &scale, {}, q.data());
-  EXPECT_EQ(q, (std::vector<int8_t>{10, -50, 127, 127, -128, static_cast<int8_t>(std::rint(0.005f / 0.01f)),
+  EXPECT_EQ(q, (std::vector<int8_t>{10, -50, 127, 127, -128,
+                                    static_cast<int8_t>(std::rint(0.005f / 0.01f)),
                                     static_cast<int8_t>(std::rint(0.015f / 0.01f))}));
 }
 
@@ -196,15 +210,16 @@ TEST(Int4AwqPack, WorkedExample) {
   Bytes packed(4);
   mqk::int4_awq_pack_ref(w.data(), 2, 4, 4, scale, packed.data());
   EXPECT_EQ(packed, (Bytes{0x97, 0x5D, 0x21, 0x00}));
-  EXPECT_THROW(mqk::int4_awq_pack_ref(w.data(), 1, 8, 4, scale, packed.data()), std::invalid_argument);
+  EXPECT_THROW(mqk::int4_awq_pack_ref(w.data(), 1, 8, 4, scale, packed.data()),
+               std::invalid_argument);
 }
 
 TEST(Int4AwqPack, GroupsAndClampOnOddIn) {
   // (4, 5) with group 2 (3 groups, last partial): scale 1 everywhere, values straddle the clamp.
-  const Vec w = {-9, -8, 7, 8, 0.5f,  //
-                 1, 2, 3, 4, 5,       //
-                 -1, -2, -3, -4, 1.5f,  //
-                 6, -6, 2.5f, -2.5f, 0};
+  const Vec w = {-9, -8, 7,    8,     0.5f,  //
+                 1,  2,  3,    4,     5,     //
+                 -1, -2, -3,   -4,    1.5f,  //
+                 6,  -6, 2.5f, -2.5f, 0};
   const Vec scale(12, 1.0f);
   Bytes p(10);
   mqk::int4_awq_pack_ref(w.data(), 4, 5, 2, scale.data(), p.data());
@@ -225,7 +240,8 @@ TEST(Nf4, QuantizeDequantize) {
   float scale = 0;
   mqk::nf4_quantize_ref(x.data(), 7, 16, packed.data(), &scale);
   EXPECT_EQ(scale, 1.0f);
-  // 0.5 -> 0.4407 (index 12); -0.2 -> -0.1848 (5); 0.1 -> 0.0796 (8); 0.3 -> 0.3379 (11); pad 0 -> 7
+  // 0.5 -> 0.4407 (index 12); -0.2 -> -0.1848 (5); 0.1 -> 0.0796 (8); 0.3 -> 0.3379 (11); pad 0 ->
+  // 7
   EXPECT_EQ(packed, (Bytes{0xF0, 0x7C, 0x58, 0xB7}));
   Vec y(7);
   mqk::nf4_dequantize_ref(packed.data(), &scale, 7, 16, y.data());
@@ -243,14 +259,14 @@ TEST(Nvfp4StaticExport, ScaleFromBlockAmax) {
   // Static: pbs = (amax/6) * 448 / (global/6); global 12, block amax 7.5 -> 280 -> fp8 288.
   Bytes packed(8), scales(1);
   const float amax = 7.5f;
-  const float s2 = mqk::nvfp4_static_quantize_ref(kNvBlock.data(), 1, 16, 16, &amax, 12.0f, false, packed.data(),
-                                                  scales.data());
+  const float s2 = mqk::nvfp4_static_quantize_ref(kNvBlock.data(), 1, 16, 16, &amax, 12.0f, false,
+                                                  packed.data(), scales.data());
   EXPECT_EQ(bits(s2), bits(12.0f / 2688.0f));
   EXPECT_EQ(mqk::e4m3_from_bits(scales[0]), 288.0f);
   EXPECT_EQ(packed, (Bytes{0x00, 0x19, 0xA2, 0x43, 0x5C, 0xE5, 0x66, 0x7F}));
   // four_over_six: weight_scale_2 = global / (6 * 256).
-  const float s46 = mqk::nvfp4_static_quantize_ref(kNvBlock.data(), 1, 16, 16, &amax, 12.0f, true, packed.data(),
-                                                   scales.data());
+  const float s46 = mqk::nvfp4_static_quantize_ref(kNvBlock.data(), 1, 16, 16, &amax, 12.0f, true,
+                                                   packed.data(), scales.data());
   EXPECT_EQ(bits(s46), bits(12.0f / 1536.0f));
   EXPECT_EQ(mqk::e4m3_from_bits(scales[0]), 160.0f);  // 7.5/6 * 256 / 2 = 160
 }

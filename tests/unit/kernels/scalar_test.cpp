@@ -1,5 +1,5 @@
-// Scalar conversions against independent oracles: every E4M3 code, brute-force nearest-even search over
-// the enumerated grids, the E2M1 decision table, and the E8M0 exponent against log2 in double.
+// Scalar conversions against independent oracles: every E4M3 code, brute-force nearest-even search
+// over the enumerated grids, the E2M1 decision table, and the E8M0 exponent against log2 in double.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -86,16 +86,16 @@ TEST(E4M3, MatchesNearestEvenOracleAndSaturates) {
   EXPECT_EQ(mqk::e4m3_round(-1e30f), -448.0f);
   EXPECT_EQ(mqk::e4m3_round(std::numeric_limits<float>::infinity()), 448.0f);
   EXPECT_TRUE(std::isnan(mqk::e4m3_round(std::nanf(""))));
-  EXPECT_EQ(mqk::e4m3_round(0.0009f), 0.0f);       // below half the smallest subnormal
+  EXPECT_EQ(mqk::e4m3_round(0.0009f), 0.0f);        // below half the smallest subnormal
   EXPECT_EQ(mqk::e4m3_round(0.0009765625f), 0.0f);  // exactly half: tie to even (0)
   EXPECT_EQ(mqk::e4m3_round(0.0009765626f), 0.001953125f);
   EXPECT_EQ(bits(mqk::e4m3_round(-0.0001f)), bits(-0.0f));
   EXPECT_EQ(mqk::e4m3_to_bits(-0.0001f), 0x80);
 }
 
-// A host-vectorising "magic" form against its reference, bit for bit, on the fp32 patterns `in`. The
-// magic results come from a loop over an array, the form the CPU fake quant compiles to vector code;
-// the reference goes element by element.
+// A host-vectorising "magic" form against its reference, bit for bit, on the fp32 patterns `in`.
+// The magic results come from a loop over an array, the form the CPU fake quant compiles to vector
+// code; the reference goes element by element.
 template <typename Magic, typename Ref>
 void expect_magic_equals_reference(const std::vector<uint32_t>& in, Magic magic, Ref ref) {
   std::vector<float> x(in.size()), y(in.size());
@@ -105,12 +105,14 @@ void expect_magic_equals_reference(const std::vector<uint32_t>& in, Magic magic,
   for (size_t i = 0; i < x.size(); ++i) {
     const uint32_t want = bits(ref(x[i]));
     if (bits(y[i]) != want && ++bad <= 5)
-      ADD_FAILURE() << std::hex << "input 0x" << in[i] << ": magic 0x" << bits(y[i]) << ", reference 0x" << want;
+      ADD_FAILURE() << std::hex << "input 0x" << in[i] << ": magic 0x" << bits(y[i])
+                    << ", reference 0x" << want;
   }
   EXPECT_EQ(bad, 0u) << "of " << x.size();
 }
 
-// e4m3_round_sat_magic against e4m3_round_sat (all 2^32 patterns were checked once outside the suite).
+// e4m3_round_sat_magic against e4m3_round_sat (all 2^32 patterns were checked once outside the
+// suite).
 void expect_e4m3_magic_equals_reference(const std::vector<uint32_t>& in) {
   expect_magic_equals_reference(
       in, [](float v) { return mqk::detail::e4m3_round_sat_magic(v); },
@@ -128,7 +130,8 @@ TEST(E4M3, MagicRoundingEqualsReferenceNearGridPointsAndMidpoints) {
   for (size_t i = 0; i + 1 < ngrid; ++i) pts.push_back((pts[i] + pts[i + 1]) / 2);
   std::vector<uint32_t> in;
   for (double p : pts) {
-    const uint32_t c = bits(static_cast<float>(p));  // exact: grid values and midpoints have <= 6 bits
+    const uint32_t c =
+        bits(static_cast<float>(p));  // exact: grid values and midpoints have <= 6 bits
     ASSERT_EQ(static_cast<double>(static_cast<float>(p)), p);
     for (int d = -64; d <= 64; ++d) {
       if (c == 0 && d < 0) continue;
@@ -140,13 +143,15 @@ TEST(E4M3, MagicRoundingEqualsReferenceNearGridPointsAndMidpoints) {
   // Every fp32 binade (subnormals included): its first and last 256 patterns and its midpoint.
   for (uint32_t ef = 0; ef < 255; ++ef)
     for (uint32_t m = 0; m < 256; ++m)
-      for (uint32_t v : {(ef << 23) | m, (ef << 23) | (0x7fffffu - m), (ef << 23) | (0x400000u + m)}) {
+      for (uint32_t v :
+           {(ef << 23) | m, (ef << 23) | (0x7fffffu - m), (ef << 23) | (0x400000u + m)}) {
         in.push_back(v);
         in.push_back(v | 0x80000000u);
       }
   // +-0, the fp32 extremes, +-Inf and NaNs (quiet, signalling, payloads, both signs).
-  for (uint32_t v : {0x00000000u, 0x00000001u, 0x007fffffu, 0x00800000u, 0x7f7fffffu, 0x7f800000u, 0x7f800001u,
-                     0x7fa00000u, 0x7fc00000u, 0x7fc00001u, 0x7fffffffu, 0x7fbfffffu}) {
+  for (uint32_t v :
+       {0x00000000u, 0x00000001u, 0x007fffffu, 0x00800000u, 0x7f7fffffu, 0x7f800000u, 0x7f800001u,
+        0x7fa00000u, 0x7fc00000u, 0x7fc00001u, 0x7fffffffu, 0x7fbfffffu}) {
     in.push_back(v);
     in.push_back(v | 0x80000000u);
   }
@@ -174,15 +179,16 @@ TEST(E4M3, MagicFakeQuantEqualsReference) {
     for (uint32_t v : in) {
       float x;
       std::memcpy(&x, &v, 4);
-      ASSERT_EQ(bits(mqk::detail::fp8_fake_quant_one_magic(x, sc)), bits(mqk::detail::fp8_fake_quant_one(x, sc)))
+      ASSERT_EQ(bits(mqk::detail::fp8_fake_quant_one_magic(x, sc)),
+                bits(mqk::detail::fp8_fake_quant_one(x, sc)))
           << "x " << x << " amax " << amax;
     }
   }
 }
 
 // rint_rne_magic and int_fake_quant_one_magic (the host's vectorising forms) against rint_rne and
-// int_fake_quant_one, bit for bit. (rint_rne_magic was checked once over all 2^32 patterns outside the
-// suite.)
+// int_fake_quant_one, bit for bit. (rint_rne_magic was checked once over all 2^32 patterns outside
+// the suite.)
 TEST(RintMagic, EqualsRintNearIntegersHalvesBinadeEdgesAndRandomBits) {
   std::vector<uint32_t> in;
   // Around every integer and half-integer up to 2^12, and around k * 2^j +- 0.5 for larger binades.
@@ -195,21 +201,32 @@ TEST(RintMagic, EqualsRintNearIntegersHalvesBinadeEdgesAndRandomBits) {
         for (int d = -3; d <= 3; ++d) in.push_back(bits(v) + static_cast<uint32_t>(d));
     }
   for (uint32_t ef = 0; ef < 256; ++ef)  // every binade's edges, Inf and NaNs included
-    for (uint32_t m = 0; m < 64; ++m) in.insert(in.end(), {(ef << 23) | m, (ef << 23) | (0x7fffffu - m)});
+    for (uint32_t m = 0; m < 64; ++m)
+      in.insert(in.end(), {(ef << 23) | m, (ef << 23) | (0x7fffffu - m)});
   std::mt19937 rng(9);
   for (int i = 0; i < (1 << 22); ++i) in.push_back(static_cast<uint32_t>(rng()));
   const size_t n = in.size();
   for (size_t i = 0; i < n; ++i) in.push_back(in[i] ^ 0x80000000u);
   expect_magic_equals_reference(
-      in, [](float v) { return mqk::detail::rint_rne_magic(v); }, [](float v) { return mqk::detail::rint_rne(v); });
+      in, [](float v) { return mqk::detail::rint_rne_magic(v); },
+      [](float v) { return mqk::detail::rint_rne(v); });
 }
 
 TEST(IntFakeQuantMagic, EqualsIntFakeQuantOne) {
   std::mt19937 rng(13);
   std::uniform_real_distribution<float> ex(-30.0f, 30.0f);
   const float eps = 5.9604644775390625e-08f;
-  const std::vector<float> amaxes = {0.0f, std::nextafter(eps, 0.0f), eps, std::nextafter(eps, 1.0f), 1e-3f,
-                                     0.37f, 1.0f, 7.0f, 448.0f, 3e38f, std::numeric_limits<float>::infinity()};
+  const std::vector<float> amaxes = {0.0f,
+                                     std::nextafter(eps, 0.0f),
+                                     eps,
+                                     std::nextafter(eps, 1.0f),
+                                     1e-3f,
+                                     0.37f,
+                                     1.0f,
+                                     7.0f,
+                                     448.0f,
+                                     3e38f,
+                                     std::numeric_limits<float>::infinity()};
   std::vector<float> xs(1 << 12);
   for (int bits_n : {2, 4, 8, 16})
     for (bool uns : {false, true})
@@ -222,18 +239,20 @@ TEST(IntFakeQuantMagic, EqualsIntFakeQuantOne) {
               v = std::exp2(ex(rng)) * a;
               if (rng() & 1) v = -v;
             }
-            xs[0] = 0.0f, xs[1] = -0.0f, xs[2] = std::nanf(""), xs[3] = std::numeric_limits<float>::infinity();
+            xs[0] = 0.0f, xs[1] = -0.0f, xs[2] = std::nanf(""),
+            xs[3] = std::numeric_limits<float>::infinity();
             xs[4] = -xs[3], xs[5] = amax, xs[6] = -amax;
             for (float x : xs)
               ASSERT_EQ(bits(mqk::detail::int_fake_quant_one_magic(x, amax, b, zero)),
                         bits(mqk::detail::int_fake_quant_one(x, amax, b, zero)))
-                  << "x " << x << " amax " << amax << " bits " << bits_n << " unsigned " << uns << " narrow " << narrow
-                  << " eager " << (zero == mqk::IntZeroAmaxMode::kEager);
+                  << "x " << x << " amax " << amax << " bits " << bits_n << " unsigned " << uns
+                  << " narrow " << narrow << " eager " << (zero == mqk::IntZeroAmaxMode::kEager);
           }
 }
 
 TEST(E4M3, TorchCastOverflowsToNan) {
-  EXPECT_EQ(mqk::e4m3_round_torch(464.0f), 448.0f);  // tie between 448 and (NaN) 480 goes to even 448
+  EXPECT_EQ(mqk::e4m3_round_torch(464.0f),
+            448.0f);  // tie between 448 and (NaN) 480 goes to even 448
   EXPECT_TRUE(std::isnan(mqk::e4m3_round_torch(464.1f)));
   EXPECT_TRUE(std::isnan(mqk::e4m3_round_torch(-1e6f)));
   EXPECT_EQ(mqk::e4m3_round_torch(17.0f), 16.0f);
@@ -259,15 +278,18 @@ TEST(E2M1, DecisionTableAtEveryBoundary) {
     EXPECT_EQ(mqk::e2m1_round_magnitude(bounds[i] - 0.1f), mqk::kE2M1Values[i]);
     EXPECT_EQ(mqk::e2m1_round_magnitude(bounds[i] + 0.1f), mqk::kE2M1Values[i + 1]);
   }
-  for (int i = 0; i < 8; ++i) EXPECT_EQ(mqk::e2m1_round_magnitude(mqk::kE2M1Values[i]), mqk::kE2M1Values[i]);
+  for (int i = 0; i < 8; ++i)
+    EXPECT_EQ(mqk::e2m1_round_magnitude(mqk::kE2M1Values[i]), mqk::kE2M1Values[i]);
   EXPECT_EQ(mqk::e2m1_index(std::nanf("")), 7);
 }
 
 TEST(E2M1, ArithmeticRoundingEqualsThresholdTable) {
   // e2m1_round_magnitude (grid arithmetic, used by the fake quant) against e2m1_index (ModelOpt's
   // threshold chain, used by the export): at and around every bound and on a dense random sweep.
-  std::vector<float> probes = {0.0f, 6.0f, 7.0f, 1e30f, std::numeric_limits<float>::infinity(), std::nanf("")};
-  for (float b : {0.25f, 0.75f, 1.25f, 1.75f, 2.5f, 3.5f, 5.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f}) {
+  std::vector<float> probes = {
+      0.0f, 6.0f, 7.0f, 1e30f, std::numeric_limits<float>::infinity(), std::nanf("")};
+  for (float b :
+       {0.25f, 0.75f, 1.25f, 1.75f, 2.5f, 3.5f, 5.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f}) {
     float lo = b, hi = b;
     for (int k = 0; k < 4; ++k) {
       probes.push_back(lo);
@@ -279,7 +301,8 @@ TEST(E2M1, ArithmeticRoundingEqualsThresholdTable) {
   std::mt19937 rng(5);
   std::uniform_real_distribution<float> u(0.0f, 8.0f);
   for (int i = 0; i < 200000; ++i) probes.push_back(u(rng));
-  for (float a : probes) ASSERT_EQ(mqk::e2m1_round_magnitude(a), mqk::kE2M1Values[mqk::e2m1_index(a)]) << a;
+  for (float a : probes)
+    ASSERT_EQ(mqk::e2m1_round_magnitude(a), mqk::kE2M1Values[mqk::e2m1_index(a)]) << a;
 }
 
 class MxElem : public ::testing::TestWithParam<mqk::ElemFormat> {};
@@ -292,21 +315,27 @@ TEST_P(MxElem, GridRoundingMatchesOracle) {
   std::uniform_real_distribution<float> e(t.emin - t.mbits - 3.0f, std::log2(t.max) + 2.0f);
   for (int i = 0; i < 100000; ++i) {
     const float a = std::exp2(e(rng));
-    ASSERT_EQ(mqk::mx_elem_round_magnitude(a, GetParam()), static_cast<float>(oracle_round(g, a))) << a;
+    ASSERT_EQ(mqk::mx_elem_round_magnitude(a, GetParam()), static_cast<float>(oracle_round(g, a)))
+        << a;
   }
   for (size_t i = 0; i + 1 < g.size(); ++i) {
     const float mid = static_cast<float>((g[i] + g[i + 1]) / 2);
-    EXPECT_EQ(mqk::mx_elem_round_magnitude(mid, GetParam()), static_cast<float>(oracle_round(g, mid)));
-    EXPECT_EQ(mqk::mx_elem_round_magnitude(static_cast<float>(g[i]), GetParam()), static_cast<float>(g[i]));
+    EXPECT_EQ(mqk::mx_elem_round_magnitude(mid, GetParam()),
+              static_cast<float>(oracle_round(g, mid)));
+    EXPECT_EQ(mqk::mx_elem_round_magnitude(static_cast<float>(g[i]), GetParam()),
+              static_cast<float>(g[i]));
   }
-  EXPECT_EQ(mqk::mx_elem_round_magnitude(std::numeric_limits<float>::infinity(), GetParam()), t.max);
+  EXPECT_EQ(mqk::mx_elem_round_magnitude(std::numeric_limits<float>::infinity(), GetParam()),
+            t.max);
 }
 
 INSTANTIATE_TEST_SUITE_P(AllElems, MxElem,
                          ::testing::Values(mqk::ElemFormat::kE4M3, mqk::ElemFormat::kE5M2,
                                            mqk::ElemFormat::kE3M2, mqk::ElemFormat::kE2M3,
                                            mqk::ElemFormat::kE2M1, mqk::ElemFormat::kInt8),
-                         [](const auto& info) { return std::string(mqk::elem_traits(info.param).name); });
+                         [](const auto& info) {
+                           return std::string(mqk::elem_traits(info.param).name);
+                         });
 
 TEST(MxElem, GridSizes) {
   EXPECT_EQ(grid_values(mqk::elem_traits(mqk::ElemFormat::kE2M1)).size(), 8u);
@@ -320,13 +349,16 @@ TEST(E8M0, CeilExponentMatchesDoubleLog2) {
   std::uniform_real_distribution<float> e(-126.0f, 126.0f);
   for (int i = 0; i < 100000; ++i) {
     const float r = std::exp2(e(rng));
-    ASSERT_EQ(mqk::e8m0_ceil_exponent(r), static_cast<int>(std::ceil(std::log2(static_cast<double>(r))))) << r;
+    ASSERT_EQ(mqk::e8m0_ceil_exponent(r),
+              static_cast<int>(std::ceil(std::log2(static_cast<double>(r)))))
+        << r;
   }
   EXPECT_EQ(mqk::e8m0_ceil_exponent(1.0f), 0);
   EXPECT_EQ(mqk::e8m0_ceil_exponent(0.15f), -2);
   EXPECT_EQ(mqk::e8m0_ceil_exponent(std::nextafter(1.0f, 2.0f)), 1);
-  EXPECT_EQ(mqk::e8m0_ceil_exponent(std::numeric_limits<float>::max()), 127);  // exponent field 0xFE
-  EXPECT_EQ(mqk::e8m0_ceil_exponent(std::ldexp(1.0f, -127)), -127);           // subnormal <= 2^-127
+  EXPECT_EQ(mqk::e8m0_ceil_exponent(std::numeric_limits<float>::max()),
+            127);                                                    // exponent field 0xFE
+  EXPECT_EQ(mqk::e8m0_ceil_exponent(std::ldexp(1.0f, -127)), -127);  // subnormal <= 2^-127
   EXPECT_EQ(mqk::e8m0_ceil_exponent(std::ldexp(1.5f, -127)), -126);
 }
 

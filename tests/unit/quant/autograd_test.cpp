@@ -41,7 +41,10 @@ TEST(Autograd, ClippedGradientPerChannelAndBf16) {
   c.axis = config::Axis{{0}, false};
   TensorQuantizer q(c);
   q.set_amax(at::tensor({1.0f, 3.0f}).reshape({2, 1}));
-  auto x = at::tensor({2.0f, 0.5f, 2.0f, 4.0f}).reshape({2, 2}).to(at::kBFloat16).set_requires_grad(true);
+  auto x = at::tensor({2.0f, 0.5f, 2.0f, 4.0f})
+               .reshape({2, 2})
+               .to(at::kBFloat16)
+               .set_requires_grad(true);
   q.forward(x).sum().backward();
   EXPECT_TRUE(at::equal(x.grad().to(at::kFloat), at::tensor({0.f, 1.f, 1.f, 0.f}).reshape({2, 2})));
 }
@@ -62,8 +65,8 @@ TEST(Autograd, NoGraphWithoutRequiresGrad) {
   EXPECT_FALSE(y.requires_grad());
 }
 
-// A linear layer y = x W^T with fake-quantized weight (INT8 per-channel) and input (FP8 per-tensor),
-// trained with SGD on a regression target: the loss must fall.
+// A linear layer y = x W^T with fake-quantized weight (INT8 per-channel) and input (FP8
+// per-tensor), trained with SGD on a regression target: the loss must fall.
 class TinyQat : public ::testing::TestWithParam<bool> {};
 
 TEST_P(TinyQat, LossFalls) {
@@ -83,7 +86,8 @@ TEST_P(TinyQat, LossFalls) {
   QuantizerAttributeConfig ic;
   ic.num_bits = NumBits::floating(4, 3);
   TensorQuantizer wq(wc), iq(ic);
-  calibrate_and_fake_quant(iq, x);  // static input amax; the weight amax stays dynamic (uncalibrated)
+  calibrate_and_fake_quant(iq,
+                           x);  // static input amax; the weight amax stays dynamic (uncalibrated)
 
   auto loss_of = [&]() {
     auto y = at::matmul(iq.forward(x), wq.forward(w).t());

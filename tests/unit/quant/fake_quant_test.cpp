@@ -1,16 +1,17 @@
-// Fake-quant dispatch layer: amax layout mapping, parallel chunking, dtype handling, static block plan,
-// Hadamard rotation. Expected values are closed forms or reference §2.12 examples.
+// Fake-quant dispatch layer: amax layout mapping, parallel chunking, dtype handling, static block
+// plan, Hadamard rotation. Expected values are closed forms or reference §2.12 examples.
+#include "mq/quant/fake_quant.hpp"
+
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <random>
 #include <vector>
 
-#include <ATen/ATen.h>
-#include <gtest/gtest.h>
-
 #include "mq/core/error.hpp"
-#include "mq/quant/fake_quant.hpp"
 #include "mqk/detail/numerics.hpp"
 #include "quant_test_util.hpp"
 
@@ -75,7 +76,8 @@ TEST(IntFakeQuant, Int8PerTensorNarrowAndFull) {
 }
 
 TEST(IntFakeQuant, RoundHalfToEven) {
-  auto y = int_fake_quant(T({0.5f, 1.5f, 2.5f, -0.5f, -1.5f}), at::scalar_tensor(127.0f), 8, false, false);
+  auto y = int_fake_quant(T({0.5f, 1.5f, 2.5f, -0.5f, -1.5f}), at::scalar_tensor(127.0f), 8, false,
+                          false);
   expect_equal(y, T({0.f, 2.f, 2.f, -0.f, -2.f}));
   EXPECT_TRUE(std::signbit(y[3].item<float>()));
 }
@@ -113,17 +115,20 @@ TEST(Fp8FakeQuant, ZeroAmaxIsFiniteAndUsesOne) {
 }
 
 // The CPU loops (vectorised: e4m3_round_sat_magic, int_fake_quant_one_magic, mask fp16 conversions)
-// against the scalar references fp8_fake_quant_one / int_fake_quant_one with c10's casts, element by
-// element and bit for bit (NaN payloads, signed zeros): every 16-bit pattern for bfloat16 and float16,
-// random and special fp32 patterns for float32; per tensor and per row, with zero, tiny, ordinary and
-// huge amaxes. `quant(x, amax)` is the fake quant under test, `ref(v, amax)` the scalar reference.
+// against the scalar references fp8_fake_quant_one / int_fake_quant_one with c10's casts, element
+// by element and bit for bit (NaN payloads, signed zeros): every 16-bit pattern for bfloat16 and
+// float16, random and special fp32 patterns for float32; per tensor and per row, with zero, tiny,
+// ordinary and huge amaxes. `quant(x, amax)` is the fake quant under test, `ref(v, amax)` the
+// scalar reference.
 template <typename T, typename Bits, typename Quant, typename Ref>
-void expect_cpu_equals_scalar_reference(const std::vector<Bits>& pattern, at::ScalarType dt, Quant quant, Ref ref) {
+void expect_cpu_equals_scalar_reference(const std::vector<Bits>& pattern, at::ScalarType dt,
+                                        Quant quant, Ref ref) {
   const int64_t rows = 8;
   const int64_t cols = static_cast<int64_t>(pattern.size()) / rows;
   at::Tensor x = at::empty({rows, cols}, at::TensorOptions().dtype(dt));
   std::memcpy(x.data_ptr(), pattern.data(), rows * cols * sizeof(Bits));
-  const std::vector<float> amaxes = {0.0f, 5.9604644775390625e-08f, 1e-6f, 0.02f, 1.0f, 3.7f, 448.0f, 3e38f};
+  const std::vector<float> amaxes = {
+      0.0f, 5.9604644775390625e-08f, 1e-6f, 0.02f, 1.0f, 3.7f, 448.0f, 3e38f};
   auto check = [&](const at::Tensor& amax) {
     const at::Tensor y = quant(x, amax);
     ASSERT_EQ(y.scalar_type(), dt);
@@ -138,8 +143,8 @@ void expect_cpu_equals_scalar_reference(const std::vector<Bits>& pattern, at::Sc
       Bits wb;
       std::memcpy(&wb, &want, sizeof wb);
       if (wb != yp[i] && ++bad <= 5)
-        ADD_FAILURE() << std::hex << "input 0x" << +pattern[i] << " amax " << am << ": got 0x" << +yp[i]
-                      << ", reference 0x" << +wb;
+        ADD_FAILURE() << std::hex << "input 0x" << +pattern[i] << " amax " << am << ": got 0x"
+                      << +yp[i] << ", reference 0x" << +wb;
     }
     EXPECT_EQ(bad, 0) << "dtype " << dt << ", amax " << amax.sizes();
   };
@@ -162,11 +167,12 @@ CpuLoopPatterns cpu_loop_patterns() {
   std::vector<uint32_t>& f32 = p.f32;
   f32.resize(1 << 16);
   for (auto& v : f32) v = static_cast<uint32_t>(rng());
-  const uint32_t special[] = {0x00000000u, 0x80000000u, 0x00000001u, 0x007fffffu, 0x00800000u, 0x3f800000u,
-                              0x43e00000u, 0x7f7fffffu, 0x7f800000u, 0xff800000u, 0x7fc00000u, 0xffc00001u,
-                              0x7f800001u, 0x7fbfffffu};
+  const uint32_t special[] = {0x00000000u, 0x80000000u, 0x00000001u, 0x007fffffu, 0x00800000u,
+                              0x3f800000u, 0x43e00000u, 0x7f7fffffu, 0x7f800000u, 0xff800000u,
+                              0x7fc00000u, 0xffc00001u, 0x7f800001u, 0x7fbfffffu};
   for (size_t i = 0; i < f32.size() / 2; ++i) {  // half of them near the amaxes' grids
-    const float m = std::ldexp(static_cast<float>(rng() & 0xffffff), -24 + static_cast<int>(rng() % 40) - 30);
+    const float m =
+        std::ldexp(static_cast<float>(rng() & 0xffffff), -24 + static_cast<int>(rng() % 40) - 30);
     std::memcpy(&f32[i], &m, 4);
     f32[i] ^= rng() & 0x80000000u;
   }
@@ -183,11 +189,12 @@ void expect_cpu_loops_equal_scalar_reference(Quant quant, Ref ref) {
 }
 
 TEST(Fp8FakeQuant, CpuLoopEqualsScalarReferenceBitForBit) {
-  expect_cpu_loops_equal_scalar_reference([](const at::Tensor& x, const at::Tensor& a) { return fp8_fake_quant(x, a); },
-                                          [](float v, float amax) {
-                                            const auto sc = mqk::detail::fp8_scales(amax, /*reciprocal=*/true);
-                                            return mqk::detail::fp8_fake_quant_one(v, sc);
-                                          });
+  expect_cpu_loops_equal_scalar_reference(
+      [](const at::Tensor& x, const at::Tensor& a) { return fp8_fake_quant(x, a); },
+      [](float v, float amax) {
+        const auto sc = mqk::detail::fp8_scales(amax, /*reciprocal=*/true);
+        return mqk::detail::fp8_fake_quant_one(v, sc);
+      });
 }
 
 TEST(IntFakeQuant, CpuLoopEqualsScalarReferenceBitForBit) {
@@ -195,7 +202,9 @@ TEST(IntFakeQuant, CpuLoopEqualsScalarReferenceBitForBit) {
     for (bool narrow : {false, true}) {
       const auto b = mqk::detail::int_bounds(bits, false, narrow);
       expect_cpu_loops_equal_scalar_reference(
-          [&](const at::Tensor& x, const at::Tensor& a) { return int_fake_quant(x, a, bits, false, narrow); },
+          [&](const at::Tensor& x, const at::Tensor& a) {
+            return int_fake_quant(x, a, bits, false, narrow);
+          },
           [&](float v, float amax) {
             return mqk::detail::int_fake_quant_one(v, amax, b, mqk::IntZeroAmaxMode::kEager);
           });
@@ -216,15 +225,18 @@ TEST_P(ChannelSweep, LayoutMatchesExpanded) {
     auto amax = at::amax(at::abs(x), red, true) * 0.7;
     auto expanded = amax.expand(x.sizes()).contiguous();
     // The expanded tensor is used through its own (fallback) path when its dims are not one run.
-    expect_equal(int_fake_quant(x, amax, 4, false, false), int_fake_quant(x, expanded, 4, false, false));
+    expect_equal(int_fake_quant(x, amax, 4, false, false),
+                 int_fake_quant(x, expanded, 4, false, false));
     expect_equal(fp8_fake_quant(x, amax), fp8_fake_quant(x, expanded));
   }
 }
 
 INSTANTIATE_TEST_SUITE_P(Shapes, ChannelSweep,
                          ::testing::Values(std::vector<int64_t>{1, 33}, std::vector<int64_t>{33, 1},
-                                           std::vector<int64_t>{3, 5, 7}, std::vector<int64_t>{2, 70000},
-                                           std::vector<int64_t>{70001, 2}, std::vector<int64_t>{5, 3, 4099}));
+                                           std::vector<int64_t>{3, 5, 7},
+                                           std::vector<int64_t>{2, 70000},
+                                           std::vector<int64_t>{70001, 2},
+                                           std::vector<int64_t>{5, 3, 4099}));
 
 TEST(FakeQuantDtypes, ComputesInFp32AndCastsBack) {
   at::manual_seed(2);
@@ -236,16 +248,17 @@ TEST(FakeQuantDtypes, ComputesInFp32AndCastsBack) {
     EXPECT_EQ(y.scalar_type(), dt);
     expect_equal(y, int_fake_quant(x.to(at::kFloat), amax, 8, false, false).to(dt));
     expect_equal(fp8_fake_quant(x, amax), fp8_fake_quant(x.to(at::kFloat), amax).to(dt));
-    expect_equal(nvfp4_fake_quant(x, 16, amax), nvfp4_fake_quant(x.to(at::kFloat), 16, amax).to(dt));
+    expect_equal(nvfp4_fake_quant(x, 16, amax),
+                 nvfp4_fake_quant(x.to(at::kFloat), 16, amax).to(dt));
     expect_equal(mx_fake_quant(x, 32, mqk::ElemFormat::kE2M1),
                  mx_fake_quant(x.to(at::kFloat), 32, mqk::ElemFormat::kE2M1).to(dt));
   }
 }
 
-// mqk's mask form of c10's software fp16 conversions (used by the fused CPU loops) against c10's casts:
-// every fp16 pattern to fp32, and to fp16 every fp32 pattern around each fp16 value and rounding
-// midpoint, the overflow and underflow edges, Inf/NaN, and 4M random patterns (all 2^32 once outside
-// the suite).
+// mqk's mask form of c10's software fp16 conversions (used by the fused CPU loops) against c10's
+// casts: every fp16 pattern to fp32, and to fp16 every fp32 pattern around each fp16 value and
+// rounding midpoint, the overflow and underflow edges, Inf/NaN, and 4M random patterns (all 2^32
+// once outside the suite).
 TEST(FakeQuantDtypes, Fp16MaskConversionsEqualC10Casts) {
   auto f32_bits = [](float f) {
     uint32_t u;
@@ -255,18 +268,21 @@ TEST(FakeQuantDtypes, Fp16MaskConversionsEqualC10Casts) {
   for (uint32_t h = 0; h < (1u << 16); ++h) {
     c10::Half c;
     c.x = static_cast<uint16_t>(h);
-    ASSERT_EQ(f32_bits(mqk::detail::fp16_bits_to_float(c.x)), f32_bits(static_cast<float>(c))) << std::hex << h;
+    ASSERT_EQ(f32_bits(mqk::detail::fp16_bits_to_float(c.x)), f32_bits(static_cast<float>(c)))
+        << std::hex << h;
   }
   std::vector<uint32_t> in;
-  for (uint32_t h = 0; h < 0x7c00u; ++h) {  // finite fp16 magnitudes: value and midpoint to the next
+  for (uint32_t h = 0; h < 0x7c00u;
+       ++h) {  // finite fp16 magnitudes: value and midpoint to the next
     const uint32_t v = f32_bits(mqk::detail::fp16_bits_to_float(static_cast<uint16_t>(h)));
     const uint32_t mid = f32_bits((mqk::detail::fp16_bits_to_float(static_cast<uint16_t>(h)) +
-                                   mqk::detail::fp16_bits_to_float(static_cast<uint16_t>(h + 1))) / 2);
+                                   mqk::detail::fp16_bits_to_float(static_cast<uint16_t>(h + 1))) /
+                                  2);
     for (uint32_t c : {v, mid})
       for (int d = -2; d <= 2; ++d) in.push_back(c + static_cast<uint32_t>(d));
   }
-  for (uint32_t v : {0x00000000u, 0x00000001u, 0x33000000u, 0x33000001u, 0x477fefffu, 0x477ff000u, 0x477ff001u,
-                     0x7f7fffffu, 0x7f800000u, 0x7f800001u, 0x7fc00000u, 0x7fffffffu})
+  for (uint32_t v : {0x00000000u, 0x00000001u, 0x33000000u, 0x33000001u, 0x477fefffu, 0x477ff000u,
+                     0x477ff001u, 0x7f7fffffu, 0x7f800000u, 0x7f800001u, 0x7fc00000u, 0x7fffffffu})
     in.push_back(v);
   const size_t n = in.size();
   for (size_t i = 0; i < n; ++i) in.push_back(in[i] | 0x80000000u);
@@ -289,11 +305,13 @@ TEST(FakeQuantDtypes, NonContiguousInput) {
   auto x = at::randn({8, 6}).t();
   ASSERT_FALSE(x.is_contiguous());
   auto amax = at::scalar_tensor(2.0, at::kFloat);
-  expect_equal(int_fake_quant(x, amax, 8, false, false), int_fake_quant(x.contiguous(), amax, 8, false, false));
+  expect_equal(int_fake_quant(x, amax, 8, false, false),
+               int_fake_quant(x.contiguous(), amax, 8, false, false));
 }
 
 TEST(Nvfp4FakeQuant, WorkedExample) {
-  auto x = T({0.0f, 0.3f, -0.6f, 0.9f, 1.2f, -1.6f, 2.0f, 2.4f, -3.1f, 3.3f, 4.0f, -4.6f, 5.2f, 6.1f, -7.0f, 7.5f});
+  auto x = T({0.0f, 0.3f, -0.6f, 0.9f, 1.2f, -1.6f, 2.0f, 2.4f, -3.1f, 3.3f, 4.0f, -4.6f, 5.2f,
+              6.1f, -7.0f, 7.5f});
   auto y = nvfp4_fake_quant(x.reshape({1, 16}), 16, at::scalar_tensor(12.0f)).reshape({-1});
   const float s = 1.2857143878936768f;
   std::vector<float> q = {0, 0, -.5f, .5f, 1, -1, 1.5f, 2, -2, 3, 3, -4, 4, 4, -6, 6};
@@ -325,12 +343,13 @@ TEST(Nvfp4StaticFakeQuant, EqualsDynamicWhenAmaxIsBlockMax) {
 }
 
 TEST(MxFakeQuant, Examples) {
-  auto y = mx_fake_quant(T({0.1f, 0.2f, 0.35f, 0.16f, 0.85f, 0.9f, 0.67f, 0.76f}).reshape({1, 8}), 8,
-                         mqk::ElemFormat::kE2M1);
+  auto y = mx_fake_quant(T({0.1f, 0.2f, 0.35f, 0.16f, 0.85f, 0.9f, 0.67f, 0.76f}).reshape({1, 8}),
+                         8, mqk::ElemFormat::kE2M1);
   expect_equal(y.reshape({-1}), T({0.125f, 0.25f, 0.375f, 0.125f, 0.75f, 1.0f, 0.75f, 0.75f}));
-  auto y8 = mx_fake_quant(T({284.205f, 189.103f, 127.758f, 305.991f, 345.731f, 98.383f, 676.081f, 540.471f})
-                              .reshape({1, 8}),
-                          8, mqk::ElemFormat::kE4M3);
+  auto y8 = mx_fake_quant(
+      T({284.205f, 189.103f, 127.758f, 305.991f, 345.731f, 98.383f, 676.081f, 540.471f})
+          .reshape({1, 8}),
+      8, mqk::ElemFormat::kE4M3);
   expect_equal(y8.reshape({-1}), T({288, 192, 128, 320, 352, 96, 704, 512}));
   EXPECT_THROW(mx_fake_quant(at::zeros({1, 8}), 12, mqk::ElemFormat::kE2M1), mq::Error);
 }
@@ -344,7 +363,8 @@ TEST(MxElemFormat, Mapping) {
 
 // ---- static block plan (reference §2.4, §7 cases 19-21) ----
 
-config::BlockSizes blocks(std::initializer_list<std::pair<const int, std::optional<int64_t>>> axes) {
+config::BlockSizes blocks(
+    std::initializer_list<std::pair<const int, std::optional<int64_t>>> axes) {
   config::BlockSizes b;
   b.axes = config::AxisBlockMap(axes);
   return b;
@@ -404,9 +424,10 @@ TEST(Hadamard, OrthonormalAndSelfInverse) {
     auto h = normalized_hadamard_transform(eye, std::nullopt, false);
     EXPECT_TRUE(at::allclose(at::matmul(h, h.t()), eye, 1e-5, 1e-6)) << dim;
     auto x = at::randn({3, dim});
-    EXPECT_TRUE(at::allclose(normalized_hadamard_transform(normalized_hadamard_transform(x, std::nullopt, false),
-                                                           std::nullopt, false),
-                             x, 1e-5, 1e-5));
+    EXPECT_TRUE(at::allclose(
+        normalized_hadamard_transform(normalized_hadamard_transform(x, std::nullopt, false),
+                                      std::nullopt, false),
+        x, 1e-5, 1e-5));
   }
   // Sylvester order: H_2 = [[1, 1], [1, -1]] / sqrt 2.
   auto h2 = normalized_hadamard_transform(at::eye(2), std::nullopt, false);

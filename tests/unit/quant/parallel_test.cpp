@@ -1,10 +1,9 @@
 // mq_core's own CPU loops run on LibTorch's intra-op threads (they silently ran on one thread when
 // mq_core was built without OpenMP, since at::parallel_for is inline OpenMP code).
-#include <gtest/gtest.h>
+#include "mq/core/parallel.hpp"
 
 #include <ATen/Parallel.h>
-
-#include "mq/core/parallel.hpp"
+#include <gtest/gtest.h>
 
 namespace {
 

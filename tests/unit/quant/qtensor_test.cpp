@@ -1,12 +1,13 @@
 // Real quantization (reference §2.9): packed layouts, scales and round trips against fake quant.
-#include <vector>
+#include "mq/quant/qtensor.hpp"
 
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include <vector>
+
 #include "mq/core/error.hpp"
 #include "mq/quant/fake_quant.hpp"
-#include "mq/quant/qtensor.hpp"
 #include "mq/quant/tensor_quantizer.hpp"
 #include "quant_test_util.hpp"
 
@@ -35,7 +36,8 @@ TEST(QTensor, Int8RoundTripMatchesFakeQuantAtUnitScale) {
   EXPECT_EQ(q.scale.item<float>(), 128.0f / 127.0f);
   auto x127 = T({0.4f, -3.6f, 100.5f, 127.f, 2.5f});
   QTensor q1 = int8_quantize(x127, std::nullopt, std::nullopt);
-  EXPECT_TRUE(at::equal(q1.dequantize(), int_fake_quant(x127, at::scalar_tensor(127.0f), 8, false, false)));
+  EXPECT_TRUE(
+      at::equal(q1.dequantize(), int_fake_quant(x127, at::scalar_tensor(127.0f), 8, false, false)));
 }
 
 TEST(QTensor, Int8PerChannelCloseToFakeQuant) {
@@ -54,7 +56,8 @@ TEST(QTensor, Fp8NoClampAndRoundTrip) {
   auto d = q.dequantize();
   // No clamp before the cast: 500 is outside the e4m3 range and becomes NaN (fake quant saturates).
   EXPECT_TRUE(std::isnan(d[4].item<float>()));
-  EXPECT_TRUE(at::equal(d.narrow(0, 0, 4), fp8_fake_quant(x, at::scalar_tensor(448.0f)).narrow(0, 0, 4)));
+  EXPECT_TRUE(
+      at::equal(d.narrow(0, 0, 4), fp8_fake_quant(x, at::scalar_tensor(448.0f)).narrow(0, 0, 4)));
 }
 
 TEST(QTensor, Fp8BlockScalesWithPadding) {
@@ -69,7 +72,8 @@ TEST(QTensor, Fp8BlockScalesWithPadding) {
   auto d = q.dequantize();
   EXPECT_EQ(d.sizes(), w.sizes());
   // Block (0, 0) covers rows 0..3, cols 0..7.
-  EXPECT_FLOAT_EQ(q.scale[0][0].item<float>(), at::abs(w.narrow(0, 0, 4).narrow(1, 0, 8)).max().item<float>() / 448.0f);
+  EXPECT_FLOAT_EQ(q.scale[0][0].item<float>(),
+                  at::abs(w.narrow(0, 0, 4).narrow(1, 0, 8)).max().item<float>() / 448.0f);
   EXPECT_TRUE(at::allclose(d, w, 0.07, 1e-6));
 }
 
@@ -84,16 +88,18 @@ TEST(QTensor, Int4PackingAndRoundTrip) {
   auto w = at::randn({3, 40});
   QTensor qw = int4_quantize(w, 8);
   auto blocks = w.reshape({-1, 8});
-  auto fake = int_fake_quant(blocks, at::amax(at::abs(blocks), {1}, true), 4, false, false).reshape({3, 40});
-  // ModelOpt's scale is Python `7 / amax`, i.e. fp32(fp32(1/amax) * 7): within an ulp of fake quant's
-  // 7/amax, so the round trip matches fake quant up to that ulp.
+  auto fake = int_fake_quant(blocks, at::amax(at::abs(blocks), {1}, true), 4, false, false)
+                  .reshape({3, 40});
+  // ModelOpt's scale is Python `7 / amax`, i.e. fp32(fp32(1/amax) * 7): within an ulp of fake
+  // quant's 7/amax, so the round trip matches fake quant up to that ulp.
   expect_scale_is_rtruediv(qw.scale, at::amax(at::abs(blocks), {1}, true));
   EXPECT_TRUE(at::allclose(qw.dequantize(), fake, 1e-6, 0));
   EXPECT_THROW(int4_quantize(at::randn({2, 3}), 4), mq::Error);
 }
 
 TEST(QTensor, Nvfp4WorkedExampleBytes) {
-  auto x = T({0.0f, 0.3f, -0.6f, 0.9f, 1.2f, -1.6f, 2.0f, 2.4f, -3.1f, 3.3f, 4.0f, -4.6f, 5.2f, 6.1f, -7.0f, 7.5f})
+  auto x = T({0.0f, 0.3f, -0.6f, 0.9f, 1.2f, -1.6f, 2.0f, 2.4f, -3.1f, 3.3f, 4.0f, -4.6f, 5.2f,
+              6.1f, -7.0f, 7.5f})
                .reshape({1, 16});
   QTensor q = nvfp4_quantize(x, 16, at::scalar_tensor(12.0f));
   EXPECT_EQ(bytes(q.data), (std::vector<int>{0x00, 0x19, 0xA2, 0x43, 0x5C, 0xE5, 0x66, 0x7F}));
@@ -111,7 +117,8 @@ TEST(QTensor, Nvfp4RoundTripCloseToFakeQuant) {
   EXPECT_EQ(q.data.sizes(), (at::IntArrayRef{7, 32}));
   auto d = q.dequantize();
   EXPECT_EQ(d.scalar_type(), at::kBFloat16);
-  EXPECT_TRUE(at::allclose(d.to(at::kFloat), nvfp4_fake_quant(w, 16, g).to(at::kFloat), 1e-2, 1e-6));
+  EXPECT_TRUE(
+      at::allclose(d.to(at::kFloat), nvfp4_fake_quant(w, 16, g).to(at::kFloat), 1e-2, 1e-6));
 }
 
 TEST(QTensor, Mxfp4TiesRoundDownAndZeroIsNegative) {
@@ -121,11 +128,13 @@ TEST(QTensor, Mxfp4TiesRoundDownAndZeroIsNegative) {
   EXPECT_EQ(bytes(q.data)[0] & 0x0F, 0x8);  // exact zero encodes as -0
   EXPECT_EQ(bytes(q.scale)[0], 127);        // k = 0
   auto plain = T({0.1f, 0.2f, 0.35f, 0.16f, 0.85f, 0.9f, 0.67f, 0.76f}).reshape({1, 8});
-  EXPECT_TRUE(at::equal(mxfp4_quantize(plain, 8).dequantize(), mx_fake_quant(plain, 8, mqk::ElemFormat::kE2M1)));
+  EXPECT_TRUE(at::equal(mxfp4_quantize(plain, 8).dequantize(),
+                        mx_fake_quant(plain, 8, mqk::ElemFormat::kE2M1)));
 }
 
 TEST(QTensor, Mxfp8RoundTrip) {
-  auto x = T({284.205f, 189.103f, 127.758f, 305.991f, 345.731f, 98.383f, 676.081f, 540.471f}).reshape({1, 8});
+  auto x = T({284.205f, 189.103f, 127.758f, 305.991f, 345.731f, 98.383f, 676.081f, 540.471f})
+               .reshape({1, 8});
   QTensor q = mxfp8_quantize(x, 8);
   EXPECT_EQ(bytes(q.scale)[0], 128);  // k = 1
   EXPECT_TRUE(at::equal(q.dequantize(), mx_fake_quant(x, 8, mqk::ElemFormat::kE4M3)));
@@ -176,7 +185,8 @@ TEST(QTensor, ThroughTensorQuantizer) {
   EXPECT_EQ(q.last_qtensor()->format, QFormat::kInt4);
   EXPECT_EQ(q.named_buffers().at("_scale").sizes(), (at::IntArrayRef{16, 1}));
   auto blocks = w.reshape({-1, 16});
-  auto fake = int_fake_quant(blocks, at::amax(at::abs(blocks), {1}, true), 4, false, false).reshape({4, 64});
+  auto fake = int_fake_quant(blocks, at::amax(at::abs(blocks), {1}, true), 4, false, false)
+                  .reshape({4, 64});
   EXPECT_TRUE(at::allclose(y, fake, 1e-6, 0));
   expect_scale_is_rtruediv(q.named_buffers().at("_scale"), at::amax(at::abs(blocks), {1}, true));
 

@@ -22,7 +22,8 @@ inline void expect_equal(const at::Tensor& a, const at::Tensor& b) {
   at::Tensor same = (af == bf) | (at::isnan(af) & at::isnan(bf));
   if (at::all(same).item<bool>()) return;
   const int64_t i = at::argmin(same.to(at::kInt)).item<int64_t>();
-  FAIL() << "first difference at flat index " << i << ": " << af[i].item<float>() << " vs " << bf[i].item<float>();
+  FAIL() << "first difference at flat index " << i << ": " << af[i].item<float>() << " vs "
+         << bf[i].item<float>();
 }
 
 /// FP8 E4M3 per tensor.
@@ -34,7 +35,8 @@ inline config::QuantizerAttributeConfig fp8_cfg() {
 
 /// `elem` values in blocks of `block` along the last dim, of `type` ("dynamic" / "static"), with
 /// block scales in `scale_bits` (E4M3 for NVFP4, E8M0 for MX).
-inline config::QuantizerAttributeConfig last_dim_block_cfg(config::NumBits elem, int64_t block, const char* type,
+inline config::QuantizerAttributeConfig last_dim_block_cfg(config::NumBits elem, int64_t block,
+                                                           const char* type,
                                                            config::NumBits scale_bits) {
   config::QuantizerAttributeConfig c;
   c.num_bits = elem;

@@ -1,10 +1,11 @@
 // SequentialQuantizer (reference §2.11, §7 case 22).
+#include "mq/quant/sequential_quantizer.hpp"
+
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
 #include "mq/core/error.hpp"
 #include "mq/quant/fake_quant.hpp"
-#include "mq/quant/sequential_quantizer.hpp"
 #include "quant_test_util.hpp"
 
 namespace mq::quant {
@@ -47,8 +48,10 @@ TEST(SequentialQuantizer, EqualsStagesAppliedInSequence) {
   auto x = at::randn({8, 12});
   TensorQuantizer t0(a), t1(b), t2(c);
   expect_equal(sq.forward(x), t2.forward(t1.forward(t0.forward(x))));
-  EXPECT_THROW(sq.set_from_attribute_config(std::vector<QuantizerAttributeConfig>{a, b}), mq::Error);
-  EXPECT_EQ(sq.get_modelopt_state(), (nlohmann::json{{"num_quantizers", 3}, {"is_sequential_quantizer", true}}));
+  EXPECT_THROW(sq.set_from_attribute_config(std::vector<QuantizerAttributeConfig>{a, b}),
+               mq::Error);
+  EXPECT_EQ(sq.get_modelopt_state(),
+            (nlohmann::json{{"num_quantizers", 3}, {"is_sequential_quantizer", true}}));
 }
 
 TEST(SequentialQuantizer, W4A8CalibratesBothStagesOnRawWeight) {
@@ -62,7 +65,8 @@ TEST(SequentialQuantizer, W4A8CalibratesBothStagesOnRawWeight) {
   auto blocks = w.reshape({-1, 128});
   expect_equal(*sq[0].amax(), at::amax(at::abs(blocks), {1}, true));
   EXPECT_EQ(sq[1].amax()->item<float>(), at::abs(w).max().item<float>());
-  auto w4 = int_fake_quant(blocks, at::amax(at::abs(blocks), {1}, true), 4, false, false).reshape({4, 256});
+  auto w4 = int_fake_quant(blocks, at::amax(at::abs(blocks), {1}, true), 4, false, false)
+                .reshape({4, 256});
   expect_equal(y, fp8_fake_quant(w4, at::abs(w).max()));
   EXPECT_TRUE(sq[0].quant_enabled() && sq[1].quant_enabled());
   EXPECT_FALSE(sq[0].calib_enabled() || sq[1].calib_enabled());

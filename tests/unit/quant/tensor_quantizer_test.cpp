@@ -1,13 +1,14 @@
 // TensorQuantizer behaviour (reference §5, §7 cases 16-25 and §2.12 through the quantizer).
-#include <cmath>
-#include <vector>
+#include "mq/quant/tensor_quantizer.hpp"
 
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include <cmath>
+#include <vector>
+
 #include "mq/core/error.hpp"
 #include "mq/quant/fake_quant.hpp"
-#include "mq/quant/tensor_quantizer.hpp"
 #include "quant_test_util.hpp"
 
 namespace mq::quant {
@@ -49,7 +50,8 @@ TEST(TensorQuantizer, DefaultIsInt8PerTensorDynamicAmax) {
   EXPECT_FALSE(q.axis().has_value());
   EXPECT_FALSE(q.narrow_range());
   EXPECT_FALSE(q.has_amax_buffer());
-  EXPECT_EQ(q.repr(), "TensorQuantizer(8 bit fake per-tensor amax=dynamic calibrator=MaxCalibrator quant)");
+  EXPECT_EQ(q.repr(),
+            "TensorQuantizer(8 bit fake per-tensor amax=dynamic calibrator=MaxCalibrator quant)");
   at::manual_seed(0);
   auto x = at::randn({5, 7});
   expect_equal(q.forward(x), int_fake_quant(x, at::abs(x).max(), 8, false, false));
@@ -145,7 +147,8 @@ TEST(TensorQuantizer, Int8WorkedExample) {
   TensorQuantizer n(c);
   n.set_amax(1.27);
   expect_equal(n.forward(x), T({0.1f, -0.5f, 1.27f, 1.27f, -1.27f}));
-  EXPECT_EQ(n.extra_repr(), "8 bit narrow fake per-tensor amax=1.27e+00 calibrator=MaxCalibrator quant");
+  EXPECT_EQ(n.extra_repr(),
+            "8 bit narrow fake per-tensor amax=1.27e+00 calibrator=MaxCalibrator quant");
 }
 
 TEST(TensorQuantizer, Fp8WorkedExamples) {
@@ -160,7 +163,8 @@ TEST(TensorQuantizer, Fp8WorkedExamples) {
 }
 
 TEST(TensorQuantizer, Nvfp4WorkedExampleAndRepr) {
-  auto x = T({0.0f, 0.3f, -0.6f, 0.9f, 1.2f, -1.6f, 2.0f, 2.4f, -3.1f, 3.3f, 4.0f, -4.6f, 5.2f, 6.1f, -7.0f, 7.5f})
+  auto x = T({0.0f, 0.3f, -0.6f, 0.9f, 1.2f, -1.6f, 2.0f, 2.4f, -3.1f, 3.3f, 4.0f, -4.6f, 5.2f,
+              6.1f, -7.0f, 7.5f})
                .reshape({1, 16});
   TensorQuantizer q(nvfp4_cfg());
   q.set_amax(12.0);
@@ -171,7 +175,8 @@ TEST(TensorQuantizer, Nvfp4WorkedExampleAndRepr) {
   TensorQuantizer r(nvfp4_cfg());
   r.set_amax(0.25);
   EXPECT_EQ(r.repr(),
-            "TensorQuantizer((2, 1) bit fake block_sizes={-1: 16, 'type': 'dynamic', 'scale_bits': (4, 3)}, "
+            "TensorQuantizer((2, 1) bit fake block_sizes={-1: 16, 'type': 'dynamic', 'scale_bits': "
+            "(4, 3)}, "
             "amax=2.50e-01 calibrator=MaxCalibrator quant)");
 }
 
@@ -184,8 +189,11 @@ TEST(TensorQuantizer, MxWorkedExamples) {
   expect_equal(q.forward(T({2.3f, 9, .5f, 100.5f, 900.3f, 1e4f, 2000, 360000}).reshape({1, 8})),
                T({0, 0, 0, 0, 0, 0, 0, 393216}).reshape({1, 8}));
   TensorQuantizer m(mx_cfg(NumBits::floating(4, 3), 8));
-  expect_equal(m.forward(T({0.084f, 0.273f, 0.049f, 0.165f, 0.229f, 0.827f, 0.571f, 0.361f}).reshape({1, 8})),
-               T({0.0859375f, 0.28125f, 0.05078125f, 0.171875f, 0.234375f, 0.8125f, 0.5625f, 0.375f}).reshape({1, 8}));
+  expect_equal(
+      m.forward(
+          T({0.084f, 0.273f, 0.049f, 0.165f, 0.229f, 0.827f, 0.571f, 0.361f}).reshape({1, 8})),
+      T({0.0859375f, 0.28125f, 0.05078125f, 0.171875f, 0.234375f, 0.8125f, 0.5625f, 0.375f})
+          .reshape({1, 8}));
   EXPECT_FALSE(m.amax().has_value());
   EXPECT_NE(m.extra_repr().find("amax=None"), std::string::npos);
 }
@@ -206,7 +214,8 @@ TEST(TensorQuantizer, UnsignedNegativeInputThrows) {
   EXPECT_EQ(q.maxbound(), 255.0);
   auto y = q.forward(T({0.f, 1.f, 2.f}));
   EXPECT_EQ(y[2].item<float>(), 2.0f);
-  EXPECT_EQ(q.extra_repr(), "unsigned 8 bit fake per-tensor amax=2.00e+00 calibrator=MaxCalibrator quant");
+  EXPECT_EQ(q.extra_repr(),
+            "unsigned 8 bit fake per-tensor amax=2.00e+00 calibrator=MaxCalibrator quant");
 }
 
 TEST(TensorQuantizer, ZeroAmax) {
@@ -221,7 +230,11 @@ TEST(TensorQuantizer, ZeroAmax) {
   expect_equal(y, fp8_fake_quant(x, at::scalar_tensor(1.0f)));
   // Per-channel FP8 with one zero channel stays finite too.
   TensorQuantizer pc(fp8_cfg());
-  pc.set_from_attribute_config([] { auto c = fp8_cfg(); c.axis = axis({0}); return c; }());
+  pc.set_from_attribute_config([] {
+    auto c = fp8_cfg();
+    c.axis = axis({0});
+    return c;
+  }());
   pc.set_amax(T({0.f, 2.f}).reshape({2, 1}));
   EXPECT_TRUE(at::all(at::isfinite(pc.forward(at::randn({2, 5})))).item<bool>());
   // export_amax replaces zero by maxbound, so the exported scale is exactly 1.
@@ -316,7 +329,8 @@ TEST(TensorQuantizer, DynamicPerTokenFp8) {
   EXPECT_EQ(q.axis()->dims, (std::vector<int>{0, 1}));
   EXPECT_FALSE(q.has_amax_buffer());
   expect_equal(y, fp8_fake_quant(x, at::amax(at::abs(x), {2}, true)));
-  EXPECT_EQ(q.extra_repr(), "(4, 3) bit fake axis=(0, 1) amax=dynamic calibrator=MaxCalibrator quant");
+  EXPECT_EQ(q.extra_repr(),
+            "(4, 3) bit fake axis=(0, 1) amax=dynamic calibrator=MaxCalibrator quant");
   // The axis stays fixed for later inputs of another shape.
   auto x2 = at::randn({1, 5, 8});
   expect_equal(q.forward(x2), fp8_fake_quant(x2, at::amax(at::abs(x2), {2}, true)));
@@ -366,7 +380,8 @@ TEST(TensorQuantizer, StaticBlockPadding) {
   TensorQuantizer q(block_cfg(8, {{-1, 2}}));
   auto y = calibrate_and_fake_quant(q, x);
   auto xp = at::constant_pad_nd(x, {0, 1}, 0).reshape({-1, 2});
-  auto ref = int_fake_quant(xp, at::amax(at::abs(xp), {1}, true), 8, false, false).reshape({3, 4, 6});
+  auto ref =
+      int_fake_quant(xp, at::amax(at::abs(xp), {1}, true), 8, false, false).reshape({3, 4, 6});
   expect_equal(y, ref.narrow(2, 0, 5).contiguous());
   EXPECT_THROW(q.forward(at::randn({3, 4, 6})), mq::Error);
 
@@ -374,7 +389,8 @@ TEST(TensorQuantizer, StaticBlockPadding) {
   TensorQuantizer q2(block_cfg(8, {{-1, 2}, {1, 3}}));
   auto y2 = calibrate_and_fake_quant(q2, x2);
   auto xp2 = at::constant_pad_nd(x2, {0, 1, 0, 2}, 0).reshape({2, 4, 3, 3, 2});
-  auto ref2 = int_fake_quant(xp2, at::amax(at::abs(xp2), {2, 4}, true), 8, false, false).reshape({2, 12, 6});
+  auto ref2 = int_fake_quant(xp2, at::amax(at::abs(xp2), {2, 4}, true), 8, false, false)
+                  .reshape({2, 12, 6});
   expect_equal(y2, ref2.narrow(1, 0, 10).narrow(2, 0, 5).contiguous());
 }
 
@@ -427,7 +443,7 @@ TEST(TensorQuantizer, StaticNvfp4NeedsPromotionThenMatchesDynamic) {
   EXPECT_EQ(q.global_amax()->dim(), 0);
   EXPECT_EQ(q.global_amax()->item<float>(), at::abs(w).max().item<float>());
   EXPECT_TRUE(at::allclose(y, nvfp4_fake_quant(w, 16, at::abs(w).max()), 1e-3, 1e-6));
-  EXPECT_NE(q.extra_repr().find("amax=[" ), std::string::npos);
+  EXPECT_NE(q.extra_repr().find("amax=["), std::string::npos);
   // .4f formatting for the static block scale quantizer.
   char buf[64];
   std::snprintf(buf, sizeof(buf), "amax=[%.4f, %.4f](32)", q.amax()->min().item<float>(),
@@ -470,7 +486,8 @@ TEST(TensorQuantizer, UseConstantAmax) {
   EXPECT_TRUE(q.quant_enabled());
   EXPECT_FALSE(q.calib_enabled());
   expect_equal(y, fp8_fake_quant(x, at::scalar_tensor(448.0f)));
-  EXPECT_EQ(q.extra_repr(), "(4, 3) bit fake per-tensor amax=4.48e+02(const) calibrator=MaxCalibrator quant");
+  EXPECT_EQ(q.extra_repr(),
+            "(4, 3) bit fake per-tensor amax=4.48e+02(const) calibrator=MaxCalibrator quant");
 }
 
 // ---- rotation (§7 case 25, with the real Hadamard instead of ModelOpt's +10 stub) ----
@@ -512,14 +529,18 @@ TEST(TensorQuantizer, DisabledReprWithRotation) {
   c.rotate.block_size = 8;
   TensorQuantizer q(c);
   q.set_pre_quant_scale(T({1.f, 2.f}));
-  EXPECT_EQ(q.extra_repr(), "disabled pre_quant_scale=[1.00e+00, 2.00e+00](2) rotated (rotate_back) (fp32) (block=8)");
+  EXPECT_EQ(
+      q.extra_repr(),
+      "disabled pre_quant_scale=[1.00e+00, 2.00e+00](2) rotated (rotate_back) (fp32) (block=8)");
 }
 
 TEST(TensorQuantizer, AxisRepr) {
   TensorQuantizer q(int_cfg(8, axis({0})));
   auto a = at::linspace(0.01, 0.5, 4096).reshape({4096, 1});
   q.set_amax(a);
-  EXPECT_EQ(q.repr(), "TensorQuantizer(8 bit fake axis=0 amax=[1.00e-02, 5.00e-01](4096) calibrator=MaxCalibrator quant)");
+  EXPECT_EQ(q.repr(),
+            "TensorQuantizer(8 bit fake axis=0 amax=[1.00e-02, 5.00e-01](4096) "
+            "calibrator=MaxCalibrator quant)");
 }
 
 // ---- affine bias (§2.8) ----
@@ -559,9 +580,14 @@ TEST_P(DtypeSweep, EveryFormatKeepsShapeAndDtype) {
   const at::ScalarType dt = GetParam();
   at::manual_seed(12);
   auto x = (at::randn({3, 64}) * 2).to(dt);
-  std::vector<QuantizerAttributeConfig> cfgs = {int_cfg(8), int_cfg(4, axis({0})), fp8_cfg(), nvfp4_cfg(),
-                                                mx_cfg(NumBits::floating(2, 1)), mx_cfg(NumBits::floating(4, 3)),
-                                                mx_cfg(NumBits::integer(8)), block_cfg(4, {{-1, 16}})};
+  std::vector<QuantizerAttributeConfig> cfgs = {int_cfg(8),
+                                                int_cfg(4, axis({0})),
+                                                fp8_cfg(),
+                                                nvfp4_cfg(),
+                                                mx_cfg(NumBits::floating(2, 1)),
+                                                mx_cfg(NumBits::floating(4, 3)),
+                                                mx_cfg(NumBits::integer(8)),
+                                                block_cfg(4, {{-1, 16}})};
   for (auto& c : cfgs) {
     TensorQuantizer q(c);
     auto y = calibrate_and_fake_quant(q, x);
@@ -573,7 +599,8 @@ TEST_P(DtypeSweep, EveryFormatKeepsShapeAndDtype) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Dtypes, DtypeSweep, ::testing::Values(at::kFloat, at::kBFloat16, at::kHalf));
+INSTANTIATE_TEST_SUITE_P(Dtypes, DtypeSweep,
+                         ::testing::Values(at::kFloat, at::kBFloat16, at::kHalf));
 
 // ---- real quantization through the quantizer ----
 
@@ -601,8 +628,12 @@ TEST(TensorQuantizer, StateRoundTrip) {
   auto fp8b = fp8_cfg();
   fp8b.bias = bias;
   std::vector<std::pair<QuantizerAttributeConfig, at::Tensor>> cases = {
-      {int_cfg(8, axis({0})), w},          {block_cfg(4, {{-1, 16}}), w}, {nvfp4_cfg(), w},
-      {nvfp4_cfg(false), w},               {fp8b, x},                     {mx_cfg(NumBits::floating(2, 1)), w}};
+      {int_cfg(8, axis({0})), w},
+      {block_cfg(4, {{-1, 16}}), w},
+      {nvfp4_cfg(), w},
+      {nvfp4_cfg(false), w},
+      {fp8b, x},
+      {mx_cfg(NumBits::floating(2, 1)), w}};
   for (auto& [cfg, t] : cases) {
     TensorQuantizer q(cfg);
     if (cfg.num_bits.is_float(4, 3)) q.set_pre_quant_scale(at::rand({48}) + 0.5);

@@ -1,7 +1,8 @@
 #pragma once
 // Scalar numerics shared by the C++ reference (kernels/ref) and the CUDA kernels (kernels/cuda), so
-// that host and device round identically. Every step is an fp32 operation with IEEE round-to-nearest;
-// no fused multiply-add is formed (no a*b+c expressions), and scaling by powers of two is exact.
+// that host and device round identically. Every step is an fp32 operation with IEEE
+// round-to-nearest; no fused multiply-add is formed (no a*b+c expressions), and scaling by powers
+// of two is exact.
 #include <cstdint>
 #include <cstring>
 
@@ -50,8 +51,8 @@ MQK_HD float float_of(uint32_t u) {
 MQK_HD bool is_nan(float v) { return (bits_of(v) & 0x7fffffffu) > 0x7f800000u; }
 MQK_HD bool is_finite(float v) { return (bits_of(v) & 0x7f800000u) != 0x7f800000u; }
 MQK_HD float abs_f(float v) { return float_of(bits_of(v) & 0x7fffffffu); }
-/// max(|m|, |x|) by comparing magnitude bits: NaN (any payload) wins over Inf over finite values, so
-/// a NaN anywhere in a reduction propagates. m must be a magnitude (sign bit clear).
+/// max(|m|, |x|) by comparing magnitude bits: NaN (any payload) wins over Inf over finite values,
+/// so a NaN anywhere in a reduction propagates. m must be a magnitude (sign bit clear).
 MQK_HD float absmax_update(float m, float x) {
   const uint32_t a = bits_of(m), b = bits_of(x) & 0x7fffffffu;
   return float_of(a > b ? a : b);
@@ -62,15 +63,16 @@ MQK_HD float absmax_update(float m, float x) {
 MQK_HD_ALWAYS_INLINE float fp16_bits_to_float(uint16_t h) {
   const uint32_t w = static_cast<uint32_t>(h) << 16;
   const uint32_t two_w = w + w;
-  const float normalized = float_of((two_w >> 4) + (0xe0u << 23)) * float_of(15u << 23);  // * 2^-112
+  const float normalized =
+      float_of((two_w >> 4) + (0xe0u << 23)) * float_of(15u << 23);  // * 2^-112
   const float denormalized = float_of((two_w >> 17) | (126u << 23)) - 0.5f;
   const uint32_t sub = 0u - static_cast<uint32_t>(two_w < (1u << 27));
   return float_of((w & 0x80000000u) | (bits_of(denormalized) & sub) | (bits_of(normalized) & ~sub));
 }
 
 /// fp32 -> IEEE fp16 bits, round to nearest even, exactly c10's software conversion
-/// (fp16_ieee_from_fp32_value without F16C): overflow gives Inf, any NaN gives 0x7e00 with the sign.
-/// Selects are bit masks, as in fp16_bits_to_float.
+/// (fp16_ieee_from_fp32_value without F16C): overflow gives Inf, any NaN gives 0x7e00 with the
+/// sign. Selects are bit masks, as in fp16_bits_to_float.
 MQK_HD_ALWAYS_INLINE uint16_t float_to_fp16_bits(float f) {
   const float base0 = (abs_f(f) * float_of(239u << 23)) * float_of(17u << 23);  // * 2^112 * 2^-110
   const uint32_t w = bits_of(f);
@@ -95,9 +97,10 @@ MQK_HD float rint_rne(float v) {
 
 /// rint_rne by magic-number addition, without a libm call or branches, so that host loops over it
 /// vectorise: |v| < 2^23 is added to and subtracted from 2^23 (fp32 ulp 1, so the sum rounds to the
-/// nearest integer, ties to even) and gets v's sign back (-0.3 -> -0); larger magnitudes, Inf and NaN
-/// come back unchanged. The same bits as rint_rne on an x86-64 host without SSE4.1 (glibc's rint) for
-/// every fp32 input, checked over all 2^32 patterns (SSE4.1's roundss would quiet a signalling NaN).
+/// nearest integer, ties to even) and gets v's sign back (-0.3 -> -0); larger magnitudes, Inf and
+/// NaN come back unchanged. The same bits as rint_rne on an x86-64 host without SSE4.1 (glibc's
+/// rint) for every fp32 input, checked over all 2^32 patterns (SSE4.1's roundss would quiet a
+/// signalling NaN).
 MQK_HD_ALWAYS_INLINE float rint_rne_magic(float v) {
   const uint32_t u = bits_of(v);
   const uint32_t a = u & 0x7fffffffu;
@@ -116,8 +119,9 @@ MQK_HD float pow2f(int k) {
 /// Unbiased exponent of a finite, non-negative fp32 (fp32 subnormals and zero give -127).
 MQK_HD int exponent_of(float a) { return static_cast<int>((bits_of(a) >> 23) & 0xffu) - 127; }
 
-/// RNE of a finite magnitude a >= 0 onto an unbounded minifloat grid with `mbits` mantissa bits whose
-/// smallest normal binade is 2^emin. The scaling by the grid step is exact, so rint does the rounding.
+/// RNE of a finite magnitude a >= 0 onto an unbounded minifloat grid with `mbits` mantissa bits
+/// whose smallest normal binade is 2^emin. The scaling by the grid step is exact, so rint does the
+/// rounding.
 MQK_HD float grid_round(float a, int mbits, int emin) {
   int e = exponent_of(a);
   if (e < emin) e = emin;
@@ -132,7 +136,9 @@ struct ElemGrid {
   bool integer;
   bool nan_to_max;
 };
-constexpr ElemGrid grid_of(const ElemTraits& t) { return {t.mbits, t.emin, t.max, t.integer, t.nan_to_max}; }
+constexpr ElemGrid grid_of(const ElemTraits& t) {
+  return {t.mbits, t.emin, t.max, t.integer, t.nan_to_max};
+}
 
 /// Magnitude a >= 0 (or NaN) to an element grid, saturating at t.max (reference §2.6 step 5).
 MQK_HD float elem_round_magnitude(float a, const ElemGrid& t) {
@@ -150,13 +156,14 @@ MQK_HD float e4m3_round_sat(float v) {
   return (bits_of(v) >> 31) ? -r : r;
 }
 
-/// e4m3_round_sat by magic-number addition, without rint and without branches, so that host loops over
-/// it vectorise: the same fp32 result for every fp32 input (checked over all 2^32 bit patterns), NaN
-/// payloads and the sign of zero included. The magnitude, clamped to 448, is added to and subtracted
-/// from M = 2^(max(e, -6) + 20), e its binade: M's fp32 ulp 2^(e-3) is the E4M3 step of that binade
-/// (2^-9 below 2^-6), so fp32 round-to-nearest-even of the sum is E4M3's, and both steps are exact
-/// otherwise. Nothing is subnormal on the way, so flush-to-zero and denormals-are-zero give the same
-/// result as in e4m3_round_sat. Every lane computes every step; NaN is chosen by a bit mask.
+/// e4m3_round_sat by magic-number addition, without rint and without branches, so that host loops
+/// over it vectorise: the same fp32 result for every fp32 input (checked over all 2^32 bit
+/// patterns), NaN payloads and the sign of zero included. The magnitude, clamped to 448, is added
+/// to and subtracted from M = 2^(max(e, -6) + 20), e its binade: M's fp32 ulp 2^(e-3) is the E4M3
+/// step of that binade (2^-9 below 2^-6), so fp32 round-to-nearest-even of the sum is E4M3's, and
+/// both steps are exact otherwise. Nothing is subnormal on the way, so flush-to-zero and
+/// denormals-are-zero give the same result as in e4m3_round_sat. Every lane computes every step;
+/// NaN is chosen by a bit mask.
 MQK_HD_ALWAYS_INLINE float e4m3_round_sat_magic(float v) {
   const uint32_t u = bits_of(v);
   const uint32_t a = u & 0x7fffffffu;
@@ -170,8 +177,8 @@ MQK_HD_ALWAYS_INLINE float e4m3_round_sat_magic(float v) {
   return float_of((r & ~nan) | (u & nan));
 }
 
-/// fp32 -> FP8 E4M3 value as torch's `.to(torch.float8_e4m3fn)`: RNE, and a magnitude that rounds above
-/// 448 (|v| > 464, Inf) becomes NaN.
+/// fp32 -> FP8 E4M3 value as torch's `.to(torch.float8_e4m3fn)`: RNE, and a magnitude that rounds
+/// above 448 (|v| > 464, Inf) becomes NaN.
 MQK_HD float e4m3_round_torch(float v) {
   if (is_nan(v)) return v;
   const float a = abs_f(v);
@@ -206,25 +213,35 @@ MQK_HD float e4m3_value_of_bits(uint8_t b) {
   return (b & 0x80) ? -a : a;
 }
 
-/// NVFP4 E2M1 index 0..7 of a magnitude with ModelOpt's thresholds (reference §2.5 step 5): ties at 0.25,
-/// 1.25, 2.5, 5 go down, ties at 0.75, 1.75, 3.5 go up; NaN and everything above 5 give 6.0 (index 7).
+/// NVFP4 E2M1 index 0..7 of a magnitude with ModelOpt's thresholds (reference §2.5 step 5): ties at
+/// 0.25, 1.25, 2.5, 5 go down, ties at 0.75, 1.75, 3.5 go up; NaN and everything above 5 give 6.0
+/// (index 7).
 MQK_HD int e2m1_index_of(float a) {
   if (is_nan(a)) return 7;
-  return (a > 0.25f) + (a >= 0.75f) + (a > 1.25f) + (a >= 1.75f) + (a > 2.5f) + (a >= 3.5f) + (a > 5.0f);
+  return (a > 0.25f) + (a >= 0.75f) + (a > 1.25f) + (a >= 1.75f) + (a > 2.5f) + (a >= 3.5f) +
+         (a > 5.0f);
 }
 
 MQK_HD float e2m1_value_of_index(int i) {
   // A switch rather than kE2M1Values[i]: a runtime index into a host constexpr array is not
   // available in device code.
   switch (i & 7) {
-    case 0: return 0.0f;
-    case 1: return 0.5f;
-    case 2: return 1.0f;
-    case 3: return 1.5f;
-    case 4: return 2.0f;
-    case 5: return 3.0f;
-    case 6: return 4.0f;
-    default: return 6.0f;
+    case 0:
+      return 0.0f;
+    case 1:
+      return 0.5f;
+    case 2:
+      return 1.0f;
+    case 3:
+      return 1.5f;
+    case 4:
+      return 2.0f;
+    case 5:
+      return 3.0f;
+    case 6:
+      return 4.0f;
+    default:
+      return 6.0f;
   }
 }
 
@@ -233,9 +250,9 @@ MQK_HD float e2m1_value_of_index(int i) {
 /// always +0 (ModelOpt's Triton NVFP4 never returns -0).
 MQK_HD float apply_sign_ge0(float x, float q) { return x >= 0.0f ? q : 0.0f - q; }
 
-/// E8M0 exponent k = ceil(log2(ratio)) from the fp32 bits (the "NV algorithm", cudaRoundPosInf), for
-/// ratio > 0 finite: round the exponent up unless the significand is zero, the exponent field is 0xFE
-/// (no room), or the value is a subnormal <= 2^-127.
+/// E8M0 exponent k = ceil(log2(ratio)) from the fp32 bits (the "NV algorithm", cudaRoundPosInf),
+/// for ratio > 0 finite: round the exponent up unless the significand is zero, the exponent field
+/// is 0xFE (no room), or the value is a subnormal <= 2^-127.
 MQK_HD int e8m0_ceil_exponent(float ratio) {
   const uint32_t u = bits_of(ratio);
   const uint32_t ef = (u >> 23) & 0xffu;
@@ -244,8 +261,8 @@ MQK_HD int e8m0_ceil_exponent(float ratio) {
   return static_cast<int>(ef) - 127 + (round_up ? 1 : 0);
 }
 
-/// x / c for a per-tensor constant c, rounded as `mode` says (see ScalarDivMode). With a constant c the
-/// reciprocal is folded at compile time, in fp32 with round-to-nearest.
+/// x / c for a per-tensor constant c, rounded as `mode` says (see ScalarDivMode). With a constant c
+/// the reciprocal is folded at compile time, in fp32 with round-to-nearest.
 MQK_HD float div_scalar(float x, float c, ScalarDivMode mode) {
   return mode == ScalarDivMode::kReciprocal ? x * (1.0f / c) : x / c;
 }
@@ -263,8 +280,9 @@ MQK_HD IntBounds int_bounds(int num_bits, bool is_unsigned, bool narrow_range) {
   return {mx, mn};
 }
 
-/// INT-N fake quant of one element with its amax (reference §2.2). A (near) zero amax follows `zero`
-/// (IntZeroAmaxMode): the CUDA kernel's amax < 2^-24 -> +0, or the eager path's amax <= 2^-24 -> x * 0.
+/// INT-N fake quant of one element with its amax (reference §2.2). A (near) zero amax follows
+/// `zero` (IntZeroAmaxMode): the CUDA kernel's amax < 2^-24 -> +0, or the eager path's amax <=
+/// 2^-24 -> x * 0.
 MQK_HD float int_fake_quant_one(float x, float amax, IntBounds b,
                                 IntZeroAmaxMode zero = IntZeroAmaxMode::kCudaKernel) {
   constexpr float kEps = 5.9604644775390625e-08f;  // 2^-24
@@ -280,11 +298,11 @@ MQK_HD float int_fake_quant_one(float x, float amax, IntBounds b,
   return q / scale;
 }
 
-/// int_fake_quant_one in a form host loops vectorise: rint_rne_magic for the rounding, and the (near)
-/// zero amax result chosen by a bit mask after computing both, instead of an early return. The same
-/// result for every input.
-MQK_HD_ALWAYS_INLINE float int_fake_quant_one_magic(float x, float amax, IntBounds b,
-                                                    IntZeroAmaxMode zero = IntZeroAmaxMode::kCudaKernel) {
+/// int_fake_quant_one in a form host loops vectorise: rint_rne_magic for the rounding, and the
+/// (near) zero amax result chosen by a bit mask after computing both, instead of an early return.
+/// The same result for every input.
+MQK_HD_ALWAYS_INLINE float int_fake_quant_one_magic(
+    float x, float amax, IntBounds b, IntZeroAmaxMode zero = IntZeroAmaxMode::kCudaKernel) {
   constexpr float kEps = 5.9604644775390625e-08f;  // 2^-24
   const bool eager = zero == IntZeroAmaxMode::kEager;
   const uint32_t tiny = 0u - static_cast<uint32_t>(eager ? amax <= kEps : amax < kEps);
@@ -296,11 +314,11 @@ MQK_HD_ALWAYS_INLINE float int_fake_quant_one_magic(float x, float amax, IntBoun
   return float_of((bits_of(zero_result) & tiny) | (bits_of(q / scale) & ~tiny));
 }
 
-/// FP8 per-tensor/channel scales (reference §2.3): amax <= 2^-24 is taken as 1. `reciprocal` selects
-/// how 448/amax is rounded: false = one IEEE division (ModelOpt's CUDA extension fake_e4m3fy, used on
-/// GPU for a scalar or 1-D amax), true = fp32(fp32(1/amax) * 448) (the eager torch path
-/// `448.0 / amax`, which Python evaluates as amax.reciprocal() * 448; used on CPU and for multi-dim
-/// amax). The two differ by one ulp of scale for some amax.
+/// FP8 per-tensor/channel scales (reference §2.3): amax <= 2^-24 is taken as 1. `reciprocal`
+/// selects how 448/amax is rounded: false = one IEEE division (ModelOpt's CUDA extension
+/// fake_e4m3fy, used on GPU for a scalar or 1-D amax), true = fp32(fp32(1/amax) * 448) (the eager
+/// torch path `448.0 / amax`, which Python evaluates as amax.reciprocal() * 448; used on CPU and
+/// for multi-dim amax). The two differ by one ulp of scale for some amax.
 struct Fp8Scales {
   float scale;
   float inv;
@@ -310,14 +328,21 @@ MQK_HD Fp8Scales fp8_scales(float amax, bool reciprocal = false) {
   const float scale = reciprocal ? (1.0f / a) * 448.0f : 448.0f / a;
   return {scale, 1.0f / scale};
 }
-MQK_HD float fp8_fake_quant_one(float x, Fp8Scales s) { return e4m3_round_sat(x * s.scale) * s.inv; }
-/// fp8_fake_quant_one through e4m3_round_sat_magic: the same result, in a form host loops vectorise.
-MQK_HD_ALWAYS_INLINE float fp8_fake_quant_one_magic(float x, Fp8Scales s) { return e4m3_round_sat_magic(x * s.scale) * s.inv; }
+MQK_HD float fp8_fake_quant_one(float x, Fp8Scales s) {
+  return e4m3_round_sat(x * s.scale) * s.inv;
+}
+/// fp8_fake_quant_one through e4m3_round_sat_magic: the same result, in a form host loops
+/// vectorise.
+MQK_HD_ALWAYS_INLINE float fp8_fake_quant_one_magic(float x, Fp8Scales s) {
+  return e4m3_round_sat_magic(x * s.scale) * s.inv;
+}
 
 /// NVFP4 dynamic: the fp32 global scale gs = global_amax / 2688 (reference §2.5 step 1). ModelOpt
-/// computes it with torch on CUDA (`global_amax.float() / (6.0 * 448.0)`), i.e. global_amax * fp32(1/2688):
-/// the default kReciprocal. NVFP4 fake quant exists in ModelOpt only on GPU, so both devices use it.
-MQK_HD float nvfp4_global_scale(float global_amax, ScalarDivMode mode = ScalarDivMode::kReciprocal) {
+/// computes it with torch on CUDA (`global_amax.float() / (6.0 * 448.0)`), i.e. global_amax *
+/// fp32(1/2688): the default kReciprocal. NVFP4 fake quant exists in ModelOpt only on GPU, so both
+/// devices use it.
+MQK_HD float nvfp4_global_scale(float global_amax,
+                                ScalarDivMode mode = ScalarDivMode::kReciprocal) {
   const float gs = div_scalar(global_amax, 2688.0f, mode);
   return gs <= 0.0f ? 1e-12f : gs;
 }
@@ -329,10 +354,12 @@ MQK_HD float nvfp4_block_scale(float bmax, float gs) {
   const float bs = e4m3_round_sat(r) * gs;
   return bs < 1e-5f ? 1.0f : bs;
 }
-/// E2M1 magnitude of a >= 0 (or NaN): the thresholds of e2m1_index_of are exactly RNE on the E2M1 grid
-/// with saturation at 6 and NaN -> 6, so this is computed arithmetically (grid_round), branch-free on
-/// the GPU, instead of through the index and a table.
-MQK_HD float e2m1_round_value(float a) { return elem_round_magnitude(a, ElemGrid{1, 0, 6.0f, false, true}); }
+/// E2M1 magnitude of a >= 0 (or NaN): the thresholds of e2m1_index_of are exactly RNE on the E2M1
+/// grid with saturation at 6 and NaN -> 6, so this is computed arithmetically (grid_round),
+/// branch-free on the GPU, instead of through the index and a table.
+MQK_HD float e2m1_round_value(float a) {
+  return elem_round_magnitude(a, ElemGrid{1, 0, 6.0f, false, true});
+}
 
 /// NVFP4 element (steps 5): a = |x| / block_scale, E2M1 thresholds, signed q * block_scale. A zero
 /// block_scale gives +0 (a = Inf or NaN -> 6, times 0).
@@ -341,17 +368,17 @@ MQK_HD float nvfp4_quant_one(float x, float block_scale) {
 }
 
 /// NVFP4 static: (global_amax * (448 / fp8_max)) / 6, the amax of the block-scale FP8 quantizer.
-/// ModelOpt's compute_fp4_scales runs with torch on CUDA, where `/ 6.0` is `* fp32(1/6)` (kReciprocal,
-/// the default; static NVFP4 exists in ModelOpt only on GPU).
+/// ModelOpt's compute_fp4_scales runs with torch on CUDA, where `/ 6.0` is `* fp32(1/6)`
+/// (kReciprocal, the default; static NVFP4 exists in ModelOpt only on GPU).
 MQK_HD float nvfp4_static_scale_amax(float global_amax, bool four_over_six,
                                      ScalarDivMode mode = ScalarDivMode::kReciprocal) {
   const float ratio = four_over_six ? 1.75f : 1.0f;  // 448/256 and 448/448, exact in fp32
   return div_scalar(global_amax * ratio, 6.0f, mode);
 }
-/// NVFP4 static block scale: s = block_amax / 6 (`mode` as above) quantized by scaled_e4m3 with amax A.
-/// As in the Triton kernel (nvfp4_scalar_quant): a NaN or Inf result is replaced by 1.0 (`scale_safe`);
-/// a zero result stays 0, and a block with scale 0 comes out all +0 (nvfp4_quant_one and the GPU bins
-/// give q * 0 = +0 with the sign rule of apply_sign_ge0).
+/// NVFP4 static block scale: s = block_amax / 6 (`mode` as above) quantized by scaled_e4m3 with
+/// amax A. As in the Triton kernel (nvfp4_scalar_quant): a NaN or Inf result is replaced by 1.0
+/// (`scale_safe`); a zero result stays 0, and a block with scale 0 comes out all +0
+/// (nvfp4_quant_one and the GPU bins give q * 0 = +0 with the sign rule of apply_sign_ge0).
 MQK_HD float nvfp4_static_block_scale(float block_amax, Fp8Scales fp8,
                                       ScalarDivMode mode = ScalarDivMode::kReciprocal) {
   const float s = div_scalar(block_amax, 6.0f, mode);
@@ -370,8 +397,8 @@ MQK_HD MxScales mx_scales(float bmax, float fmt_max) {
   return {pow2f(-k), pow2f(k)};
 }
 /// MX element: sign * convert(|x| * scale) * unscale. The sign follows ModelOpt's CUDA extension
-/// (tensor_quant_mx.cu `quantize`), whose `int sign` is set only for x < 0 and x > 0 and compiles to
-/// x > 0 ? 1 : -1: x = +-0 (and NaN) give the negative sign, so a zero input comes out as -0.
+/// (tensor_quant_mx.cu `quantize`), whose `int sign` is set only for x < 0 and x > 0 and compiles
+/// to x > 0 ? 1 : -1: x = +-0 (and NaN) give the negative sign, so a zero input comes out as -0.
 MQK_HD float mx_quant_one(float x, MxScales s, const ElemGrid& t) {
   const float q = elem_round_magnitude(abs_f(x) * s.scale, t);
   return (x > 0.0f ? q : -q) * s.unscale;
